@@ -1,0 +1,448 @@
+# Functions behind flas-bed. Sourced; expects BED, BED_USER, SUBNET, BRIDGE, SITES, HERE.
+# shellcheck shell=bash
+
+die() { echo "flas-bed: $*" >&2; exit 1; }
+say() { echo "flas-bed: $*"; }
+need_root() { [ "$(id -u)" = 0 ] || die "must run as root (it starts daemons and creates namespaces)"; }
+
+site_index() { # leonardo -> 1, karolina -> 2
+    local i
+    for i in "${!SITES[@]}"; do [ "${SITES[$i]}" = "$1" ] && { echo $((i + 1)); return; }; done
+    die "unknown site '$1' (sites: ${SITES[*]})"
+}
+site_addr() { echo "$SUBNET.$((10 + $(site_index "$1")))"; }
+netns_of() { echo "flas-$1"; }
+cluster_dir() { if [ "$1" = single ]; then echo "$BED/single"; else echo "$BED/sites/$1"; fi; }
+
+# ---------------------------------------------------------------- process bookkeeping
+# Each daemon the bed starts gets a line "PID NAME" in its cluster's pids file.
+pid_alive() { # a zombie is not alive
+    local st
+    st=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
+}
+record_pid() { echo "$2 $3" >>"$1/pids"; }
+stop_pid() { # PID NAME: TERM, wait up to 10 s, then KILL
+    local pid=$1 name=$2 i
+    pid_alive "$pid" || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 100); do pid_alive "$pid" || return 0; sleep 0.1; done
+    say "$name ($pid) ignored SIGTERM; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    for i in $(seq 50); do pid_alive "$pid" || return 0; sleep 0.1; done
+    die "could not stop $name ($pid)"
+}
+stop_recorded() { # DIR: stop what DIR/pids lists, newest first
+    local dir=$1 pid name
+    [ -f "$dir/pids" ] || return 0
+    while read -r pid name; do stop_pid "$pid" "$name"; done < <(tac "$dir/pids")
+    rm -f "$dir/pids"
+}
+daemon_state() { # DIR NAME -> "up PID" or "down"
+    local pid name
+    if [ -f "$1/pids" ]; then
+        while read -r pid name; do
+            [ "$name" = "$2" ] || continue
+            pid_alive "$pid" && { echo "up $pid"; return; }
+        done <"$1/pids"
+    fi
+    echo down
+}
+# Launch a foreground daemon in the background, detached from our session, and record its PID.
+# The wrappers (setsid, nsenter, unshare, setpriv) all exec, so $! is the daemon itself.
+launch() { # DIR NAME LOG CMD...
+    local dir=$1 name=$2 log=$3
+    shift 3
+    setsid "$@" </dev/null >>"$log" 2>&1 &
+    record_pid "$dir" "$!" "$name"
+}
+
+# ---------------------------------------------------------------- the test user
+ensure_user() {
+    if ! id "$BED_USER" >/dev/null 2>&1; then
+        useradd --create-home --shell /bin/bash --comment "FLaS test bed user" "$BED_USER"
+        say "created user $BED_USER"
+    fi
+    # No password at all, but not "locked" ('!'): sshd without PAM refuses locked accounts even for keys.
+    [ "$(getent shadow "$BED_USER" | cut -d: -f2)" = '*' ] || usermod -p '*' "$BED_USER"
+    local home
+    home=$(getent passwd "$BED_USER" | cut -d: -f6)
+    if [ ! -f "$home/.ssh/id_ed25519" ]; then
+        install -d -m 700 -o "$BED_USER" -g "$BED_USER" "$home/.ssh"
+        runuser -u "$BED_USER" -- ssh-keygen -q -t ed25519 -N '' -C "$BED_USER@flas-bed" -f "$home/.ssh/id_ed25519"
+        install -m 600 -o "$BED_USER" -g "$BED_USER" "$home/.ssh/id_ed25519.pub" "$home/.ssh/authorized_keys"
+    fi
+    install -d -m 755 "$BED"
+    install -d -m 755 -o "$BED_USER" -g "$BED_USER" "$BED/work"
+}
+
+# ---------------------------------------------------------------- install
+bed_install() { # BUILD_DIR: install FLaS into $BED/install so the test user can read it
+    local build=${1:?usage: flas-bed install BUILD_DIR}
+    [ -f "$build/CMakeCache.txt" ] || die "$build is not a CMake build directory"
+    install -d -m 755 "$BED"
+    rm -rf "$BED/install.new"
+    DESTDIR="$BED/install.new" cmake --install "$build" >"$BED/install.log" 2>&1 ||
+        { cat "$BED/install.log" >&2; die "cmake --install failed"; }
+    chmod -R a+rX "$BED/install.new"
+    rm -rf "$BED/install.old"
+    [ -d "$BED/install" ] && mv "$BED/install" "$BED/install.old"
+    mv "$BED/install.new" "$BED/install"
+    rm -rf "$BED/install.old"
+    say "installed $build into $BED/install"
+}
+installed_plugin() {
+    local so
+    so=$(find "$BED/install" -name flas.so -type f 2>/dev/null | head -n 1)
+    [ -n "$so" ] || die "no flas.so under $BED/install: run 'flas-bed install BUILD_DIR' first"
+    echo "$so"
+}
+installed_bin() { echo "$BED/install/usr/local/bin"; }
+
+# ---------------------------------------------------------------- munge
+make_munge() { # DIR: a private munge key and directories owned by the munge user
+    local d=$1
+    install -d -m 700 -o munge -g munge "$d/munge"
+    install -d -m 755 -o munge -g munge "$d/run"
+    if [ ! -f "$d/munge/munge.key" ]; then
+        mungekey --create --keyfile="$d/munge/munge.key"
+        chown munge:munge "$d/munge/munge.key"
+        chmod 400 "$d/munge/munge.key"
+    fi
+}
+munged_cmd() { # DIR
+    local d=$1
+    echo setpriv --reuid=munge --regid=munge --init-groups -- /usr/sbin/munged -F \
+        --socket="$d/run/munge.socket" --key-file="$d/munge/munge.key" --pid-file="$d/run/munged.pid" \
+        --log-file="$d/munge/munged.log" --seed-file="$d/munge/munged.seed"
+}
+wait_for() { # SECONDS WHAT CMD...: poll CMD until it succeeds
+    local secs=$1 what=$2 i
+    shift 2
+    for i in $(seq $((secs * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+    die "timed out after ${secs}s waiting for $what"
+}
+
+# ---------------------------------------------------------------- slurm
+write_slurm_conf() { # DIR CLUSTER HOST ADDR
+    local d=$1 cluster=$2 host=$3 addr=$4 cpus mem
+    cpus=$(nproc)
+    mem=$(($(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) / 3))
+    install -d -m 755 "$d/etc" "$d/log" "$d/state" "$d/spool"
+    cat >"$d/etc/slurm.conf.new" <<EOF
+# Written by flas-bed for cluster $cluster. Private: its own munge socket, state, logs and plugins.
+ClusterName=$cluster
+SlurmctldHost=$host($addr)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$d/run/munge.socket
+CryptoType=crypto/munge
+MpiDefault=pmix
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=1024
+ReturnToService=2
+MailProg=/bin/true
+MinJobAge=300
+KillWait=5
+StateSaveLocation=$d/state
+SlurmdSpoolDir=$d/spool
+SlurmctldPidFile=$d/run/slurmctld.pid
+SlurmdPidFile=$d/run/slurmd.pid
+SlurmctldLogFile=$d/log/slurmctld.log
+SlurmdLogFile=$d/log/slurmd.log
+PlugStackConfig=$d/etc/plugstack.conf
+NodeName=$host NodeAddr=$addr CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+EOF
+    mv "$d/etc/slurm.conf.new" "$d/etc/slurm.conf"
+    write_plugstack "$d"
+}
+write_plugstack() { # DIR: the plugin stack this cluster loads (the bed's installed flas.so)
+    local d=$1 so
+    so=$(installed_plugin)
+    echo "required $so" >"$d/etc/plugstack.conf.new"
+    mv "$d/etc/plugstack.conf.new" "$d/etc/plugstack.conf"
+}
+wait_for_node() { # SECONDS DIR: until the node is idle; fail fast with the log if a daemon died
+    local secs=$1 d=$2 i name
+    for i in $(seq $((secs * 10))); do
+        slurm_up "$d" && return 0
+        for name in munged slurmctld slurmd; do
+            if [ "$(daemon_state "$d" "$name")" = down ]; then
+                tail -n 5 "$d/log/$name.out" >&2 2>/dev/null || true
+                die "$name of $(basename "$d") died during start-up (log: $d/log/)"
+            fi
+        done
+        sleep 0.1
+    done
+    die "timed out after ${secs}s waiting for the node of $(basename "$d") to become idle"
+}
+slurm_up() { # DIR: the node is idle (or allocated) according to its controller
+    local state
+    state=$(SLURM_CONF="$1/etc/slurm.conf" sinfo -h -N -o %T 2>/dev/null) || return 1
+    case "$state" in idle* | alloc* | mix*) return 0 ;; *) return 1 ;; esac
+}
+cancel_all_jobs() { # DIR: cancel every job so no slurmstepd outlives slurmd
+    local conf="$1/etc/slurm.conf" i
+    SLURM_CONF=$conf scancel --full --quiet --user="$BED_USER" 2>/dev/null || true
+    SLURM_CONF=$conf scancel --full --quiet --user=root 2>/dev/null || true
+    for i in $(seq 100); do
+        [ -z "$(SLURM_CONF=$conf squeue -h -t R,CG,PD -o %i 2>/dev/null)" ] && return 0
+        sleep 0.2
+    done
+    say "jobs still listed in $1 after scancel; stopping anyway"
+}
+
+# ---------------------------------------------------------------- single
+start_single() {
+    ensure_user
+    local d host
+    d=$(cluster_dir single)
+    host=$(hostname -s)
+    install -d -m 755 "$d"
+    if [ "$(daemon_state "$d" slurmd | cut -d' ' -f1)" = up ] && slurm_up "$d"; then
+        say "single: already running"
+        return 0
+    fi
+    stop_recorded "$d"
+    make_munge "$d"
+    write_slurm_conf "$d" flas-single "$host" 127.0.0.1
+    # shellcheck disable=SC2046
+    launch "$d" munged "$d/log/munged.out" $(munged_cmd "$d")
+    wait_for 10 "munged (single)" test -S "$d/run/munge.socket"
+    launch "$d" slurmctld "$d/log/slurmctld.out" /usr/sbin/slurmctld -D -f "$d/etc/slurm.conf"
+    launch "$d" slurmd "$d/log/slurmd.out" /usr/sbin/slurmd -D -f "$d/etc/slurm.conf"
+    wait_for_node 60 "$d"
+    say "single: up (node $host on 127.0.0.1, SLURM_CONF=$d/etc/slurm.conf)"
+}
+stop_single() {
+    local d
+    d=$(cluster_dir single)
+    [ -d "$d" ] || return 0
+    [ "$(daemon_state "$d" slurmctld | cut -d' ' -f1)" = up ] && cancel_all_jobs "$d"
+    stop_recorded "$d"
+    say "single: stopped"
+}
+
+# ---------------------------------------------------------------- sites (network namespaces)
+ensure_bridge() {
+    if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+        ip link add "$BRIDGE" type bridge
+        ip addr add "$SUBNET.1/24" dev "$BRIDGE"
+        ip link set "$BRIDGE" up
+        echo "$BRIDGE" >"$BED/sites/bridge"
+    fi
+}
+ensure_netns() { # SITE
+    local site=$1 ns veth addr
+    ns=$(netns_of "$site")
+    veth="flv-$site"
+    addr=$(site_addr "$site")
+    if [ ! -e "/run/netns/$ns" ]; then
+        ip netns add "$ns"
+        ip link add "$veth" type veth peer name eth0 netns "$ns"
+        ip link set "$veth" master "$BRIDGE" up
+        ip -n "$ns" addr add "$addr/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        ip -n "$ns" link set lo up
+        echo "$ns" >>"$BED/sites/netns"
+    fi
+    # Private name service for the site: its own /etc/hosts, no DNS (no default route either).
+    local d
+    d=$(cluster_dir "$site")
+    install -d -m 755 "$d/etc"
+    {
+        echo "127.0.0.1 localhost"
+        local s
+        for s in "${SITES[@]}"; do echo "$(site_addr "$s") $s"; done
+    } >"$d/etc/hosts"
+    : >"$d/etc/resolv.conf"
+}
+# The command prefix that runs CMD inside SITE: its network namespace, plus a private UTS (hostname)
+# and mount namespace in which /etc/hosts and /etc/resolv.conf are the site's. Every wrapper execs,
+# so the PID launch records is the daemon's own.
+SITE_WRAP=()
+site_wrap() { # SITE -> sets SITE_WRAP
+    local site=$1 d
+    d=$(cluster_dir "$site")
+    SITE_WRAP=(nsenter --net="/run/netns/$(netns_of "$site")" unshare --uts --mount -- /bin/sh -c
+        'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && hostname "$3" && shift 3 && exec "$@"'
+        sh "$d/etc/hosts" "$d/etc/resolv.conf" "$site")
+}
+write_sshd_conf() { # SITE
+    local site=$1 d
+    d=$(cluster_dir "$site")
+    install -d -m 755 "$d/ssh"
+    [ -f "$d/ssh/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C "$site-host" -f "$d/ssh/ssh_host_ed25519_key"
+    cat >"$d/ssh/sshd_config" <<EOF
+# Written by flas-bed: key-only sshd for site $site.
+ListenAddress $(site_addr "$site")
+Port 22
+HostKey $d/ssh/ssh_host_ed25519_key
+PidFile $d/run/sshd.pid
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+PermitRootLogin no
+AllowUsers $BED_USER
+AuthorizedKeysFile .ssh/authorized_keys
+SetEnv SLURM_CONF=$d/etc/slurm.conf
+Subsystem sftp internal-sftp
+EOF
+}
+write_known_hosts() {
+    local site tmp="$BED/sites/known_hosts.new"
+    : >"$tmp"
+    for site in "${SITES[@]}"; do
+        echo "$(site_addr "$site") $(cut -d' ' -f1,2 "$(cluster_dir "$site")/ssh/ssh_host_ed25519_key.pub")" >>"$tmp"
+    done
+    chmod 644 "$tmp"
+    mv "$tmp" "$BED/sites/known_hosts"
+}
+start_site() { # SITE
+    local site=$1 d addr
+    d=$(cluster_dir "$site")
+    addr=$(site_addr "$site")
+    ensure_netns "$site"
+    if [ "$(daemon_state "$d" slurmd | cut -d' ' -f1)" = up ] && slurm_up "$d" &&
+        [ "$(daemon_state "$d" sshd | cut -d' ' -f1)" = up ]; then
+        say "$site: already running"
+        return 0
+    fi
+    stop_recorded "$d"
+    make_munge "$d"
+    write_slurm_conf "$d" "$site" "$site" "$addr"
+    write_sshd_conf "$site"
+    mkdir -p /run/sshd
+    site_wrap "$site"
+    # shellcheck disable=SC2046
+    launch "$d" munged "$d/log/munged.out" "${SITE_WRAP[@]}" $(munged_cmd "$d")
+    wait_for 10 "munged ($site)" test -S "$d/run/munge.socket"
+    launch "$d" slurmctld "$d/log/slurmctld.out" "${SITE_WRAP[@]}" /usr/sbin/slurmctld -D -f "$d/etc/slurm.conf"
+    launch "$d" slurmd "$d/log/slurmd.out" "${SITE_WRAP[@]}" /usr/sbin/slurmd -D -f "$d/etc/slurm.conf"
+    launch "$d" sshd "$d/log/sshd.out" "${SITE_WRAP[@]}" /usr/sbin/sshd -D -f "$d/ssh/sshd_config" -E "$d/log/sshd.log"
+}
+start_sites() {
+    ensure_user
+    install -d -m 755 "$BED/sites"
+    ensure_bridge
+    local site
+    for site in "${SITES[@]}"; do start_site "$site"; done
+    write_known_hosts
+    for site in "${SITES[@]}"; do
+        wait_for_node 60 "$(cluster_dir "$site")"
+        wait_for 10 "sshd of site $site" bash -c "exec 3<>/dev/tcp/$(site_addr "$site")/22"
+        say "$site: up ($(site_addr "$site"), netns $(netns_of "$site"), SLURM_CONF=$(cluster_dir "$site")/etc/slurm.conf)"
+    done
+}
+netns_pids() { # SITE: every process whose network namespace is the site's
+    local ns_ino p
+    ns_ino=$(stat -L -c %i "/run/netns/$(netns_of "$1")" 2>/dev/null) || return 0
+    for p in /proc/[0-9]*; do
+        [ "$(stat -L -c %i "$p/ns/net" 2>/dev/null)" = "$ns_ino" ] && echo "${p#/proc/}"
+    done
+    return 0
+}
+stop_sites() {
+    local site d pid
+    for site in "${SITES[@]}"; do
+        d=$(cluster_dir "$site")
+        [ -d "$d" ] || continue
+        [ "$(daemon_state "$d" slurmctld | cut -d' ' -f1)" = up ] && cancel_all_jobs "$d"
+        stop_recorded "$d"
+        # Whatever is still inside the namespace was started by these daemons (job steps, sessions).
+        for pid in $(netns_pids "$site"); do stop_pid "$pid" "leftover process in $site"; done
+        say "$site: stopped"
+    done
+    if [ -f "$BED/sites/netns" ]; then
+        local ns
+        while read -r ns; do ip netns del "$ns" 2>/dev/null || true; done <"$BED/sites/netns"
+        rm -f "$BED/sites/netns"
+    fi
+    for site in "${SITES[@]}"; do ip link del "flv-$site" 2>/dev/null || true; done
+    if [ -f "$BED/sites/bridge" ]; then
+        ip link del "$BRIDGE" 2>/dev/null || true
+        rm -f "$BED/sites/bridge"
+    fi
+}
+
+# ---------------------------------------------------------------- clients
+cluster_env() { # CLUSTER
+    local c=${1:?usage: flas-bed env single|SITE} d
+    [ "$c" = single ] || site_index "$c" >/dev/null
+    d=$(cluster_dir "$c")
+    echo "export SLURM_CONF=$d/etc/slurm.conf"
+    echo "export PATH=$(installed_bin):\$PATH"
+}
+as_user() { # CLUSTER CMD...
+    local c=${1:?usage: flas-bed as-user CLUSTER CMD...} d
+    shift
+    [ "${1:-}" = -- ] && shift
+    [ "$c" = single ] || site_index "$c" >/dev/null
+    d=$(cluster_dir "$c")
+    cd "$BED/work"
+    exec runuser -u "$BED_USER" -- env SLURM_CONF="$d/etc/slurm.conf" PATH="$(installed_bin):/usr/local/bin:/usr/bin:/bin" "$@"
+}
+site_ssh() { # SITE CMD...
+    local site=${1:?usage: flas-bed ssh SITE CMD...} home
+    shift
+    home=$(getent passwd "$BED_USER" | cut -d: -f6)
+    exec ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$BED/sites/known_hosts" \
+        -o GlobalKnownHostsFile=/dev/null -i "$home/.ssh/id_ed25519" -l "$BED_USER" "$(site_addr "$site")" "$@"
+}
+bed_paths() {
+    local home site
+    home=$(getent passwd "$BED_USER" 2>/dev/null | cut -d: -f6)
+    echo "bed=$BED"
+    echo "user=$BED_USER"
+    echo "user_key=$home/.ssh/id_ed25519"
+    echo "known_hosts=$BED/sites/known_hosts"
+    echo "single_conf=$(cluster_dir single)/etc/slurm.conf"
+    for site in "${SITES[@]}"; do
+        echo "${site}_addr=$(site_addr "$site")"
+        echo "${site}_conf=$(cluster_dir "$site")/etc/slurm.conf"
+        echo "${site}_dir=$(cluster_dir "$site")"
+    done
+}
+bed_status() { # [single|sites|all]: prints daemons and nodes; non-zero unless all requested are up
+    local target=$1 ok=0 c d name st clusters=()
+    case "$target" in
+    single) clusters=(single) ;;
+    sites) clusters=("${SITES[@]}") ;;
+    all) clusters=(single "${SITES[@]}") ;;
+    *) die "unknown target '$target'" ;;
+    esac
+    for c in "${clusters[@]}"; do
+        d=$(cluster_dir "$c")
+        local names=(munged slurmctld slurmd)
+        [ "$c" = single ] || names+=(sshd)
+        for name in "${names[@]}"; do
+            st=$(daemon_state "$d" "$name")
+            printf '%-9s %-10s %s\n' "$c" "$name" "$st"
+            [ "${st%% *}" = up ] || ok=1
+        done
+        if slurm_up "$d"; then
+            printf '%-9s %-10s %s\n' "$c" node "$(SLURM_CONF=$d/etc/slurm.conf sinfo -h -N -o '%N %T')"
+        else
+            printf '%-9s %-10s %s\n' "$c" node "not responding"
+            ok=1
+        fi
+        if [ "$c" != single ]; then
+            if [ -e "/run/netns/$(netns_of "$c")" ]; then
+                printf '%-9s %-10s %s\n' "$c" netns "$(netns_of "$c") ($(site_addr "$c"))"
+            else
+                printf '%-9s %-10s %s\n' "$c" netns "missing"
+                ok=1
+            fi
+        fi
+    done
+    return $ok
+}
