@@ -24,6 +24,10 @@ stage_program() { # SRC DIR: copy a test program where the test user can run it
     echo "$2/$(basename "$1")"
 }
 as_user() { "$BEDCTL" as-user "$@"; }
+# Under ASan builds, Open MPI's and PMIx's own allocations (freed by nobody at exit, some from unloaded
+# MCA components LeakSanitizer cannot even name) would fail every MPI program: leak checking of FLaS
+# code is done by the unit tests; MPI programs keep ASan's memory-error checks only.
+as_user_mpi() { local c=$1; shift; "$BEDCTL" as-user "$c" env ASAN_OPTIONS=detect_leaks=0 "$@"; }
 clusters_of() { if [ "$1" = all ]; then echo "single leonardo karolina"; else echo "$1"; fi; }
 
 case_srun_hostname() { # CLUSTER: two tasks on the node, as the test user, with the node's hostname
@@ -51,7 +55,7 @@ case_mpi() { # CLUSTER PROGRAM: 2 ranks under srun --mpi=pmix
     local c=$1 d prog out
     d=$(workdir "mpi-$c")
     prog=$(stage_program "$2" "$d")
-    out=$(as_user "$c" srun --mpi=pmix -n2 "$prog" 2) || fail "$c: srun --mpi=pmix -n2 exited $?: $out"
+    out=$(as_user_mpi "$c" srun --mpi=pmix -n2 "$prog" 2) || fail "$c: srun --mpi=pmix -n2 exited $?: $out"
     echo "$out"
     echo "$out" | grep -q "^MPI OK" || fail "$c: MPI program did not report success"
     pass "$c: 2-rank MPI ring + allreduce under srun --mpi=pmix"
@@ -61,7 +65,7 @@ case_phdf5() { # CLUSTER PROGRAM: 2-rank collective HDF5 write under srun, read 
     local c=$1 d prog
     d=$(workdir "phdf5-$c")
     prog=$(stage_program "$2" "$d")
-    as_user "$c" srun --mpi=pmix -n2 --chdir="$d" "$prog" "$d/x.h5" 3 5 || fail "$c: parallel HDF5 write failed"
+    as_user_mpi "$c" srun --mpi=pmix -n2 --chdir="$d" "$prog" "$d/x.h5" 3 5 || fail "$c: parallel HDF5 write failed"
     [ "$(stat -c %U "$d/x.h5")" = "$BED_USER" ] || fail "$c: HDF5 file not written by $BED_USER"
     $PY "$HERE/check_phdf5.py" "$d/x.h5" 2 3 5 || fail "$c: h5py read-back mismatch"
     pass "$c: 2-rank parallel HDF5 file read back by h5py"
