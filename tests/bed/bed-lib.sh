@@ -124,8 +124,8 @@ wait_for() { # SECONDS WHAT CMD...: poll CMD until it succeeds
 }
 
 # ---------------------------------------------------------------- slurm
-write_slurm_conf() { # DIR CLUSTER HOST ADDR
-    local d=$1 cluster=$2 host=$3 addr=$4 cpus mem
+write_slurm_conf() { # DIR CLUSTER HOST ADDR SITE
+    local d=$1 cluster=$2 host=$3 addr=$4 site=$5 cpus mem
     cpus=$(nproc)
     mem=$(($(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) / 3))
     install -d -m 755 "$d/etc" "$d/log" "$d/state" "$d/spool"
@@ -163,13 +163,34 @@ NodeName=$host NodeAddr=$addr CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
     mv "$d/etc/slurm.conf.new" "$d/etc/slurm.conf"
-    write_plugstack "$d"
+    write_plugstack "$d" "$site"
 }
-write_plugstack() { # DIR: the plugin stack this cluster loads (the bed's installed flas.so)
-    local d=$1 so
+write_plugstack() { # DIR SITE: the plugin stack this cluster loads (the bed's installed flas.so)
+    local d=$1 site=$2 so
     so=$(installed_plugin)
-    echo "required $so" >"$d/etc/plugstack.conf.new"
+    echo "required $so conf=$d/etc/flas.conf" >"$d/etc/plugstack.conf.new"
     mv "$d/etc/plugstack.conf.new" "$d/etc/plugstack.conf"
+    write_flas_conf "$d" "$site"
+}
+# flas.conf(5) for the cluster, and the staging area an admin would prepare: the staging root and each
+# federation's directory belong to root, global/ to the account the coordinator logs in as ($BED_USER).
+# "other" tests overriding the federation of a step; "closed" admits nobody but root.
+write_flas_conf() { # DIR SITE
+    local d=$1 site=$2 fed stage="$1/stage"
+    [ -n "$d" ] && [ -n "$site" ] || die "write_flas_conf: missing arguments"
+    cat >"$d/etc/flas.conf.new" <<EOF
+# flas.conf written by flas-bed for site $site
+Federation=flas Site=$site StagingRoot=$stage
+Federation=other Site=$site StagingRoot=$stage
+Federation=closed Site=$site StagingRoot=$stage AllowUsers=root
+EOF
+    chmod 644 "$d/etc/flas.conf.new"
+    mv "$d/etc/flas.conf.new" "$d/etc/flas.conf"
+    install -d -m 755 -o root -g root "$stage"
+    for fed in flas other closed; do
+        install -d -m 755 -o root -g root "$stage/$fed"
+        install -d -m 755 -o "$BED_USER" -g "$BED_USER" "$stage/$fed/global"
+    done
 }
 wait_for_node() { # SECONDS DIR: until the node is idle; fail fast with the log if a daemon died
     local secs=$1 d=$2 i name
@@ -214,7 +235,7 @@ start_single() {
     fi
     stop_recorded "$d"
     make_munge "$d"
-    write_slurm_conf "$d" flas-single "$host" 127.0.0.1
+    write_slurm_conf "$d" flas-single "$host" 127.0.0.1 single
     # shellcheck disable=SC2046
     launch "$d" munged "$d/log/munged.out" $(munged_cmd "$d")
     wait_for 10 "munged (single)" test -S "$d/run/munge.socket"
@@ -319,7 +340,7 @@ start_site() { # SITE
     fi
     stop_recorded "$d"
     make_munge "$d"
-    write_slurm_conf "$d" "$site" "$site" "$addr"
+    write_slurm_conf "$d" "$site" "$site" "$addr" "$site"
     write_sshd_conf "$site"
     mkdir -p /run/sshd
     site_wrap "$site"

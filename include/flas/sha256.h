@@ -1,0 +1,26 @@
+/* SHA-256 of files and buffers (OpenSSL libcrypto), as lowercase hex. */
+#ifndef FLAS_SHA256_H
+#define FLAS_SHA256_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FLAS_SHA256_HEX_LEN 64
+
+/* Hashes everything readable from fd, from its current offset; hex gets 65 bytes. Returns the number of
+ * bytes hashed, or -1 (errno set) on a read or library error. */
+int64_t flas_sha256_fd(int fd, char hex[FLAS_SHA256_HEX_LEN + 1]);
+/* The same for a path (opened read-only, following no final symlink); -1 on error. */
+int64_t flas_sha256_file(const char *path, char hex[FLAS_SHA256_HEX_LEN + 1]);
+int flas_sha256_buf(const void *data, size_t len, char hex[FLAS_SHA256_HEX_LEN + 1]);
+/* 1 if s is 64 lowercase hex digits. */
+int flas_sha256_hex_valid(const char *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,50 @@
+/* Names inside a federation's staging area (see include/flas/staging.h). */
+#include "flas/staging.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static int fits(int n, size_t len) { return n > 0 && (size_t)n < len ? 0 : -1; }
+
+int flas_stage_global_name(char *buf, size_t len, long round)
+{
+    if (round < 0 || round > FLAS_ROUND_MAX)
+        return -1;
+    return fits(snprintf(buf, len, "round-%06ld.h5", round), len);
+}
+
+int flas_stage_round_dir(char *buf, size_t len, long round)
+{
+    if (round < 0 || round > FLAS_ROUND_MAX)
+        return -1;
+    return fits(snprintf(buf, len, "round-%06ld", round), len);
+}
+
+int flas_stage_published_name(char *buf, size_t len, const char *site, unsigned long jobid, const char *suffix)
+{
+    return fits(snprintf(buf, len, "%s-job%lu%s", site, jobid, suffix), len);
+}
+
+long flas_parse_round(const char *s)
+{
+    if (!s || !*s || strlen(s) > 6)
+        return -1;
+    long v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        v = v * 10 + (*s - '0');
+    }
+    return v;
+}
+
+long flas_stage_parse_global_name(const char *name)
+{
+    /* exactly "round-" + 6 digits + ".h5" */
+    if (strlen(name) != 15 || strncmp(name, "round-", 6) != 0 || strcmp(name + 12, ".h5") != 0)
+        return -1;
+    char digits[7];
+    memcpy(digits, name + 6, 6);
+    digits[6] = '\0';
+    return flas_parse_round(digits);
+}
