@@ -45,10 +45,37 @@ static int load_federation(const char *name, flas_conf *conf, const flas_federat
     return 0;
 }
 
+/* The account of a job being submitted, when the user chose one through the environment (SPANK cannot
+ * see sbatch's -A option; the prolog checks the job's real account). */
+static const char *submit_account(void)
+{
+    const char *account = getenv("SBATCH_ACCOUNT");
+    return account ? account : getenv("SLURM_ACCOUNT");
+}
+
+/* The submitting side's check of --federation=NAME (see options.h). */
+static int check_federation(const char *name)
+{
+    flas_conf conf;
+    const flas_federation_conf *fed;
+    char err[1024];
+    const char *account = submit_account();
+    if (load_federation(name, &conf, &fed, err, sizeof err)) {
+        slurm_error("flas: %s", err);
+        return -1;
+    }
+    int rc = flas_check_user(fed, getuid(), account, err, sizeof err);
+    if (rc)
+        slurm_error("flas: %s", err);
+    flas_conf_free(&conf);
+    return rc;
+}
+
 int slurm_spank_init(spank_t sp, int ac, char **av)
 {
     if (load_args(ac, av))
         return -1;
+    flas_federation_check = check_federation;
     switch (spank_context()) {
     case S_CTX_ALLOCATOR:
     case S_CTX_LOCAL:
@@ -73,9 +100,7 @@ static int check_submission(void)
     const flas_federation_conf *fed;
     char err[1024];
     long round = -1;
-    const char *account = getenv("SBATCH_ACCOUNT");
-    if (!account)
-        account = getenv("SLURM_ACCOUNT");
+    const char *account = submit_account();
     if (load_federation(flas_options.federation, &conf, &fed, err, sizeof err)) {
         slurm_error("flas: %s", err);
         return -1;
@@ -142,6 +167,14 @@ int slurm_spank_user_init(spank_t sp, int ac, char **av)
     }
     flas_env env;
     flas_job_env(fed, flas_options.round, jobid, &env);
+    /* A step inherits its parent's FLAS_* (e.g. srun --federation=other inside a flas job): drop what
+     * does not hold for this step before setting what does. */
+    static const char *const all_vars[] = {"FLAS_FEDERATION", "FLAS_SITE", "FLAS_STAGE_DIR", "FLAS_JOB_ID",
+                                           "FLAS_ROUND", "FLAS_GLOBAL_CHECKPOINT", "FLAS_GLOBAL_SHA256",
+                                           "FLAS_OUTPUT_DIR", "FLAS_OUTPUT_CHECKPOINT", "FLAS_ERROR"};
+    for (size_t i = 0; i < sizeof all_vars / sizeof all_vars[0]; i++)
+        if (!flas_env_get(&env, all_vars[i]))
+            spank_unsetenv(sp, all_vars[i]);
     for (int i = 0; i < env.n; i++)
         spank_setenv(sp, env.var[i].name, env.var[i].value, 1);
     const char *error = flas_env_get(&env, "FLAS_ERROR");

@@ -132,8 +132,7 @@ long flas_newest_round_fd(int global_dir)
     return best;
 }
 
-int flas_submit_check(const flas_federation_conf *fed, long round, uid_t uid, const char *account,
-                      long *round_out, char *err, size_t errlen)
+int flas_check_user(const flas_federation_conf *fed, uid_t uid, const char *account, char *err, size_t errlen)
 {
     struct passwd pw, *res = NULL;
     char buf[4096];
@@ -145,7 +144,13 @@ int flas_submit_check(const flas_federation_conf *fed, long round, uid_t uid, co
     int ngroups = 256;
     if (getgrouplist(res->pw_name, res->pw_gid, groups, &ngroups) < 0)
         ngroups = 0;
-    if (flas_conf_allows(fed, res->pw_name, res->pw_gid, groups, ngroups, account, err, errlen))
+    return flas_conf_allows(fed, res->pw_name, res->pw_gid, groups, ngroups, account, err, errlen);
+}
+
+int flas_submit_check(const flas_federation_conf *fed, long round, uid_t uid, const char *account,
+                      long *round_out, char *err, size_t errlen)
+{
+    if (flas_check_user(fed, uid, account, err, errlen))
         return -1;
     int dir = open_fed_subdir(fed, FLAS_STAGE_GLOBAL, 0);
     if (dir < 0) {

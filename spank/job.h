@@ -48,6 +48,9 @@ int flas_job_record_format(const flas_job_record *rec, char *buf, size_t len);
 /* The newest round staged in the directory fd (a round-NNNNNN.h5 with its .sha256 beside it), or -1. */
 long flas_newest_round_fd(int global_dir);
 
+/* May uid (with its groups from the group database) and account use fed? 0, or -1 with the reason. */
+int flas_check_user(const flas_federation_conf *fed, uid_t uid, const char *account, char *err, size_t errlen);
+
 /* Any user (sbatch/srun side): may this user use fed, and is the requested round (or any) staged?
  * Fills *round_out with the round the job would train now. 0, or -1 with a one-line reason. */
 int flas_submit_check(const flas_federation_conf *fed, long round, uid_t uid, const char *account,

@@ -8,16 +8,21 @@
 
 flas_opts flas_options = {"", -1};
 
+flas_federation_check_fn flas_federation_check;
+
 int flas_opt_federation(int val, const char *optarg, int remote)
 {
     (void)val;
-    (void)remote;
     /* "--federation --wrap x" hands "--wrap" over as the value: a name never starts with '-'. */
     if (!flas_name_valid(optarg)) {
         slurm_error("flas: --federation=%s: a federation name is 1-63 characters of [A-Za-z0-9_-] and does not "
                     "start with '-'", optarg ? optarg : "");
         return -1;
     }
+    /* On the submitting side, an unknown federation or a user it does not admit is refused right here,
+     * so sbatch says "Invalid --federation argument" and creates no job. */
+    if (!remote && flas_federation_check && flas_federation_check(optarg))
+        return -1;
     snprintf(flas_options.federation, sizeof flas_options.federation, "%s", optarg);
     return 0;
 }

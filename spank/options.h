@@ -14,6 +14,11 @@ typedef struct flas_opts {
 
 extern flas_opts flas_options;
 
+/* Set by the dispatcher: checks on the submitting side that a federation exists and admits the user
+ * (0), or prints why not (-1). NULL: no check. */
+typedef int (*flas_federation_check_fn)(const char *federation);
+extern flas_federation_check_fn flas_federation_check;
+
 /* Registers both options (sbatch and salloc need spank_option_register, not a symbol table). */
 int flas_options_register(spank_t sp);
 /* In prolog/epilog (separate processes, no callbacks): reads the options the job was submitted with. */
