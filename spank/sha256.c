@@ -53,6 +53,34 @@ out:
     return total;
 }
 
+int64_t flas_sha256_range(int fd, int64_t off, int64_t len, char hex[FLAS_SHA256_HEX_LEN + 1])
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char *buf = malloc(READ_CHUNK);
+    int64_t done = 0, result = -1;
+    if (!ctx || !buf || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+        goto out;
+    while (done < len) {
+        size_t want = len - done < READ_CHUNK ? (size_t)(len - done) : READ_CHUNK;
+        ssize_t got = pread(fd, buf, want, off + done);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0 || EVP_DigestUpdate(ctx, buf, (size_t)got) != 1)
+            goto out;
+        done += got;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 32) {
+        to_hex(md, hex);
+        result = len;
+    }
+out:
+    free(buf);
+    EVP_MD_CTX_free(ctx);
+    return result;
+}
+
 int64_t flas_sha256_file(const char *path, char hex[FLAS_SHA256_HEX_LEN + 1])
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);

@@ -14,6 +14,9 @@ extern "C" {
 /* Hashes everything readable from fd, from its current offset; hex gets 65 bytes. Returns the number of
  * bytes hashed, or -1 (errno set) on a read or library error. */
 int64_t flas_sha256_fd(int fd, char hex[FLAS_SHA256_HEX_LEN + 1]);
+/* Hashes exactly len bytes of fd starting at off (pread: the file offset is not moved). Returns len, or
+ * -1 on a read error or a file shorter than off + len. */
+int64_t flas_sha256_range(int fd, int64_t off, int64_t len, char hex[FLAS_SHA256_HEX_LEN + 1]);
 /* The same for a path (opened read-only, following no final symlink); -1 on error. */
 int64_t flas_sha256_file(const char *path, char hex[FLAS_SHA256_HEX_LEN + 1]);
 int flas_sha256_buf(const void *data, size_t len, char hex[FLAS_SHA256_HEX_LEN + 1]);
