@@ -135,7 +135,7 @@ static int prepare_file(run *r, int file, char *err, size_t errlen)
     char why[512];
     while ((rc = text_input_next(in, &text, &len, err, errlen)) == 1) {
         if (should_stop(r)) {
-            rc = fail(err, errlen, "stopped");
+            rc = fail(err, errlen, "interrupted");
             break;
         }
         ids.n = 0;
@@ -297,10 +297,10 @@ int flas_prepare_run(const flas_prepare_opts *o, flas_prepare_stats *st, char *e
     flas_tokenizer_close(tok);
 
     int rc = 0;
-    if (r.failed)
-        rc = fail(err, errlen, "%s", r.err);
-    else if (o->stop && *o->stop)
+    if (o->stop && *o->stop)
         rc = fail(err, errlen, "interrupted");
+    else if (r.failed)
+        rc = fail(err, errlen, "%s", r.err);
     if (rc == 0 && chmod(tmp, flas_atomic_mode(0777)) != 0)
         rc = fail(err, errlen, "%s: chmod: %s", tmp, strerror(errno));
     /* The directory appears whole or not at all: its files are fsync'ed already. */
