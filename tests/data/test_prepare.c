@@ -19,6 +19,8 @@
 
 static char dir[256];
 static const char *model;
+static char *owned[64];
+static int n_owned;
 
 static void setup(void)
 {
@@ -36,12 +38,20 @@ static void rm_rf(const char *path)
     free(cmd);
 }
 
-static void teardown(void) { rm_rf(dir); }
+static void teardown(void)
+{
+    rm_rf(dir);
+    while (n_owned > 0)
+        free(owned[--n_owned]);
+}
 
+/* Paths handed out by path_of live until the test's teardown (owned[]). */
 static char *path_of(const char *name)
 {
     char *p;
     ck_assert_int_ge(asprintf(&p, "%s/%s", dir, name), 0);
+    ck_assert_int_lt(n_owned, 64);
+    owned[n_owned++] = p;
     return p;
 }
 
@@ -68,9 +78,9 @@ static int leftovers(const char *const *inputs, int n_inputs)
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
         struct stat st;
-        char *p = path_of(e->d_name);
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         ck_assert_int_eq(lstat(p, &st), 0);
-        free(p);
         n += e->d_name[0] == '.' || !S_ISREG(st.st_mode);
     }
     closedir(d);
@@ -181,10 +191,6 @@ START_TEST(lines_become_bos_separated_documents_in_input_order)
     const char *paths[] = {out};
     ck_assert_msg(flas_prepare_verify(model, 0, paths, 1, &st, err, sizeof err) == 0, "%s", err);
     ck_assert_uint_eq(st.documents, 4);
-    free(shard);
-    free(out);
-    free((char *)in[0]);
-    free((char *)in[1]);
 }
 END_TEST
 
@@ -218,7 +224,6 @@ START_TEST(paragraphs_json_lines_and_gzip)
     run_ok(o, &st);
     const char *zdocs[] = {"compressed one", "compressed two"};
     assert_stream(out3, zdocs, 2);
-    free(out1), free(out2), free(out3), free(gz), free((char *)para), free((char *)json);
 }
 END_TEST
 
@@ -261,9 +266,7 @@ START_TEST(same_shards_for_any_thread_count_and_split)
     int32_t *a = read_stream(o1, &n1), *b = read_stream(o3, &n3);
     ck_assert_uint_eq(n1, n3);
     ck_assert_int_eq(memcmp(a, b, n1 * sizeof *a), 0);
-    free(a), free(b), free(o1), free(o2), free(o3);
-    for (int f = 0; f < 4; f++)
-        free(in[f]);
+    free(a), free(b);
 }
 END_TEST
 
@@ -278,7 +281,6 @@ START_TEST(malformed_json_is_refused_with_file_and_line)
     expect_refused(opts(out, notstr, 1), "num.jsonl:1:", "JSON object");
     const char *nul[] = {WRITE("nul.jsonl", "{\"text\": \"a\\u0000b\"}\n")};
     expect_refused(opts(out, nul, 1), "nul.jsonl:1:", "malformed JSON");
-    free(out);
 }
 END_TEST
 
@@ -300,7 +302,6 @@ START_TEST(invalid_utf8_is_refused_or_replaced_and_counted)
     const char *docs[] = {"overlong \xef\xbf\xbd\xef\xbf\xbd slash",
                           "surrogate \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd x", "cut \xef\xbf\xbd\xef\xbf\xbd"};
     assert_stream(out, docs, 3);
-    free(out);
 }
 END_TEST
 
@@ -316,7 +317,6 @@ START_TEST(empty_input_is_refused)
     /* One empty file among good ones still refuses the run. */
     const char *mixed[] = {WRITE("good.txt", "buon giorno\n"), empty[0]};
     expect_refused(opts(out, mixed, 2), "empty.txt", "no documents");
-    free(out);
 }
 END_TEST
 
@@ -339,7 +339,6 @@ START_TEST(vocabulary_mismatch_is_refused)
     ck_assert_msg(strstr(err, "vocabulary mismatch") && strstr(err, "part-000000-0000.flastok"), "%s", err);
     ck_assert_int_eq(flas_prepare_verify(NULL, 4096, paths, 1, &st, err, sizeof err), -1);
     ck_assert_msg(strstr(err, "4096"), "%s", err);
-    free(out);
 }
 END_TEST
 
@@ -361,7 +360,6 @@ START_TEST(a_failing_file_leaves_no_partial_output)
     flas_prepare_opts o = opts(out, in, 3);
     o.threads = 1;
     expect_refused(o, "late.jsonl:3:", "malformed JSON");
-    free(out);
 }
 END_TEST
 
@@ -381,7 +379,6 @@ START_TEST(existing_output_and_missing_inputs_are_refused)
     o = opts(out, in, 1);
     o.tokenizer_path = "/nonexistent/tokenizer.model";
     expect_refused(o, "/nonexistent/tokenizer.model", NULL);
-    free(out);
 }
 END_TEST
 
@@ -393,7 +390,6 @@ START_TEST(a_stop_request_abandons_the_run)
     flas_prepare_opts o = opts(out, in, 1);
     o.stop = &stop;
     expect_refused(o, "interrupted", NULL);
-    free(out);
 }
 END_TEST
 
