@@ -160,6 +160,7 @@ flas_loader *flas_loader_open(const char *const *paths, int n_paths, const flas_
     }
     if (fingerprint(l, err, errlen) != 0)
         goto bad;
+    l->o.tokenizer_sha256 = NULL; /* the caller's buffer: its bytes were copied above */
     flas_shard_list_free(list, n);
     return l;
 bad:
