@@ -49,6 +49,8 @@ flas_require_pkg(CHECK check check)
 flas_require_pkg(OPENBLAS openblas libopenblas-dev)
 flas_require_pkg(SENTENCEPIECE sentencepiece libsentencepiece-dev)
 flas_require_pkg(LIBCRYPTO libcrypto libssl-dev)
+flas_require_pkg(JANSSON jansson libjansson-dev)
+flas_require_pkg(ZLIB zlib zlib1g-dev)
 
 find_package(OpenMP REQUIRED COMPONENTS C)
 find_package(Threads REQUIRED)

@@ -11,7 +11,7 @@ PACKAGES=(
     # MPI with PMIx, parallel and serial HDF5
     openmpi-bin libopenmpi-dev libpmix-dev libhdf5-dev libhdf5-openmpi-dev hdf5-tools
     # libraries FLaS links
-    libssh-dev libssl-dev check libopenblas-dev sentencepiece libsentencepiece-dev
+    libssh-dev libssl-dev check libopenblas-dev sentencepiece libsentencepiece-dev libjansson-dev zlib1g-dev
     # the test bed: sshd, namespaces, process tools
     openssh-server openssh-client iproute2 util-linux procps time
     # oracles and plots

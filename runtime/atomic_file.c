@@ -1,0 +1,125 @@
+/* Atomic file creation (see atomic_file.h). */
+#define _GNU_SOURCE
+#include "atomic_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static mode_t process_umask;
+static pthread_once_t umask_once = PTHREAD_ONCE_INIT;
+
+static void read_umask(void)
+{
+    process_umask = umask(0);
+    umask(process_umask);
+}
+
+mode_t flas_atomic_mode(mode_t wanted)
+{
+    /* umask() can only be read by setting it: do that once, not in racing threads. */
+    pthread_once(&umask_once, read_umask);
+    return wanted & ~process_umask;
+}
+
+int flas_atomic_create(const char *final_path, char **tmp_path, char *err, size_t errlen)
+{
+    char *a = strdup(final_path), *b = strdup(final_path), *tmp = NULL;
+    int fd = -1;
+    if (!a || !b || asprintf(&tmp, "%s/.%s.tmp.XXXXXX", dirname(a), basename(b)) < 0) {
+        tmp = NULL;
+        fail(err, errlen, "%s: out of memory", final_path);
+        goto out;
+    }
+    fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd >= 0 && fchmod(fd, flas_atomic_mode(0666)) != 0) {
+        fail(err, errlen, "%s: chmod: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        fd = -1;
+        free(tmp);
+        tmp = NULL;
+    } else if (fd < 0) {
+        fail(err, errlen, "%s: cannot create a temporary file: %s", final_path, strerror(errno));
+        free(tmp);
+        tmp = NULL;
+    }
+out:
+    free(a);
+    free(b);
+    *tmp_path = tmp;
+    return fd;
+}
+
+int flas_atomic_write_all(int fd, const void *buf, size_t n)
+{
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+int flas_fsync_dir_of(const char *path, int dir)
+{
+    char *copy = strdup(path);
+    if (!copy)
+        return -1;
+    int fd = open(dir ? copy : dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    free(copy);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+int flas_atomic_commit(int fd, const char *tmp_path, const char *final_path, char *err, size_t errlen)
+{
+    if (fsync(fd) != 0) {
+        fail(err, errlen, "%s: fsync: %s", tmp_path, strerror(errno));
+        close(fd);
+        unlink(tmp_path);
+        return -1;
+    }
+    if (close(fd) != 0) {
+        fail(err, errlen, "%s: close: %s", tmp_path, strerror(errno));
+        unlink(tmp_path);
+        return -1;
+    }
+    if (rename(tmp_path, final_path) != 0) {
+        fail(err, errlen, "%s: rename to %s: %s", tmp_path, final_path, strerror(errno));
+        unlink(tmp_path);
+        return -1;
+    }
+    if (flas_fsync_dir_of(final_path, 0) != 0)
+        return fail(err, errlen, "%s: fsync of its directory: %s", final_path, strerror(errno));
+    return 0;
+}

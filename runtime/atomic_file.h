@@ -1,0 +1,24 @@
+/* Atomic file creation: write under a hidden temporary name in the target's directory, fsync,
+ * rename onto the target, fsync the directory. Readers never see a partial file, also when the
+ * writer is killed (a killed writer leaves only a hidden ".NAME.tmp.XXXXXX"). */
+#ifndef FLAS_ATOMIC_FILE_H
+#define FLAS_ATOMIC_FILE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Creates ".BASENAME.tmp.XXXXXX" next to final_path; *tmp_path gets its malloc'ed name.
+ * The open descriptor, or -1 with err set. */
+int flas_atomic_create(const char *final_path, char **tmp_path, char *err, size_t errlen);
+/* wanted without the process umask's bits (mkstemp/mkdtemp create 0600/0700; the final file
+ * gets the mode an open(O_CREAT, wanted) would have given). */
+mode_t flas_atomic_mode(mode_t wanted);
+/* write() until done (EINTR retried). 0, or -1 with errno set. */
+int flas_atomic_write_all(int fd, const void *buf, size_t n);
+/* fsync(fd), close(fd), rename(tmp_path, final_path), fsync of the directory. fd is closed
+ * either way; on failure tmp_path is unlinked. 0, or -1 with err set. */
+int flas_atomic_commit(int fd, const char *tmp_path, const char *final_path, char *err, size_t errlen);
+/* fsync of the directory that holds path (path itself when dir is 1). 0, or -1 with errno set. */
+int flas_fsync_dir_of(const char *path, int dir);
+
+#endif
