@@ -18,8 +18,12 @@
 #include "flas/stage.h"
 #include "stage_internal.h"
 
-#define IO_BLOCK (64 * 1024)      /* one SFTP request */
-#define READ_AHEAD 32             /* pipelined read requests in flight */
+/* Measured on the test bed (300 MB over a veth pair): reads are fastest as many 32 KiB requests in
+ * flight (libssh's channel packets are 32 KiB; 64 KiB requests halve the throughput), writes as
+ * synchronous 128 KiB requests (OpenSSH's sftp-server refuses messages above 256 KiB). */
+#define READ_BLOCK (32 * 1024)
+#define READ_AHEAD 64
+#define WRITE_BLOCK (128 * 1024)
 #define DEFAULT_CHUNK (64LL << 20)
 
 static double now_s(void)
@@ -184,11 +188,11 @@ int flas_stage_upload(flas_ssh *s, const char *local, const char *remote, const 
         close(fd);
         return stage_fail(err, errlen, "%s: cannot open %s for writing: %s", s->where, part, ssh_get_error(s->session));
     }
-    char *buf = malloc(IO_BLOCK);
+    char *buf = malloc(WRITE_BLOCK);
     double t0 = now_s();
     int rc = buf ? 0 : stage_fail(err, errlen, "out of memory");
     for (int64_t done = offset; rc == 0 && done < st->size;) {
-        ssize_t n = read(fd, buf, IO_BLOCK);
+        ssize_t n = read(fd, buf, WRITE_BLOCK);
         if (n <= 0) {
             rc = stage_fail(err, errlen, "%s: read error", local);
             break;
@@ -242,7 +246,7 @@ static int pipelined_read(flas_ssh *s, sftp_file f, int fd, int64_t offset, int6
     uint32_t lens[READ_AHEAD];
     int head = 0, inflight = 0;
     int64_t requested = offset, done = offset;
-    char *buf = malloc(IO_BLOCK);
+    char *buf = malloc(READ_BLOCK);
     if (!buf)
         return stage_fail(err, errlen, "out of memory");
     if (sftp_seek64(f, (uint64_t)offset)) {
@@ -252,7 +256,7 @@ static int pipelined_read(flas_ssh *s, sftp_file f, int fd, int64_t offset, int6
     int rc = 0;
     while (rc == 0 && done < size) {
         while (inflight < READ_AHEAD && requested < size) {
-            uint32_t len = (uint32_t)(size - requested < IO_BLOCK ? size - requested : IO_BLOCK);
+            uint32_t len = (uint32_t)(size - requested < READ_BLOCK ? size - requested : READ_BLOCK);
             int slot = (head + inflight) % READ_AHEAD;
             ids[slot] = sftp_async_read_begin(f, len);
             if (ids[slot] < 0) {
