@@ -25,6 +25,10 @@
 #define READ_AHEAD 64
 #define WRITE_BLOCK (128 * 1024)
 #define DEFAULT_CHUNK (64LL << 20)
+/* A shell function h that hashes stdin at the site: OpenSSL where installed (it uses the CPU's SHA
+ * instructions: 1.9 GB/s against 0.34 GB/s for coreutils' sha256sum on the test machines). */
+#define REMOTE_HASHER                                                                                   \
+    "if command -v openssl >/dev/null 2>&1; then h() { openssl dgst -sha256 -r; }; else h() { sha256sum; }; fi"
 
 static double now_s(void)
 {
@@ -59,9 +63,9 @@ static int remote_chunk_shas(flas_ssh *s, const char *path, int64_t chunk, int64
     if (flas_shell_quote(path, q, sizeof q))
         return stage_fail(err, errlen, "path too long: %s", path);
     snprintf(cmd, sizeof cmd,
-             "f=%s; c=%lld; i=0; while [ $i -lt %lld ]; do dd if=\"$f\" iflag=skip_bytes,count_bytes "
-             "skip=$((i*c)) count=$c bs=4M 2>/dev/null | sha256sum | cut -c1-64 || exit 1; i=$((i+1)); done",
-             q, (long long)chunk, (long long)n);
+             "%s; f=%s; c=%lld; i=0; while [ $i -lt %lld ]; do dd if=\"$f\" iflag=skip_bytes,count_bytes "
+             "skip=$((i*c)) count=$c bs=4M 2>/dev/null | h | cut -c1-64 || exit 1; i=$((i+1)); done",
+             REMOTE_HASHER, q, (long long)chunk, (long long)n);
     size_t outlen = (size_t)n * 65 + 16;
     char *out = malloc(outlen);
     int status = -1;
@@ -88,7 +92,7 @@ static int remote_sha(flas_ssh *s, const char *path, char hex[65], char *err, si
     int status = -1;
     if (flas_shell_quote(path, q, sizeof q))
         return stage_fail(err, errlen, "path too long: %s", path);
-    snprintf(cmd, sizeof cmd, "sha256sum < %s", q);
+    snprintf(cmd, sizeof cmd, "%s; h < %s", REMOTE_HASHER, q);
     if (flas_ssh_exec(s, cmd, out, sizeof out, NULL, 0, &status, err, errlen))
         return -1;
     memcpy(hex, out, 64);
@@ -153,14 +157,11 @@ int flas_stage_upload(flas_ssh *s, const char *local, const char *remote, const 
         return stage_fail(err, errlen, "%s: %s", local, fd < 0 ? strerror(errno) : "not a regular file");
     }
     st->size = lst.st_size;
-    if (flas_sha256_fd(fd, st->sha256) != st->size) {
-        close(fd);
-        return stage_fail(err, errlen, "%s: read error", local);
-    }
     int64_t chunk = chunk_of(opts), offset = 0;
     /* Already there (an earlier run finished but did not record it)? */
     sftp_attributes a = sftp_stat(s->sftp, remote);
-    if (a && (int64_t)a->size == st->size && remote_sha(s, remote, sha, err, errlen) == 0 && !strcmp(sha, st->sha256)) {
+    if (a && (int64_t)a->size == st->size && flas_sha256_fd(fd, st->sha256) == st->size &&
+        remote_sha(s, remote, sha, err, errlen) == 0 && !strcmp(sha, st->sha256)) {
         sftp_attributes_free(a);
         close(fd);
         return 0;
@@ -190,10 +191,14 @@ int flas_stage_upload(flas_ssh *s, const char *local, const char *remote, const 
     }
     char *buf = malloc(WRITE_BLOCK);
     double t0 = now_s();
-    int rc = buf ? 0 : stage_fail(err, errlen, "out of memory");
+    /* The file is hashed as it is sent (the verified prefix first), in the same single read. */
+    flas_sha256_ctx *hash = flas_sha256_begin();
+    int rc = buf && hash ? 0 : stage_fail(err, errlen, "out of memory");
+    if (rc == 0 && flas_sha256_update_fd(hash, fd, 0, offset))
+        rc = stage_fail(err, errlen, "%s: read error", local);
     for (int64_t done = offset; rc == 0 && done < st->size;) {
         ssize_t n = read(fd, buf, WRITE_BLOCK);
-        if (n <= 0) {
+        if (n <= 0 || flas_sha256_update(hash, buf, (size_t)n)) {
             rc = stage_fail(err, errlen, "%s: read error", local);
             break;
         }
@@ -210,6 +215,8 @@ int flas_stage_upload(flas_ssh *s, const char *local, const char *remote, const 
         progress(opts, remote, done, st->size);
     }
     st->seconds = now_s() - t0;
+    if (flas_sha256_end(hash, st->sha256) && rc == 0)
+        rc = stage_fail(err, errlen, "sha256 failed");
     free(buf);
     close(fd);
     if (rc == 0 && sftp_extension_supported(s->sftp, "fsync@openssh.com", "1") && sftp_fsync(f))
@@ -240,7 +247,7 @@ static int fsync_parent(const char *path)
 
 /* Reads [offset, size) of f into fd with READ_AHEAD pipelined requests; never writes beyond size. */
 static int pipelined_read(flas_ssh *s, sftp_file f, int fd, int64_t offset, int64_t size, const flas_xfer_opts *o,
-                          const char *what, flas_xfer_stats *st, char *err, size_t errlen)
+                          const char *what, flas_sha256_ctx *hash, flas_xfer_stats *st, char *err, size_t errlen)
 {
     int ids[READ_AHEAD];
     uint32_t lens[READ_AHEAD];
@@ -276,7 +283,7 @@ static int pipelined_read(flas_ssh *s, sftp_file f, int fd, int64_t offset, int6
                             n < 0 ? ssh_get_error(s->session) : "short read (file changed at the site?)");
             break;
         }
-        if (write(fd, buf, (size_t)n) != n)
+        if (write(fd, buf, (size_t)n) != n || flas_sha256_update(hash, buf, (size_t)n))
             rc = stage_fail(err, errlen, "local write failed: %s", strerror(errno));
         done += n;
         st->sent += n;
@@ -342,13 +349,17 @@ int flas_stage_download(flas_ssh *s, const char *remote, const char *local, int6
     }
     sftp_file_set_blocking(f);
     double t0 = now_s();
-    int rc = pipelined_read(s, f, fd, offset, st->size, opts, remote, st, err, errlen);
+    /* Hashed as it is written: the verified prefix from disk first, then the stream. */
+    flas_sha256_ctx *hash = flas_sha256_begin();
+    int rc = hash && flas_sha256_update_fd(hash, fd, 0, offset) == 0
+                 ? pipelined_read(s, f, fd, offset, st->size, opts, remote, hash, st, err, errlen)
+                 : stage_fail(err, errlen, "%s: cannot hash the verified prefix", part);
     st->seconds = now_s() - t0;
     sftp_close(f);
+    if (flas_sha256_end(hash, st->sha256) && rc == 0)
+        rc = stage_fail(err, errlen, "sha256 failed");
     if (rc == 0 && fsync(fd))
         rc = stage_fail(err, errlen, "%s: fsync: %s", part, strerror(errno));
-    if (rc == 0 && (lseek(fd, 0, SEEK_SET) != 0 || flas_sha256_fd(fd, st->sha256) != st->size))
-        rc = stage_fail(err, errlen, "%s: cannot re-read for verification", part);
     close(fd);
     if (rc)
         return rc;

@@ -53,32 +53,59 @@ out:
     return total;
 }
 
-int64_t flas_sha256_range(int fd, int64_t off, int64_t len, char hex[FLAS_SHA256_HEX_LEN + 1])
+flas_sha256_ctx *flas_sha256_begin(void)
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return (flas_sha256_ctx *)ctx;
+}
+
+int flas_sha256_update(flas_sha256_ctx *c, const void *data, size_t len)
+{
+    return EVP_DigestUpdate((EVP_MD_CTX *)c, data, len) == 1 ? 0 : -1;
+}
+
+int flas_sha256_end(flas_sha256_ctx *c, char hex[FLAS_SHA256_HEX_LEN + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    int ok = c && EVP_DigestFinal_ex((EVP_MD_CTX *)c, md, &mdlen) == 1 && mdlen == 32;
+    EVP_MD_CTX_free((EVP_MD_CTX *)c);
+    if (ok)
+        to_hex(md, hex);
+    return ok ? 0 : -1;
+}
+
+int flas_sha256_update_fd(flas_sha256_ctx *c, int fd, int64_t off, int64_t len)
+{
     unsigned char *buf = malloc(READ_CHUNK);
-    int64_t done = 0, result = -1;
-    if (!ctx || !buf || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-        goto out;
-    while (done < len) {
+    int64_t done = 0;
+    while (buf && done < len) {
         size_t want = len - done < READ_CHUNK ? (size_t)(len - done) : READ_CHUNK;
         ssize_t got = pread(fd, buf, want, off + done);
         if (got < 0 && errno == EINTR)
             continue;
-        if (got <= 0 || EVP_DigestUpdate(ctx, buf, (size_t)got) != 1)
-            goto out;
+        if (got <= 0 || flas_sha256_update(c, buf, (size_t)got))
+            break;
         done += got;
     }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 32) {
-        to_hex(md, hex);
-        result = len;
-    }
-out:
     free(buf);
-    EVP_MD_CTX_free(ctx);
-    return result;
+    return done == len ? 0 : -1;
+}
+
+int64_t flas_sha256_range(int fd, int64_t off, int64_t len, char hex[FLAS_SHA256_HEX_LEN + 1])
+{
+    flas_sha256_ctx *c = flas_sha256_begin();
+    if (!c)
+        return -1;
+    if (flas_sha256_update_fd(c, fd, off, len)) {
+        flas_sha256_end(c, hex);
+        return -1;
+    }
+    return flas_sha256_end(c, hex) == 0 ? len : -1;
 }
 
 int64_t flas_sha256_file(const char *path, char hex[FLAS_SHA256_HEX_LEN + 1])

@@ -20,6 +20,15 @@ int64_t flas_sha256_range(int fd, int64_t off, int64_t len, char hex[FLAS_SHA256
 /* The same for a path (opened read-only, following no final symlink); -1 on error. */
 int64_t flas_sha256_file(const char *path, char hex[FLAS_SHA256_HEX_LEN + 1]);
 int flas_sha256_buf(const void *data, size_t len, char hex[FLAS_SHA256_HEX_LEN + 1]);
+/* Incremental hashing, for data that is hashed while it streams past. */
+typedef struct flas_sha256_ctx flas_sha256_ctx;
+flas_sha256_ctx *flas_sha256_begin(void);
+int flas_sha256_update(flas_sha256_ctx *c, const void *data, size_t len);
+/* Writes the hex digest and frees c (also on error); 0 or -1. */
+int flas_sha256_end(flas_sha256_ctx *c, char hex[FLAS_SHA256_HEX_LEN + 1]);
+/* Feeds exactly len bytes of fd from offset off into c (pread). 0 or -1. */
+int flas_sha256_update_fd(flas_sha256_ctx *c, int fd, int64_t off, int64_t len);
+
 /* 1 if s is 64 lowercase hex digits. */
 int flas_sha256_hex_valid(const char *s);
 

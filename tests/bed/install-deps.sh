@@ -13,7 +13,7 @@ PACKAGES=(
     # libraries FLaS links
     libssh-dev libssl-dev check libopenblas-dev sentencepiece libsentencepiece-dev libjansson-dev zlib1g-dev
     # the test bed: sshd, namespaces, process tools
-    openssh-server openssh-client iproute2 util-linux procps time
+    openssh-server openssh-client iproute2 util-linux procps time bc
     # oracles and plots
     python3 python3-torch python3-h5py python3-numpy python3-sentencepiece gnuplot-nox
     # real Italian and Czech text for the demo corpora
