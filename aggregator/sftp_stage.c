@@ -78,7 +78,7 @@ static int remote_chunk_shas(flas_ssh *s, const char *path, int64_t chunk, int64
         const char *line = out + i * 65;
         memcpy(hex[i], line, 64);
         hex[i][64] = '\0';
-        if (!flas_sha256_hex_valid(hex[i]) || line[64] != '\n')
+        if (!flas_sha256_is_hex(hex[i]) || line[64] != '\n')
             rc = stage_fail(err, errlen, "%s: unexpected output while hashing %s", s->where, path);
     }
     free(out);
@@ -97,7 +97,7 @@ static int remote_sha(flas_ssh *s, const char *path, char hex[65], char *err, si
         return -1;
     memcpy(hex, out, 64);
     hex[64] = '\0';
-    if (status != 0 || !flas_sha256_hex_valid(hex))
+    if (status != 0 || !flas_sha256_is_hex(hex))
         return stage_fail(err, errlen, "%s: sha256sum of %s failed (exit %d)", s->where, path, status);
     return 0;
 }
@@ -322,7 +322,7 @@ int flas_stage_download(flas_ssh *s, const char *remote, const char *local, int6
         return stage_fail(err, errlen, "%s: %s is %lld bytes, above the limit of %lld: refused", s->where, remote,
                           (long long)st->size, (long long)opts->max_size);
     if (expect_sha256) {
-        if (!flas_sha256_hex_valid(expect_sha256))
+        if (!flas_sha256_is_hex(expect_sha256))
             return stage_fail(err, errlen, "expected sha256 '%s' is malformed", expect_sha256);
         snprintf(want, sizeof want, "%s", expect_sha256);
     } else if (remote_sha(s, remote, want, err, errlen)) {

@@ -75,7 +75,7 @@ static int parse_sidecar(const char *text, char hex[FLAS_SHA256_HEX_LEN + 1])
     memcpy(hex, text, FLAS_SHA256_HEX_LEN);
     hex[FLAS_SHA256_HEX_LEN] = '\0';
     char c = text[FLAS_SHA256_HEX_LEN];
-    return flas_sha256_hex_valid(hex) && (c == '\0' || c == ' ' || c == '\n') ? 0 : -1;
+    return flas_sha256_is_hex(hex) && (c == '\0' || c == ' ' || c == '\n') ? 0 : -1;
 }
 
 /* Verifies global/round-K.h5 against its sidecar, reusing state/verified-round-K when the file is the

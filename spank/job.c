@@ -49,7 +49,7 @@ int flas_job_record_parse(const char *text, flas_job_record *rec)
             if (rec->round < 0 && strcmp(v, "-1"))
                 return -1;
             seen |= 2;
-        } else if (!strcmp(buf, "sha256") && (!*v || flas_sha256_hex_valid(v))) {
+        } else if (!strcmp(buf, "sha256") && (!*v || flas_sha256_is_hex(v))) {
             snprintf(rec->sha256, sizeof rec->sha256, "%s", v);
             seen |= 4;
         } else if (!strcmp(buf, "error") && strlen(v) < sizeof rec->error) {

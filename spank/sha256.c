@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define READ_CHUNK (1 << 20)
@@ -108,29 +110,34 @@ int64_t flas_sha256_range(int fd, int64_t off, int64_t len, char hex[FLAS_SHA256
     return flas_sha256_end(c, hex) == 0 ? len : -1;
 }
 
-int64_t flas_sha256_file(const char *path, char hex[FLAS_SHA256_HEX_LEN + 1])
+int flas_sha256_file(const char *path, char hex[FLAS_SHA256_HEX], uint64_t *bytes, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-    if (fd < 0)
-        return -1;
-    int64_t n = flas_sha256_fd(fd, hex);
+    int64_t n = fd < 0 ? -1 : flas_sha256_fd(fd, hex);
     int saved = errno;
-    close(fd);
-    errno = saved;
-    return n;
-}
-
-int flas_sha256_buf(const void *data, size_t len, char hex[FLAS_SHA256_HEX_LEN + 1])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+    if (fd >= 0)
+        close(fd);
+    if (n < 0) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: cannot hash: %s", path, strerror(saved));
         return -1;
-    to_hex(md, hex);
+    }
+    if (bytes)
+        *bytes = (uint64_t)n;
     return 0;
 }
 
-int flas_sha256_hex_valid(const char *s)
+void flas_sha256_buffer(const void *data, size_t len, char hex[FLAS_SHA256_HEX])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) == 1 && mdlen == 32)
+        to_hex(md, hex);
+    else
+        hex[0] = '\0';
+}
+
+int flas_sha256_is_hex(const char *s)
 {
     int n = 0;
     for (; s && *s; s++, n++)

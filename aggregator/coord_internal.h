@@ -1,0 +1,33 @@
+/* The coordinator's running state, shared by coord_rounds.c (the state machine) and coord_site.c (what
+ * it does at a site). Not part of the public API. */
+#ifndef FLAS_COORD_INTERNAL_H
+#define FLAS_COORD_INTERNAL_H
+
+#include "flas/coordinator.h"
+
+typedef struct coord {
+    const flas_coord_conf *c;
+    flas_journal j;
+    char journal_path[FLAS_CONF_PATH_MAX + 16];
+    flas_ssh *ssh[FLAS_COORD_MAX_SITES]; /* opened on first use, dropped when SSH fails, reopened */
+    struct {
+        double seconds_stage, seconds_aggregate;
+        int64_t bytes_staged;
+    } stats;                             /* of the current round, for its progress line */
+} coord;
+
+/* Records a message about site i in its journal note (and prints it). */
+void coord_note(coord *k, int i, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+flas_ssh *coord_ssh(coord *k, int i);
+void coord_ssh_lost(coord *k, int i);
+int coord_stage_global(coord *k, int i);
+void coord_job_name(const coord *k, int i, int attempt, char *buf, size_t len);
+long coord_submit(coord *k, int i);                   /* job id, or -1 */
+long coord_find_job(coord *k, int i, int attempt);    /* id of the job with this attempt's name, 0 none, -1 error */
+int coord_job_state(coord *k, int i, long job, char *state, size_t len);
+int coord_cancel(coord *k, int i, long job);
+int coord_read_manifest(coord *k, int i, long job, char *remote, size_t rlen, int64_t *size, char *sha);
+int coord_fetch(coord *k, int i, const char *remote, int64_t size, const char *sha);
+
+#endif

@@ -1,0 +1,483 @@
+/* The coordinator's rounds: a state machine over the journal. Every transition is saved before the
+ * next action that depends on it, so a coordinator killed anywhere resumes without submitting a job
+ * twice, aggregating twice, or losing a site's update:
+ *
+ *   staging      upload global_k to each site (verified, resumable), sidecar last
+ *   training     submit (journal "submitting" + a unique job name first, so a job whose id was never
+ *                recorded is found again by name), poll with back-off, map the final state:
+ *                COMPLETED/TIMEOUT -> fetch; PREEMPTED/NODE_FAIL/BOOT_FAIL -> resubmit before the
+ *                deadline; FAILED/CANCELLED/OUT_OF_MEMORY/DEADLINE -> drop; fetch the published
+ *                checkpoint (verified against the site's manifest)
+ *   aggregating flas_aggregate(global_k, fetched locals) -> global_{k+1} (atomic; rerunning it after a
+ *                crash rewrites the same file from the same inputs)
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "coord_internal.h"
+#include "flas/aggregate.h"
+#include "flas/staging.h"
+
+int flas_coord_global_path(const flas_coord_conf *c, long round, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s/global/round-%06ld.h5", c->work_dir, round);
+    return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+int flas_coord_local_path(const flas_coord_conf *c, long round, const char *site, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s/round-%06ld/%s.h5", c->work_dir, round, site);
+    return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+void coord_note(coord *k, int i, const char *fmt, ...)
+{
+    flas_journal_site *s = &k->j.site[i];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->note, sizeof s->note, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "flas-coordinator: round %ld: %s: %s\n", k->j.round, k->c->site[i].name, s->note);
+}
+
+/* Test hook: FLAS_COORDINATOR_CRASH_AT=EVENT[:N] kills the coordinator (SIGKILL, no clean-up) at the
+ * N-th occurrence (default 1st) of EVENT, to prove that every phase resumes. */
+static void crash_point(const char *event)
+{
+    static int seen;
+    const char *spec = getenv("FLAS_COORDINATOR_CRASH_AT");
+    if (!spec)
+        return;
+    size_t n = strcspn(spec, ":");
+    if (strlen(event) != n || strncmp(spec, event, n))
+        return;
+    int want = spec[n] == ':' ? atoi(spec + n + 1) : 1;
+    if (++seen == want) {
+        fprintf(stderr, "flas-coordinator: test hook: crashing at '%s'\n", event);
+        raise(SIGKILL);
+    }
+}
+
+static int save(coord *k, const char *event)
+{
+    char err[1024];
+    if (flas_journal_save(k->journal_path, &k->j, err, sizeof err)) {
+        fprintf(stderr, "flas-coordinator: cannot save the journal: %s\n", err);
+        return -1;
+    }
+    crash_point(event);
+    return 0;
+}
+
+static int mkdir_p(const char *dir)
+{
+    char tmp[FLAS_CONF_PATH_MAX + 64];
+    snprintf(tmp, sizeof tmp, "%s", dir);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+/* Copies src to dst atomically (temp, fsync, rename). */
+static int copy_atomic(const char *src, const char *dst, char *err, size_t errlen)
+{
+    char tmp[FLAS_CONF_PATH_MAX + 80];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dst, (long)getpid());
+    int in = open(src, O_RDONLY | O_CLOEXEC), out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int ok = in >= 0 && out >= 0;
+    static char buf[1 << 20];
+    for (ssize_t n; ok && (n = read(in, buf, sizeof buf)) != 0;)
+        ok = n > 0 && write(out, buf, (size_t)n) == n;
+    ok = ok && fsync(out) == 0;
+    if (in >= 0)
+        close(in);
+    if (out >= 0 && close(out))
+        ok = 0;
+    if (!ok || rename(tmp, dst)) {
+        snprintf(err, errlen, "copying %s to %s: %s", src, dst, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+static void reset_sites(coord *k)
+{
+    for (int i = 0; i < k->j.n_sites; i++) {
+        memset(&k->j.site[i], 0, sizeof k->j.site[i]);
+        k->j.site[i].state = FLAS_SITE_PENDING;
+    }
+    k->j.begin_unix = 0;
+    k->j.round_started_unix = time(NULL);
+    memset(&k->stats, 0, sizeof k->stats);
+}
+
+/* A new journal: round 0 starts from InitialGlobal, copied into WorkDir so the run is self-contained. */
+static int init_journal(coord *k, char *err, size_t errlen)
+{
+    const flas_coord_conf *c = k->c;
+    char dir[FLAS_CONF_PATH_MAX + 32], g0[FLAS_CONF_PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s/global", c->work_dir);
+    if (mkdir_p(dir)) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        return -1;
+    }
+    flas_coord_global_path(c, 0, g0, sizeof g0);
+    if (copy_atomic(c->initial_global, g0, err, errlen))
+        return -1;
+    memset(&k->j, 0, sizeof k->j);
+    snprintf(k->j.federation, sizeof k->j.federation, "%s", c->federation);
+    if (flas_sha256_file(g0, k->j.global_sha256, NULL, err, errlen))
+        return -1;
+    k->j.n_sites = c->n_sites;
+    for (int i = 0; i < c->n_sites; i++)
+        snprintf(k->j.site_name[i], sizeof k->j.site_name[i], "%s", c->site[i].name);
+    reset_sites(k);
+    k->j.phase = FLAS_PHASE_STAGING;
+    return save(k, "init");
+}
+
+static int journal_matches_conf(const coord *k, char *err, size_t errlen)
+{
+    if (strcmp(k->j.federation, k->c->federation) || k->j.n_sites != k->c->n_sites) {
+        snprintf(err, errlen, "%s belongs to another federation or site list than the description", k->journal_path);
+        return -1;
+    }
+    for (int i = 0; i < k->j.n_sites; i++)
+        if (strcmp(k->j.site_name[i], k->c->site[i].name)) {
+            snprintf(err, errlen, "%s: site %d is '%s' in the journal but '%s' in the description", k->journal_path, i,
+                     k->j.site_name[i], k->c->site[i].name);
+            return -1;
+        }
+    return 0;
+}
+
+static int past_deadline(const coord *k) { return time(NULL) > k->j.round_started_unix + k->c->deadline_s; }
+
+static int count(const coord *k, flas_site_state st)
+{
+    int n = 0;
+    for (int i = 0; i < k->j.n_sites; i++)
+        n += k->j.site[i].state == st;
+    return n;
+}
+
+static void drop(coord *k, int i, const char *why)
+{
+    k->j.site[i].state = FLAS_SITE_DROPPED;
+    if (why)
+        coord_note(k, i, "dropped this round: %s", why);
+}
+
+/* One pass over the sites in the staging phase; 1 when every site is staged or dropped. */
+static int step_staging(coord *k)
+{
+    for (int i = 0; i < k->j.n_sites; i++) {
+        if (k->j.site[i].state != FLAS_SITE_PENDING)
+            continue;
+        if (coord_stage_global(k, i) == 0) {
+            k->j.site[i].state = FLAS_SITE_STAGED;
+            k->j.site[i].note[0] = '\0';
+            save(k, "staged");
+        } else if (past_deadline(k)) {
+            drop(k, i, "the global model could not be staged before the deadline");
+            save(k, "dropped");
+        }
+    }
+    return count(k, FLAS_SITE_PENDING) == 0;
+}
+
+static int is_state(const char *s, const char *const *list)
+{
+    for (; *list; list++)
+        if (!strcmp(s, *list))
+            return 1;
+    return 0;
+}
+
+/* One polling pass of the training phase; returns 1 if anything changed. */
+static int step_training(coord *k)
+{
+    static const char *const fetch[] = {"COMPLETED", "TIMEOUT", NULL};
+    static const char *const retry[] = {"PREEMPTED", "NODE_FAIL", "BOOT_FAIL", NULL};
+    static const char *const lost[] = {"FAILED", "CANCELLED", "OUT_OF_MEMORY", "DEADLINE", "SPECIAL_EXIT", NULL};
+    int changed = 0;
+    if (k->c->sync == FLAS_SYNC_BEGIN && k->j.begin_unix == 0) {
+        k->j.begin_unix = time(NULL) + k->c->begin_delay_s; /* one start time for every site */
+        save(k, "begin");
+    }
+    for (int i = 0; i < k->j.n_sites; i++) {
+        flas_journal_site *s = &k->j.site[i];
+        if (s->state == FLAS_SITE_STAGED) {
+            if (past_deadline(k)) {
+                drop(k, i, "deadline passed before the job could be submitted");
+                save(k, "dropped");
+                continue;
+            }
+            s->attempt++;
+            s->state = FLAS_SITE_SUBMITTING; /* saved before sbatch: see coord_find_job on resume */
+            save(k, "submitting");
+        }
+        if (s->state == FLAS_SITE_SUBMITTING) {
+            long id = coord_find_job(k, i, s->attempt); /* submitted before a crash? */
+            if (id == 0) {
+                id = coord_submit(k, i);
+                crash_point("sbatch-returned");
+            }
+            if (id > 0) {
+                s->job = id;
+                s->state = FLAS_SITE_SUBMITTED;
+                snprintf(s->job_state, sizeof s->job_state, "SUBMITTED");
+                s->note[0] = '\0';
+                fprintf(stderr, "flas-coordinator: round %ld: %s: job %ld submitted (attempt %d)\n", k->j.round,
+                        k->c->site[i].name, id, s->attempt);
+                save(k, "submitted");
+                changed = 1;
+            } else if (past_deadline(k)) {
+                drop(k, i, "could not submit before the deadline");
+                save(k, "dropped");
+            }
+            continue;
+        }
+        if (s->state != FLAS_SITE_SUBMITTED)
+            continue;
+        char state[32];
+        if (coord_job_state(k, i, s->job, state, sizeof state))
+            continue; /* SSH trouble: try again next pass */
+        if (strcmp(state, s->job_state)) {
+            snprintf(s->job_state, sizeof s->job_state, "%s", state);
+            fprintf(stderr, "flas-coordinator: round %ld: %s: job %ld %s\n", k->j.round, k->c->site[i].name, s->job,
+                    state);
+            changed = 1;
+            save(k, "job-state");
+        }
+        if (is_state(state, fetch) || !strcmp(state, "UNKNOWN")) {
+            /* UNKNOWN: purged from the controller already; its manifest tells what happened */
+            s->state = FLAS_SITE_FINISHED;
+            save(k, "finished");
+        } else if (is_state(state, retry)) {
+            if (past_deadline(k))
+                drop(k, i, "job was interrupted and the deadline has passed");
+            else
+                s->state = FLAS_SITE_STAGED; /* resubmitted next pass with attempt + 1 */
+            save(k, "retry");
+        } else if (is_state(state, lost)) {
+            char why[96];
+            snprintf(why, sizeof why, "job %ld ended %s", s->job, state);
+            drop(k, i, why);
+            save(k, "dropped");
+        } else if (past_deadline(k)) {
+            coord_cancel(k, i, s->job);
+            drop(k, i, "round deadline reached; job cancelled");
+            save(k, "dropped");
+        }
+    }
+    /* Fetch what finished. */
+    for (int i = 0; i < k->j.n_sites; i++) {
+        flas_journal_site *s = &k->j.site[i];
+        if (s->state != FLAS_SITE_FINISHED)
+            continue;
+        char remote[FLAS_CONF_PATH_MAX + 256], sha[FLAS_SHA256_HEX_LEN + 1];
+        int64_t size = 0;
+        int m = coord_read_manifest(k, i, s->job, remote, sizeof remote, &size, sha);
+        if (m == 0 && coord_fetch(k, i, remote, size, sha) == 0) {
+            s->state = FLAS_SITE_FETCHED;
+            s->note[0] = '\0';
+            changed = 1;
+            save(k, "fetched");
+        } else if (m > 0 || m == -2) {
+            drop(k, i, NULL);
+            changed = 1;
+            save(k, "dropped");
+        } else if (past_deadline(k)) {
+            drop(k, i, "the checkpoint could not be fetched before the deadline");
+            save(k, "dropped");
+        }
+    }
+    return changed;
+}
+
+static int training_done(const coord *k)
+{
+    return count(k, FLAS_SITE_FETCHED) + count(k, FLAS_SITE_DROPPED) == k->j.n_sites;
+}
+
+static int aggregate(coord *k, char *err, size_t errlen)
+{
+    const flas_coord_conf *c = k->c;
+    char prev[FLAS_CONF_PATH_MAX + 64], next[FLAS_CONF_PATH_MAX + 64];
+    char paths[FLAS_COORD_MAX_SITES][FLAS_CONF_PATH_MAX + 128];
+    const char *inputs[FLAS_COORD_MAX_SITES];
+    int n = 0;
+    flas_coord_global_path(c, k->j.round, prev, sizeof prev);
+    flas_coord_global_path(c, k->j.round + 1, next, sizeof next);
+    for (int i = 0; i < k->j.n_sites; i++)
+        if (k->j.site[i].state == FLAS_SITE_FETCHED) {
+            flas_coord_local_path(c, k->j.round, c->site[i].name, paths[n], sizeof paths[n]);
+            inputs[n] = paths[n];
+            n++;
+        }
+    flas_agg_options o;
+    flas_agg_strategy strat;
+    if (flas_agg_strategy_parse(c->strategy, &strat)) {
+        snprintf(err, errlen, "unknown Strategy=%s", c->strategy);
+        return FLAS_AGG_USAGE;
+    }
+    flas_agg_defaults(&o, strat);
+    if (c->server_lr >= 0)
+        o.lr = c->server_lr;
+    if (c->server_momentum >= 0)
+        o.momentum = c->server_momentum;
+    o.policy = FLAS_AGG_DROP_BAD;
+    o.min_sites = c->min_sites;
+    flas_agg_report rep;
+    memset(&rep, 0, sizeof rep);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = flas_aggregate(prev, inputs, n, next, &o, &rep, err, errlen);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    k->stats.seconds_aggregate = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+    if (rc == FLAS_AGG_OK) {
+        printf("round %ld:", k->j.round);
+        for (int i = 0, r = 0; i < k->j.n_sites; i++) {
+            const flas_journal_site *s = &k->j.site[i];
+            if (s->state == FLAS_SITE_FETCHED && r < rep.n_inputs) {
+                const flas_agg_input_report *in = &rep.inputs[r++];
+                printf(" %s job %ld %s %lld tokens weight %.3f fetch %.2fs%s;", c->site[i].name, s->job, s->job_state,
+                       (long long)in->tokens, in->weight, s->seconds_fetch, in->used ? "" : " (dropped by aggregator)");
+            } else {
+                printf(" %s dropped (%s);", c->site[i].name, s->note);
+            }
+        }
+        printf(" staged %.1f MB in %.2fs; %s aggregation %.2fs -> global round %ld\n", k->stats.bytes_staged / 1e6,
+               k->stats.seconds_stage, c->strategy, k->stats.seconds_aggregate, k->j.round + 1);
+        fflush(stdout);
+    }
+    flas_agg_report_free(&rep);
+    return rc;
+}
+
+int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
+{
+    static coord k; /* large (journal + sessions): not on the stack */
+    memset(&k, 0, sizeof k);
+    k.c = c;
+    snprintf(k.journal_path, sizeof k.journal_path, "%s/journal", c->work_dir);
+    if (mkdir_p(c->work_dir)) {
+        snprintf(err, errlen, "%s: %s", c->work_dir, strerror(errno));
+        return 2;
+    }
+    if (access(k.journal_path, F_OK) == 0) {
+        if (flas_journal_load(k.journal_path, &k.j, err, errlen) || journal_matches_conf(&k, err, errlen))
+            return 2;
+        fprintf(stderr, "flas-coordinator: resuming round %ld (%s)\n", k.j.round, flas_round_phase_name(k.j.phase));
+    } else if (init_journal(&k, err, errlen)) {
+        return 2;
+    }
+    int rc = 0;
+    while (rc == 0 && k.j.phase != FLAS_PHASE_DONE) {
+        if (k.j.phase == FLAS_PHASE_FAILED) {
+            snprintf(err, errlen, "round %ld failed: %s", k.j.round, k.j.failure);
+            rc = 1;
+            break;
+        }
+        if (k.j.round >= c->rounds) {
+            k.j.phase = FLAS_PHASE_DONE;
+            save(&k, "done");
+            break;
+        }
+        char dir[FLAS_CONF_PATH_MAX + 32];
+        snprintf(dir, sizeof dir, "%s/round-%06ld", c->work_dir, k.j.round);
+        mkdir_p(dir);
+        if (k.j.phase == FLAS_PHASE_STAGING) {
+            int wait = c->poll_min_s;
+            while (!step_staging(&k)) {
+                sleep((unsigned)wait);
+                wait = wait * 2 > c->poll_max_s ? c->poll_max_s : wait * 2;
+            }
+            k.j.phase = FLAS_PHASE_TRAINING;
+            save(&k, "training");
+        }
+        if (k.j.phase == FLAS_PHASE_TRAINING) {
+            int wait = c->poll_min_s;
+            while (!training_done(&k)) {
+                if (step_training(&k))
+                    wait = c->poll_min_s;
+                else
+                    wait = wait * 2 > c->poll_max_s ? c->poll_max_s : wait * 2;
+                if (!training_done(&k))
+                    sleep((unsigned)wait);
+            }
+            if (count(&k, FLAS_SITE_FETCHED) < c->min_sites) {
+                snprintf(k.j.failure, sizeof k.j.failure, "only %d of %d sites delivered an update (MinSites=%d)",
+                         count(&k, FLAS_SITE_FETCHED), k.j.n_sites, c->min_sites);
+                k.j.phase = FLAS_PHASE_FAILED;
+                save(&k, "failed");
+                continue;
+            }
+            k.j.phase = FLAS_PHASE_AGGREGATING;
+            save(&k, "aggregating");
+        }
+        if (k.j.phase == FLAS_PHASE_AGGREGATING) {
+            char aerr[1024], next[FLAS_CONF_PATH_MAX + 64];
+            int a = aggregate(&k, aerr, sizeof aerr);
+            if (a != FLAS_AGG_OK) {
+                snprintf(k.j.failure, sizeof k.j.failure, "aggregation refused: %s", aerr);
+                k.j.phase = FLAS_PHASE_FAILED;
+                save(&k, "failed");
+                continue;
+            }
+            crash_point("aggregated");
+            flas_coord_global_path(c, k.j.round + 1, next, sizeof next);
+            if (flas_sha256_file(next, k.j.global_sha256, NULL, err, errlen))
+                return 2;
+            k.j.round++;
+            reset_sites(&k);
+            k.j.phase = k.j.round >= c->rounds ? FLAS_PHASE_DONE : FLAS_PHASE_STAGING;
+            save(&k, "next-round");
+        }
+    }
+    for (int i = 0; i < FLAS_COORD_MAX_SITES; i++)
+        flas_ssh_close(k.ssh[i]);
+    if (rc == 0)
+        printf("flas-coordinator: %ld rounds done; global model: %s/global/round-%06ld.h5\n", k.j.round, c->work_dir,
+               k.j.round);
+    return rc;
+}
+
+int flas_coord_status(const flas_coord_conf *c, FILE *out, char *err, size_t errlen)
+{
+    char path[FLAS_CONF_PATH_MAX + 16];
+    flas_journal j;
+    snprintf(path, sizeof path, "%s/journal", c->work_dir);
+    if (flas_journal_load(path, &j, err, errlen))
+        return -1;
+    fprintf(out, "federation %s: round %ld of %d, phase %s, global sha256 %.16s...\n", j.federation, j.round, c->rounds,
+            flas_round_phase_name(j.phase), j.global_sha256);
+    if (j.phase == FLAS_PHASE_FAILED)
+        fprintf(out, "failure: %s\n", j.failure);
+    fprintf(out, "%-12s %-11s %-8s %-7s %-12s %-12s %s\n", "site", "state", "job", "attempt", "job state", "fetched",
+            "note");
+    for (int i = 0; i < j.n_sites; i++) {
+        const flas_journal_site *s = &j.site[i];
+        char fetched[32] = "-";
+        if (s->local_bytes > 0)
+            snprintf(fetched, sizeof fetched, "%.1f MB %.1fs", s->local_bytes / 1e6, s->seconds_fetch);
+        fprintf(out, "%-12s %-11s %-8ld %-7d %-12s %-12s %s\n", j.site_name[i], flas_site_state_name(s->state), s->job,
+                s->attempt, s->job_state[0] ? s->job_state : "-", fetched, s->note);
+    }
+    return 0;
+}

@@ -1,0 +1,284 @@
+/* What the coordinator does at one site over SSH: stage the global model, submit the round's job,
+ * ask Slurm for its state, fetch the published checkpoint. Every answer from the site is checked
+ * before it is believed. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "coord_internal.h"
+#include "flas/staging.h"
+
+flas_ssh *coord_ssh(coord *k, int i)
+{
+    if (!k->ssh[i]) {
+        char err[1024];
+        k->ssh[i] = flas_ssh_connect(&k->c->site[i].ssh, err, sizeof err);
+        if (!k->ssh[i])
+            coord_note(k, i, "%s", err);
+    }
+    return k->ssh[i];
+}
+
+void coord_ssh_lost(coord *k, int i)
+{
+    flas_ssh_close(k->ssh[i]);
+    k->ssh[i] = NULL;
+}
+
+/* Runs cmd at site i; -1 (and the session is dropped, to be reopened) when SSH itself failed. */
+static int site_exec(coord *k, int i, const char *cmd, char *out, size_t outlen, int *status)
+{
+    char err[1024], errout[2048];
+    flas_ssh *s = coord_ssh(k, i);
+    if (!s)
+        return -1;
+    if (flas_ssh_exec(s, cmd, out, outlen, errout, sizeof errout, status, err, sizeof err)) {
+        coord_note(k, i, "%s", err);
+        coord_ssh_lost(k, i);
+        return -1;
+    }
+    if (*status != 0)
+        coord_note(k, i, "'%.60s...' exited %d: %.200s", cmd, *status, errout);
+    return 0;
+}
+
+static void stage_dir(const coord *k, int i, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s", k->c->site[i].staging_root, k->c->federation);
+}
+
+int coord_stage_global(coord *k, int i)
+{
+    char dir[FLAS_CONF_PATH_MAX + 80], name[32], remote[FLAS_CONF_PATH_MAX + 200], local[FLAS_CONF_PATH_MAX + 64];
+    char side[FLAS_CONF_PATH_MAX + 220], text[160], err[1024];
+    stage_dir(k, i, dir, sizeof dir);
+    flas_stage_global_name(name, sizeof name, k->j.round);
+    snprintf(remote, sizeof remote, "%s/%s/%s", dir, FLAS_STAGE_GLOBAL, name);
+    snprintf(side, sizeof side, "%s%s", remote, FLAS_STAGE_SHA256_SUFFIX);
+    flas_coord_global_path(k->c, k->j.round, local, sizeof local);
+    flas_ssh *s = coord_ssh(k, i);
+    if (!s)
+        return -1;
+    flas_xfer_stats st;
+    if (flas_stage_upload(s, local, remote, NULL, &st, err, sizeof err)) {
+        coord_note(k, i, "%s", err);
+        coord_ssh_lost(k, i);
+        return -1;
+    }
+    if (strcmp(st.sha256, k->j.global_sha256)) {
+        coord_note(k, i, "global model changed under the coordinator (sha256 %s, journal %s)", st.sha256,
+                   k->j.global_sha256);
+        return -1;
+    }
+    /* The sidecar comes last: the plugin treats a round as staged only once it exists. */
+    snprintf(text, sizeof text, "%s  %s\n", st.sha256, name);
+    if (flas_stage_put_text(s, side, text, err, sizeof err)) {
+        coord_note(k, i, "%s", err);
+        coord_ssh_lost(k, i);
+        return -1;
+    }
+    k->stats.seconds_stage += st.seconds;
+    k->stats.bytes_staged += st.sent;
+    return 0;
+}
+
+void coord_job_name(const coord *k, int i, int attempt, char *buf, size_t len)
+{
+    snprintf(buf, len, "flas-%s-r%ld-%s-a%d", k->c->federation, k->j.round, k->c->site[i].name, attempt);
+}
+
+static void append(char *cmd, size_t len, const char *fmt, const char *v)
+{
+    size_t n = strlen(cmd);
+    snprintf(cmd + n, len - n, fmt, v);
+}
+
+long coord_submit(coord *k, int i)
+{
+    const flas_coord_site *s = &k->c->site[i];
+    char cmd[8192], name[200], num[64], q[FLAS_CONF_PATH_MAX + 8], out[256];
+    coord_job_name(k, i, k->j.site[i].attempt, name, sizeof name);
+    snprintf(cmd, sizeof cmd, "sbatch --parsable --federation=%s --federation-round=%ld --job-name=%s --signal=B:%s "
+                              "--output=flas-%%x-%%j.out",
+             k->c->federation, k->j.round, name, k->c->signal);
+    if (k->c->sync == FLAS_SYNC_BEGIN && k->j.begin_unix > 0) {
+        /* relative, so the site's time zone does not matter */
+        long wait = (long)(k->j.begin_unix - time(NULL));
+        snprintf(num, sizeof num, "%ld", wait > 0 ? wait : 0);
+        append(cmd, sizeof cmd, " --begin=now+%s", num);
+    }
+    if (k->c->sync == FLAS_SYNC_RESERVATION) {
+        char res[FLAS_CONF_NAME_MAX + 16];
+        snprintf(res, sizeof res, k->c->reservation, (int)k->j.round);
+        append(cmd, sizeof cmd, " --reservation=%s", res);
+    }
+    if (s->partition[0])
+        append(cmd, sizeof cmd, " --partition=%s", s->partition);
+    if (s->account[0])
+        append(cmd, sizeof cmd, " --account=%s", s->account);
+#define INTOPT(v, flag)                                                                                        \
+    if (v) {                                                                                                   \
+        snprintf(num, sizeof num, "%d", v);                                                                    \
+        append(cmd, sizeof cmd, " " flag "%s", num);                                                           \
+    }
+    INTOPT(s->nodes, "--nodes=")
+    INTOPT(s->tasks, "--ntasks=")
+    INTOPT(s->cpus_per_task, "--cpus-per-task=")
+    INTOPT(s->time_min, "--time=")
+#undef INTOPT
+    flas_shell_quote(s->script, q, sizeof q);
+    append(cmd, sizeof cmd, " %s", q);
+    for (int a = 0; a < s->n_args; a++) {
+        flas_shell_quote(s->args[a], q, sizeof q);
+        append(cmd, sizeof cmd, " %s", q);
+    }
+    int status = -1;
+    if (site_exec(k, i, cmd, out, sizeof out, &status) || status != 0)
+        return -1;
+    char *end;
+    long id = strtol(out, &end, 10); /* "123" or "123;cluster" */
+    if (id <= 0 || (*end && *end != ';' && *end != '\n')) {
+        coord_note(k, i, "sbatch answered '%.80s', not a job id", out);
+        return -1;
+    }
+    return id;
+}
+
+long coord_find_job(coord *k, int i, int attempt)
+{
+    char cmd[512], name[200], out[256];
+    int status = -1;
+    coord_job_name(k, i, attempt, name, sizeof name);
+    snprintf(cmd, sizeof cmd, "squeue -h -t all --name=%s -o %%i", name);
+    if (site_exec(k, i, cmd, out, sizeof out, &status) || status != 0)
+        return -1;
+    long id = strtol(out, NULL, 10);
+    return id > 0 ? id : 0;
+}
+
+int coord_job_state(coord *k, int i, long job, char *state, size_t len)
+{
+    char cmd[512], out[1024];
+    int status = -1;
+    /* squeue knows running and recently finished jobs; scontrol also those kept for MinJobAge. */
+    snprintf(cmd, sizeof cmd,
+             "squeue -h -t all -j %ld -o %%T 2>/dev/null | head -n 1; scontrol show job %ld -o 2>/dev/null | "
+             "tr ' ' '\\n' | sed -n 's/^JobState=//p'",
+             job, job);
+    if (site_exec(k, i, cmd, out, sizeof out, &status))
+        return -1;
+    char *line = strtok(out, "\n");
+    if (!line) {
+        snprintf(state, len, "UNKNOWN");
+        return 0;
+    }
+    for (char *c = line; *c; c++)
+        if ((*c < 'A' || *c > 'Z') && *c != '_') {
+            coord_note(k, i, "unexpected job state '%.40s'", line);
+            return -1;
+        }
+    snprintf(state, len, "%s", line);
+    return 0;
+}
+
+int coord_cancel(coord *k, int i, long job)
+{
+    char cmd[128], out[128];
+    int status = -1;
+    snprintf(cmd, sizeof cmd, "scancel %ld", job);
+    return site_exec(k, i, cmd, out, sizeof out, &status) || status ? -1 : 0;
+}
+
+/* A string field of the manifest that must be present; NULL otherwise. */
+static const char *jstr(json_t *m, const char *key)
+{
+    json_t *v = json_object_get(m, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int jint(json_t *m, const char *key, long long *out)
+{
+    json_t *v = json_object_get(m, key);
+    if (!json_is_integer(v))
+        return -1;
+    *out = json_integer_value(v);
+    return 0;
+}
+
+/* Reads and checks the site's manifest for the job; fills the checkpoint's remote path, size, sha256.
+ * Returns 0 (fetchable), 1 (the manifest says there is no checkpoint: reason in note), -1 (not there yet
+ * or unreadable: retry), -2 (it contradicts what the coordinator knows: drop). */
+int coord_read_manifest(coord *k, int i, long job, char *remote, size_t rlen, int64_t *size, char *sha)
+{
+    char dir[FLAS_CONF_PATH_MAX + 80], rdir[32], mname[FLAS_CONF_NAME_MAX + 64], path[FLAS_CONF_PATH_MAX + 200];
+    char text[65536], err[1024];
+    const char *site = k->c->site[i].name;
+    stage_dir(k, i, dir, sizeof dir);
+    flas_stage_round_dir(rdir, sizeof rdir, k->j.round);
+    flas_stage_published_name(mname, sizeof mname, site, (unsigned long)job, FLAS_STAGE_MANIFEST_SUFFIX);
+    snprintf(path, sizeof path, "%s/%s/%s/%s", dir, FLAS_STAGE_OUTBOX, rdir, mname);
+    flas_ssh *s = coord_ssh(k, i);
+    if (!s)
+        return -1;
+    if (flas_stage_get_text(s, path, text, sizeof text - 1, err, sizeof err)) {
+        coord_note(k, i, "manifest: %s", err);
+        return -1;
+    }
+    json_error_t jerr;
+    json_t *m = json_loads(text, 0, &jerr);
+    long long round = -1, id = -1, bytes = -1;
+    const char *ck = NULL, *hex = NULL, *base = NULL;
+    int rc = -2;
+    if (!m || !json_is_object(m)) {
+        coord_note(k, i, "manifest %s is not JSON: %s", mname, m ? "not an object" : jerr.text);
+    } else if (!jstr(m, "format") || strcmp(jstr(m, "format"), "flas-manifest") || jint(m, "round", &round) ||
+               jint(m, "job_id", &id) || !jstr(m, "site") || strcmp(jstr(m, "site"), site) ||
+               !jstr(m, "federation") || strcmp(jstr(m, "federation"), k->c->federation) || round != k->j.round ||
+               id != job) {
+        coord_note(k, i, "manifest %s does not describe job %ld of round %ld at %s: refused", mname, job, k->j.round,
+                   site);
+    } else if (json_is_null(json_object_get(m, "checkpoint"))) {
+        const char *why = jstr(m, "error");
+        coord_note(k, i, "job %ld published no checkpoint (%s; job state %s)", job, why && *why ? why : "none written",
+                   jstr(m, "job_state") ? jstr(m, "job_state") : "?");
+        rc = 1;
+    } else if (!(ck = jstr(m, "checkpoint")) || !(hex = jstr(m, "sha256")) || !flas_sha256_is_hex(hex) ||
+               jint(m, "size", &bytes) || bytes <= 0 || bytes > k->c->max_checkpoint_bytes || strchr(ck, '/') ||
+               ck[0] == '.') {
+        coord_note(k, i, "manifest %s has an invalid checkpoint entry: refused", mname);
+    } else if (!(base = jstr(m, "base_sha256")) || strcmp(base, k->j.global_sha256)) {
+        coord_note(k, i, "job %ld trained from %s, not this round's global %s: refused", job, base ? base : "?",
+                   k->j.global_sha256);
+    } else {
+        snprintf(remote, rlen, "%s/%s/%s/%s", dir, FLAS_STAGE_OUTBOX, rdir, ck);
+        *size = bytes;
+        snprintf(sha, FLAS_SHA256_HEX_LEN + 1, "%s", hex);
+        rc = 0;
+    }
+    json_decref(m);
+    return rc;
+}
+
+int coord_fetch(coord *k, int i, const char *remote, int64_t size, const char *sha)
+{
+    char local[FLAS_CONF_PATH_MAX + 128], err[1024];
+    flas_coord_local_path(k->c, k->j.round, k->c->site[i].name, local, sizeof local);
+    flas_ssh *s = coord_ssh(k, i);
+    if (!s)
+        return -1;
+    flas_xfer_opts o = {0};
+    o.max_size = k->c->max_checkpoint_bytes;
+    flas_xfer_stats st;
+    if (flas_stage_download(s, remote, local, size, sha, &o, &st, err, sizeof err)) {
+        coord_note(k, i, "%s", err);
+        coord_ssh_lost(k, i);
+        return -1;
+    }
+    flas_journal_site *js = &k->j.site[i];
+    snprintf(js->local_sha256, sizeof js->local_sha256, "%s", st.sha256);
+    js->local_bytes = st.size;
+    js->seconds_fetch = st.seconds;
+    return 0;
+}

@@ -1,0 +1,156 @@
+/* The coordinator's journal: one key=value text file, rewritten atomically (temp, fsync, rename) at
+ * every transition, so a coordinator killed at any point restarts exactly where it was. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "flas/coordinator.h"
+
+static const char *const site_states[] = {"pending", "staged", "submitting", "submitted", "finished", "fetched", "dropped"};
+static const char *const phases[] = {"staging", "training", "aggregating", "done", "failed"};
+
+const char *flas_site_state_name(flas_site_state s) { return (unsigned)s < 7 ? site_states[s] : "?"; }
+const char *flas_round_phase_name(flas_round_phase p) { return (unsigned)p < 5 ? phases[p] : "?"; }
+
+static int lookup(const char *const *names, int n, const char *v)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(names[i], v))
+            return i;
+    return -1;
+}
+
+/* Free text (notes, failure) stays on one line. */
+static void one_line(char *s)
+{
+    for (; *s; s++)
+        if (*s == '\n' || *s == '\r')
+            *s = ' ';
+}
+
+int flas_journal_save(const char *path, const flas_journal *j, char *err, size_t errlen)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "we");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    char failure[sizeof j->failure];
+    snprintf(failure, sizeof failure, "%s", j->failure);
+    one_line(failure);
+    fprintf(f, "format=flas-coordinator-journal\nversion=1\nfederation=%s\nround=%ld\nphase=%s\nglobal_sha256=%s\n"
+               "begin_unix=%lld\nround_started_unix=%lld\nfailure=%s\nsites=%d\n",
+            j->federation, j->round, flas_round_phase_name(j->phase), j->global_sha256, (long long)j->begin_unix,
+            (long long)j->round_started_unix, failure, j->n_sites);
+    for (int i = 0; i < j->n_sites; i++) {
+        const flas_journal_site *s = &j->site[i];
+        char note[sizeof s->note];
+        snprintf(note, sizeof note, "%s", s->note);
+        one_line(note);
+        fprintf(f, "site.%d.name=%s\nsite.%d.state=%s\nsite.%d.attempt=%d\nsite.%d.job=%ld\nsite.%d.job_state=%s\n"
+                   "site.%d.local_sha256=%s\nsite.%d.local_bytes=%lld\nsite.%d.seconds_fetch=%.3f\nsite.%d.note=%s\n",
+                i, j->site_name[i], i, flas_site_state_name(s->state), i, s->attempt, i, s->job, i, s->job_state, i,
+                s->local_sha256, i, (long long)s->local_bytes, i, s->seconds_fetch, i, note);
+    }
+    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path)) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) {
+        *slash = '\0';
+        int d = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (d >= 0) {
+            fsync(d);
+            close(d);
+        }
+    }
+    return 0;
+}
+
+static int set_field(flas_journal *j, const char *key, const char *v)
+{
+    if (!strcmp(key, "format"))
+        return strcmp(v, "flas-coordinator-journal") ? -1 : 0;
+    if (!strcmp(key, "version"))
+        return strcmp(v, "1") ? -1 : 0;
+    if (!strcmp(key, "federation"))
+        return snprintf(j->federation, sizeof j->federation, "%s", v) < 0 ? -1 : 0;
+    if (!strcmp(key, "round"))
+        return (j->round = strtol(v, NULL, 10)) < 0 ? -1 : 0;
+    if (!strcmp(key, "phase"))
+        return (int)(j->phase = (flas_round_phase)lookup(phases, 5, v)) < 0 ? -1 : 0;
+    if (!strcmp(key, "global_sha256"))
+        return snprintf(j->global_sha256, sizeof j->global_sha256, "%s", v) < 0 ? -1 : 0;
+    if (!strcmp(key, "begin_unix"))
+        return (j->begin_unix = strtoll(v, NULL, 10)), 0;
+    if (!strcmp(key, "round_started_unix"))
+        return (j->round_started_unix = strtoll(v, NULL, 10)), 0;
+    if (!strcmp(key, "failure"))
+        return snprintf(j->failure, sizeof j->failure, "%s", v) < 0 ? -1 : 0;
+    if (!strcmp(key, "sites")) {
+        j->n_sites = atoi(v);
+        return j->n_sites < 0 || j->n_sites > FLAS_COORD_MAX_SITES ? -1 : 0;
+    }
+    int i;
+    char field[64];
+    if (sscanf(key, "site.%d.%63s", &i, field) != 2 || i < 0 || i >= j->n_sites)
+        return -1;
+    flas_journal_site *s = &j->site[i];
+    if (!strcmp(field, "name"))
+        return flas_name_valid(v) ? (snprintf(j->site_name[i], sizeof j->site_name[i], "%s", v), 0) : -1;
+    if (!strcmp(field, "state"))
+        return (int)(s->state = (flas_site_state)lookup(site_states, 7, v)) < 0 ? -1 : 0;
+    if (!strcmp(field, "attempt"))
+        return (s->attempt = atoi(v)), 0;
+    if (!strcmp(field, "job"))
+        return (s->job = strtol(v, NULL, 10)), 0;
+    if (!strcmp(field, "job_state"))
+        return snprintf(s->job_state, sizeof s->job_state, "%s", v) < 0 ? -1 : 0;
+    if (!strcmp(field, "local_sha256"))
+        return snprintf(s->local_sha256, sizeof s->local_sha256, "%s", v) < 0 ? -1 : 0;
+    if (!strcmp(field, "local_bytes"))
+        return (s->local_bytes = strtoll(v, NULL, 10)), 0;
+    if (!strcmp(field, "seconds_fetch"))
+        return (s->seconds_fetch = strtod(v, NULL)), 0;
+    if (!strcmp(field, "note"))
+        return snprintf(s->note, sizeof s->note, "%s", v) < 0 ? -1 : 0;
+    return -1;
+}
+
+int flas_journal_load(const char *path, flas_journal *j, char *err, size_t errlen)
+{
+    memset(j, 0, sizeof *j);
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    char line[1024];
+    int n = 0, rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        n++;
+        line[strcspn(line, "\n")] = '\0';
+        char *eq = strchr(line, '=');
+        if (!eq) {
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        rc = set_field(j, line, eq + 1);
+    }
+    fclose(f);
+    if (rc)
+        snprintf(err, errlen, "%s:%d: the journal is damaged (fix or remove it to start over)", path, n);
+    return rc;
+}

@@ -1,0 +1,124 @@
+/* flas-coordinator as a library: the federation description (coordinator.conf(5)), the round journal,
+ * and the rounds themselves (stage -> submit -> poll -> fetch -> aggregate), driven from outside the
+ * sites over SSH. */
+#ifndef FLAS_COORDINATOR_H
+#define FLAS_COORDINATOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "flas/conf.h"
+#include "flas/sha256.h"
+#include "flas/stage.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FLAS_COORD_MAX_SITES 32
+#define FLAS_COORD_MAX_ARGS 16
+
+typedef enum { FLAS_SYNC_NONE = 0, FLAS_SYNC_BEGIN, FLAS_SYNC_RESERVATION } flas_sync_mode;
+
+typedef struct flas_coord_site {
+    char name[FLAS_CONF_NAME_MAX];          /* Site= (the site's name in its flas.conf) */
+    flas_ssh_target ssh;                    /* Host=, Port=, User=, Identity=, Jump= (+ KnownHosts=) */
+    char staging_root[FLAS_CONF_PATH_MAX];  /* StagingRoot= at the site */
+    char script[FLAS_CONF_PATH_MAX];        /* Script=: the batch script at the site */
+    int n_args;                             /* ScriptArgs=a,b,c */
+    char args[FLAS_COORD_MAX_ARGS][FLAS_CONF_PATH_MAX];
+    char partition[FLAS_CONF_NAME_MAX];     /* Partition= */
+    char account[FLAS_CONF_NAME_MAX];       /* Account= */
+    int nodes, tasks, cpus_per_task;        /* Nodes=, Tasks=, CpusPerTask= (0: the script decides) */
+    int time_min;                           /* Time= minutes (0: the script decides) */
+    int line;
+} flas_coord_site;
+
+typedef struct flas_coord_conf {
+    char federation[FLAS_CONF_NAME_MAX];    /* Federation= */
+    char work_dir[FLAS_CONF_PATH_MAX];      /* WorkDir=: journal, globals, fetched checkpoints */
+    char initial_global[FLAS_CONF_PATH_MAX];/* InitialGlobal=: the model round 0 starts from */
+    char known_hosts[FLAS_CONF_PATH_MAX];   /* KnownHosts= */
+    int rounds;                             /* Rounds= */
+    int min_sites;                          /* MinSites= (default: all sites) */
+    int deadline_s;                         /* RoundDeadline= seconds (default 3600) */
+    char strategy[32];                      /* Strategy= (flas-aggregate's names; default fedavg) */
+    double server_lr, server_momentum;      /* ServerLR=, ServerMomentum= (<0: strategy default) */
+    flas_sync_mode sync;                    /* Sync=none|begin|reservation */
+    int begin_delay_s;                      /* BeginDelay= seconds (Sync=begin; default 10) */
+    char reservation[FLAS_CONF_NAME_MAX];   /* Reservation= template, %d = round (Sync=reservation) */
+    char signal[32];                        /* Signal= for sbatch --signal=B:<this> (default USR1@60) */
+    int poll_min_s, poll_max_s;             /* PollInterval=, PollMax= (back-off bounds) */
+    int64_t max_checkpoint_bytes;           /* MaxCheckpointBytes= (refuse larger downloads) */
+    int n_sites;
+    flas_coord_site site[FLAS_COORD_MAX_SITES];
+} flas_coord_conf;
+
+/* Parses the description at path (strict Key=Value, errors as "file:line: reason"). */
+int flas_coord_conf_load(const char *path, flas_coord_conf *c, char *err, size_t errlen);
+int flas_coord_conf_parse(const char *path, const char *text, flas_coord_conf *c, char *err, size_t errlen);
+
+/* ---- the journal: where a (re)started coordinator picks up -------------------------------------- */
+
+typedef enum {
+    FLAS_SITE_PENDING = 0, /* global of this round not yet staged there */
+    FLAS_SITE_STAGED,      /* global staged and verified; job not submitted */
+    FLAS_SITE_SUBMITTING,  /* sbatch issued (job name known, id maybe not) */
+    FLAS_SITE_SUBMITTED,   /* job id known; polling */
+    FLAS_SITE_FINISHED,    /* job ended in a state whose checkpoint is to be fetched */
+    FLAS_SITE_FETCHED,     /* local checkpoint fetched and verified */
+    FLAS_SITE_DROPPED      /* no update from this site this round (reason in note) */
+} flas_site_state;
+
+typedef enum {
+    FLAS_PHASE_STAGING = 0,
+    FLAS_PHASE_TRAINING,
+    FLAS_PHASE_AGGREGATING,
+    FLAS_PHASE_DONE,
+    FLAS_PHASE_FAILED
+} flas_round_phase;
+
+typedef struct flas_journal_site {
+    flas_site_state state;
+    int attempt;                             /* submissions this round */
+    long job;                                /* Slurm job id at the site, 0 if none */
+    char job_state[32];                      /* last state seen (COMPLETED, TIMEOUT, ...) */
+    char local_sha256[FLAS_SHA256_HEX_LEN + 1];
+    int64_t local_bytes;
+    double seconds_fetch;
+    char note[256];
+} flas_journal_site;
+
+typedef struct flas_journal {
+    char federation[FLAS_CONF_NAME_MAX];
+    long round;                              /* the round being run (its global exists) */
+    flas_round_phase phase;
+    char global_sha256[FLAS_SHA256_HEX_LEN + 1];
+    int64_t begin_unix;                      /* the round's common --begin time, 0 if none */
+    int64_t round_started_unix;              /* for the deadline */
+    char failure[512];
+    int n_sites;
+    char site_name[FLAS_COORD_MAX_SITES][FLAS_CONF_NAME_MAX];
+    flas_journal_site site[FLAS_COORD_MAX_SITES];
+} flas_journal;
+
+int flas_journal_load(const char *path, flas_journal *j, char *err, size_t errlen);
+int flas_journal_save(const char *path, const flas_journal *j, char *err, size_t errlen);
+const char *flas_site_state_name(flas_site_state s);
+const char *flas_round_phase_name(flas_round_phase p);
+
+/* Runs rounds until Rounds are done or one fails; resumes from WorkDir/journal. 0 when all rounds are
+ * done, 1 when a round failed cleanly (journal says why), 2 for configuration errors. */
+int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen);
+/* Prints the journal: round, phase, each site's job and state, transfers. */
+int flas_coord_status(const flas_coord_conf *c, FILE *out, char *err, size_t errlen);
+
+/* Paths inside WorkDir. */
+int flas_coord_global_path(const flas_coord_conf *c, long round, char *buf, size_t len);
+int flas_coord_local_path(const flas_coord_conf *c, long round, const char *site, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
