@@ -48,6 +48,8 @@ void ck_h5_detail(char *buf, size_t len);
 int ck_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 hid_t ck_fapl(MPI_Comm comm);
+/* Raw-data transfer property list of the parallel path (see FLAS_CKPT_MPIO in checkpoint.h). */
+hid_t ck_dxpl(void);
 const char *ck_section_group(flas_ckpt_section s);
 size_t ck_rows(const flas_tensor *t);
 size_t ck_cols(const flas_tensor *t);

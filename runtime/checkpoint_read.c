@@ -385,8 +385,7 @@ flas_ckpt_reader *flas_ckpt_open(const char *path, MPI_Comm comm, char *err, siz
         ck_h5_detail(detail, sizeof detail);
         if (fapl >= 0)
             H5Pclose(fapl);
-        f->dxpl = H5Pcreate(H5P_DATASET_XFER);
-        H5Pset_dxpl_mpio(f->dxpl, H5FD_MPIO_COLLECTIVE);
+        f->dxpl = ck_dxpl();
         if (f->fid < 0) {
             snprintf(why, sizeof why, "%s: parallel open failed (HDF5: %s)", path, detail);
             ok = 0;

@@ -164,8 +164,9 @@ static int make_group(hid_t fid, const char *name)
 }
 
 /* Groups and full-shape float32 datasets for every chosen section. Contiguous (MPI-IO writes them
- * directly; no chunk index), allocated at creation in order (a section is one sequential file range),
- * never filled (every byte is written by the caller; commit checks that). */
+ * directly; no chunk index) and never filled (every byte is written by the caller; commit checks
+ * that). Parallel HDF5 must allocate at creation; the serial path allocates at the first write, which
+ * appends to the file instead of filling a pre-sized sparse file (measurably faster on ext4). */
 static int create_layout(ck_file *f, unsigned contents, char *err, size_t errlen)
 {
     static const char *const groups[] = {"/params", "/optimizer", "/optimizer/m", "/optimizer/v", "/train_state",
@@ -179,7 +180,8 @@ static int create_layout(ck_file *f, unsigned contents, char *err, size_t errlen
             return ck_fail(err, errlen, "%s: cannot create group %s", f->path, groups[i]);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     int rc = (dcpl < 0 || H5Pset_layout(dcpl, H5D_CONTIGUOUS) < 0 || H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0 ||
-              H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0) ? -1 : 0;
+              H5Pset_alloc_time(dcpl, f->comm != MPI_COMM_NULL ? H5D_ALLOC_TIME_EARLY : H5D_ALLOC_TIME_LATE) < 0)
+             ? -1 : 0;
     for (int s = 0; s < FLAS_CKPT_N_SECTIONS && rc == 0; s++) {
         if (!(contents & FLAS_CKPT_HAS(s)))
             continue;
@@ -317,10 +319,8 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
         ck_fail(err, errlen, "%s: cannot create temporary file %s (%s)", path, w->temp, detail);
         goto fail_local;
     }
-    if (is_parallel(f)) {
-        f->dxpl = H5Pcreate(H5P_DATASET_XFER);
-        H5Pset_dxpl_mpio(f->dxpl, H5FD_MPIO_COLLECTIVE);
-    }
+    if (is_parallel(f))
+        f->dxpl = ck_dxpl();
     hid_t root = H5Gopen2(f->fid, "/", H5P_DEFAULT);
     int rc = (root < 0 || write_root(root, &w->meta)) ? -1 : 0;
     if (root >= 0)

@@ -11,6 +11,9 @@
  *   any other comm         parallel HDF5 over MPI-IO, COLLECTIVE over comm: every rank calls every
  *                          function below with the same section/tensor sequence; a rank that needs
  *                          nothing from a tensor passes an empty selection (count 0 / n 0).
+ *                          Metadata operations are collective; raw data move independently (each
+ *                          rank its own hyperslab) unless FLAS_CKPT_MPIO=collective is set in the
+ *                          environment (two-phase collective buffering, for parallel file systems).
  *
  * Writes are atomic: data go to a hidden temporary file in the destination directory; commit sets the
  * completion marker, closes, fsyncs, renames over the destination and fsyncs the directory. A crash at
@@ -214,6 +217,12 @@ int flas_ckpt_get_flat(flas_ckpt_reader *r, flas_ckpt_section section, const fla
 int flas_ckpt_get_optimizer(const flas_ckpt_reader *r, flas_ckpt_optimizer *o, char *err, size_t errlen);
 int flas_ckpt_get_train_state(const flas_ckpt_reader *r, flas_train_state *s, char *err, size_t errlen);
 int flas_ckpt_get_server_state(const flas_ckpt_reader *r, flas_server_state *s, char *err, size_t errlen);
+
+/* Turns HDF5's automatic error-stack printing off for the whole process. The library already reports
+ * every failure as one line and silences HDF5 during its own calls; tools call this once at start-up
+ * so that HDF5 1.10 does not print "infinite loop closing library" at exit after it met a damaged file
+ * (a known HDF5 bug; the message is harmless). */
+void flas_ckpt_hdf5_quiet(void);
 
 /* Names for messages: "params", "optimizer/m", ... and "global"/"local". */
 const char *flas_ckpt_section_name(flas_ckpt_section s);

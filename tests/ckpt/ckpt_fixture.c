@@ -117,23 +117,31 @@ int fix_set_states(flas_ckpt_writer *w, unsigned contents, int gen, char *err, s
     return 0;
 }
 
-int fix_write(const char *path, const char *which, int gen, unsigned contents, char *err, size_t errlen)
+int fix_write_split(const char *path, const char *which, int gen, int tp_rank, int tp_size, int dp_rank,
+                    int dp_size, unsigned contents, MPI_Comm comm, char *err, size_t errlen)
 {
     flas_config c;
     flas_ckpt_meta m;
     flas_param_table t;
     fix_config(which, &c);
     fix_meta(&c, gen, &m);
-    if (flas_param_table_init(&t, &c, 0, 1, err, errlen))
+    if (flas_param_table_init(&t, &c, tp_rank, tp_size, err, errlen))
         return -1;
     float *buf = malloc(t.n_params * sizeof *buf);
-    flas_ckpt_writer *w = buf ? flas_ckpt_create(path, &m, contents, MPI_COMM_NULL, err, errlen) : NULL;
+    flas_ckpt_writer *w = buf ? flas_ckpt_create(path, &m, contents, comm, err, errlen) : NULL;
     int rc = w ? 0 : -1;
     for (int s = 0; rc == 0 && s < FLAS_CKPT_N_SECTIONS; s++) {
         if (s != FLAS_CKPT_PARAMS && !(contents & FLAS_CKPT_HAS(s)))
             continue;
         fix_fill(&t, s, gen, buf);
-        rc = flas_ckpt_put_flat(w, (flas_ckpt_section)s, &t, 0, t.n_params, buf, err, errlen);
+        /* Params come from data-parallel rank 0 (replicas hold the same values); the other sections are
+         * ZeRO-1 slices, one per data-parallel rank. */
+        size_t lo = 0, hi = dp_rank == 0 ? t.n_params : 0;
+        if (s != FLAS_CKPT_PARAMS) {
+            lo = t.n_params * (size_t)dp_rank / (size_t)dp_size;
+            hi = t.n_params * (size_t)(dp_rank + 1) / (size_t)dp_size;
+        }
+        rc = flas_ckpt_put_flat(w, (flas_ckpt_section)s, &t, lo, hi, buf + lo, err, errlen);
     }
     if (rc == 0)
         rc = fix_set_states(w, contents, gen, err, errlen);
@@ -144,6 +152,11 @@ int fix_write(const char *path, const char *which, int gen, unsigned contents, c
     free(buf);
     flas_param_table_free(&t);
     return rc;
+}
+
+int fix_write(const char *path, const char *which, int gen, unsigned contents, char *err, size_t errlen)
+{
+    return fix_write_split(path, which, gen, 0, 1, 0, 1, contents, MPI_COMM_NULL, err, errlen);
 }
 
 int fix_verify(const char *path, int gen, char *err, size_t errlen)

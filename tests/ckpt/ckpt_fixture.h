@@ -23,6 +23,10 @@ void fix_server(int gen, flas_server_state *s);
 void fix_fill(const flas_param_table *t, int section, int gen, float *buf);
 /* Sets every chosen optional state of w; 0 or -1 with err. */
 int fix_set_states(flas_ckpt_writer *w, unsigned contents, int gen, char *err, size_t errlen);
+/* Writes a checkpoint from this rank's part: table layout (tp_rank, tp_size); params from data-parallel
+ * rank 0 only; optimizer/server moments as ZeRO-1 slices over dp_size ranks. Collective over comm. */
+int fix_write_split(const char *path, const char *which, int gen, int tp_rank, int tp_size, int dp_rank,
+                    int dp_size, unsigned contents, MPI_Comm comm, char *err, size_t errlen);
 /* Writes a whole checkpoint serially (put_flat of the full buffer per section). */
 int fix_write(const char *path, const char *which, int gen, unsigned contents, char *err, size_t errlen);
 /* Opens path serially and checks meta, states and EVERY value of every present section against gen.

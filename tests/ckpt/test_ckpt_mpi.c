@@ -15,37 +15,11 @@ static int rank, size;
 static const char *outdir;
 static char err[1024];
 
-/* Every rank writes generation gen with table layout (tp_rank, tp_size); optimizer moments go as
- * ZeRO-1 slices over dp_size ranks; params are written by dp rank 0 only. */
 static int write_split(const char *path, int gen, int tp_rank, int tp_size, int dp_rank, int dp_size,
                        unsigned contents)
 {
-    flas_config c;
-    flas_ckpt_meta m;
-    flas_param_table t;
-    fix_config("small", &c);
-    fix_meta(&c, gen, &m);
-    ck_assert_int_eq(flas_param_table_init(&t, &c, tp_rank, tp_size, err, sizeof err), 0);
-    float *buf = malloc(t.n_params * sizeof *buf);
-    flas_ckpt_writer *w = flas_ckpt_create(path, &m, contents, MPI_COMM_WORLD, err, sizeof err);
-    ck_assert_msg(w != NULL, "rank %d: %s", rank, err);
-    for (int s = 0; s < FLAS_CKPT_N_SECTIONS; s++) {
-        if (s != FLAS_CKPT_PARAMS && !(contents & FLAS_CKPT_HAS(s)))
-            continue;
-        fix_fill(&t, s, gen, buf);
-        size_t lo = 0, hi = dp_rank == 0 ? t.n_params : 0;
-        if (s != FLAS_CKPT_PARAMS) { /* ZeRO-1: each data-parallel rank owns a slice of the moments */
-            lo = t.n_params * (size_t)dp_rank / (size_t)dp_size;
-            hi = t.n_params * (size_t)(dp_rank + 1) / (size_t)dp_size;
-        }
-        ck_assert_msg(flas_ckpt_put_flat(w, (flas_ckpt_section)s, &t, lo, hi, buf + lo, err, sizeof err) == 0,
-                      "rank %d: %s", rank, err);
-    }
-    ck_assert_msg(fix_set_states(w, contents, gen, err, sizeof err) == 0, "rank %d: %s", rank, err);
-    int rc = flas_ckpt_commit(w, err, sizeof err);
-    free(buf);
-    flas_param_table_free(&t);
-    return rc;
+    return fix_write_split(path, "small", gen, tp_rank, tp_size, dp_rank, dp_size, contents, MPI_COMM_WORLD, err,
+                           sizeof err);
 }
 
 /* Rank 0 alone re-reads the file through the parallel driver on MPI_COMM_SELF. */
