@@ -113,13 +113,17 @@ int64_t flas_sha256_range(int fd, int64_t off, int64_t len, char hex[FLAS_SHA256
 int flas_sha256_file(const char *path, char hex[FLAS_SHA256_HEX], uint64_t *bytes, char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-    int64_t n = fd < 0 ? -1 : flas_sha256_fd(fd, hex);
+    if (fd < 0) {
+        if (err && errlen)
+            snprintf(err, errlen, "%s: cannot open for hashing: %s", path, strerror(errno));
+        return -1;
+    }
+    int64_t n = flas_sha256_fd(fd, hex);
     int saved = errno;
-    if (fd >= 0)
-        close(fd);
+    close(fd);
     if (n < 0) {
         if (err && errlen)
-            snprintf(err, errlen, "%s: cannot hash: %s", path, strerror(saved));
+            snprintf(err, errlen, "%s: read error while hashing: %s", path, strerror(saved));
         return -1;
     }
     if (bytes)

@@ -1,0 +1,180 @@
+/* flas-aggregate: merge a round's local checkpoints into the next global checkpoint.
+ * A thin main over flas_aggregate() (aggregator/merge.c); see flas-aggregate(1). */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "flas/aggregate.h"
+#include "flas/checkpoint.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: flas-aggregate --previous GLOBAL.h5 --output NEXT.h5 [options] LOCAL.h5...\n"
+            "Merge the local checkpoints of one round into the next global checkpoint, streaming\n"
+            "tensor by tensor (memory: (inputs + 4) x chunk, not the model size).\n"
+            "\n"
+            "  -p, --previous FILE      the global checkpoint the round started from (never modified)\n"
+            "  -o, --output FILE        the new global checkpoint (written atomically)\n"
+            "  -s, --strategy NAME      fedavg (default; weighted by tokens trained), mean, fedavgm,\n"
+            "                           fedadam, fedyogi, diloco (outer Nesterov)\n"
+            "      --lr X               server learning rate (fedavgm 1, diloco 0.7, fedadam/fedyogi 0.01)\n"
+            "      --momentum X         fedavgm/diloco momentum (0.9)\n"
+            "      --beta1 X --beta2 X  fedadam/fedyogi moment decay (0.9, 0.99)\n"
+            "      --tau X              fedadam/fedyogi adaptivity (1e-3)\n"
+            "      --uniform            weight every input equally instead of by tokens trained\n"
+            "      --policy P           refuse-round (default: any bad input refuses the round) or\n"
+            "                           drop-bad (drop bad inputs, go on with at least --min-sites)\n"
+            "      --min-sites N        fewest usable inputs for a round (default 1)\n"
+            "      --max-tokens N       largest plausible tokens_trained of one input (default 1e13)\n"
+            "      --reset-server-state start fresh server buffers when the previous global carries\n"
+            "                           another strategy's state\n"
+            "      --chunk-kib N        KiB per streamed chunk per input (default 4096, at least 4)\n"
+            "      --threads N          OpenMP threads for hashing and merging (default: all)\n"
+            "  -q, --quiet              no progress lines\n"
+            "  -h, --help               this help;  --version  the version\n"
+            "\n"
+            "Exit status: 0 merged; 1 round refused (bad inputs or too few sites); 2 usage error or\n"
+            "unusable previous global; 3 I/O or numerical failure. On failure nothing is written.\n");
+}
+
+static int parse_double(const char *opt, const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) {
+        fprintf(stderr, "flas-aggregate: error: %s needs a number, got '%s'\n", opt, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_long(const char *opt, const char *s, long long lo, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo) {
+        fprintf(stderr, "flas-aggregate: error: %s needs an integer >= %lld, got '%s'\n", opt, lo, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_LR = 256, O_MOM, O_B1, O_B2, O_TAU, O_UNIFORM, O_POLICY, O_MIN, O_MAXTOK, O_RESET, O_CHUNK, O_THREADS,
+           O_VERSION };
+    static const struct option longopts[] = {
+        {"previous", required_argument, 0, 'p'}, {"output", required_argument, 0, 'o'},
+        {"strategy", required_argument, 0, 's'}, {"lr", required_argument, 0, O_LR},
+        {"momentum", required_argument, 0, O_MOM}, {"beta1", required_argument, 0, O_B1},
+        {"beta2", required_argument, 0, O_B2},   {"tau", required_argument, 0, O_TAU},
+        {"uniform", no_argument, 0, O_UNIFORM},  {"policy", required_argument, 0, O_POLICY},
+        {"min-sites", required_argument, 0, O_MIN}, {"max-tokens", required_argument, 0, O_MAXTOK},
+        {"reset-server-state", no_argument, 0, O_RESET}, {"chunk-kib", required_argument, 0, O_CHUNK},
+        {"threads", required_argument, 0, O_THREADS}, {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
+    const char *previous = NULL, *output = NULL, *strategy = "fedavg", *policy = "refuse-round";
+    double lr = NAN, mom = NAN, b1 = NAN, b2 = NAN, tau = NAN;
+    long long min_sites = 1, max_tokens = -1, chunk_kib = 4096, threads = 0;
+    int uniform = 0, reset = 0, quiet = 0, c;
+    while ((c = getopt_long(argc, argv, "p:o:s:qh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'p': previous = optarg; break;
+        case 'o': output = optarg; break;
+        case 's': strategy = optarg; break;
+        case 'q': quiet = 1; break;
+        case 'h': usage(stdout); return 0;
+        case O_VERSION: printf("flas-aggregate (FLaS) %s\n", FLAS_VERSION); return 0;
+        case O_LR: if (parse_double("--lr", optarg, &lr)) return 2; break;
+        case O_MOM: if (parse_double("--momentum", optarg, &mom)) return 2; break;
+        case O_B1: if (parse_double("--beta1", optarg, &b1)) return 2; break;
+        case O_B2: if (parse_double("--beta2", optarg, &b2)) return 2; break;
+        case O_TAU: if (parse_double("--tau", optarg, &tau)) return 2; break;
+        case O_UNIFORM: uniform = 1; break;
+        case O_POLICY: policy = optarg; break;
+        case O_MIN: if (parse_long("--min-sites", optarg, 1, &min_sites)) return 2; break;
+        case O_MAXTOK: if (parse_long("--max-tokens", optarg, 1, &max_tokens)) return 2; break;
+        case O_RESET: reset = 1; break;
+        case O_CHUNK: if (parse_long("--chunk-kib", optarg, 4, &chunk_kib)) return 2; break;
+        case O_THREADS: if (parse_long("--threads", optarg, 0, &threads)) return 2; break;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!previous || !output || optind >= argc) {
+        fprintf(stderr, "flas-aggregate: error: %s\n", !previous ? "--previous GLOBAL.h5 is required"
+                                                    : !output  ? "--output NEXT.h5 is required"
+                                                               : "no local checkpoints given");
+        usage(stderr);
+        return 2;
+    }
+    flas_agg_strategy s;
+    if (flas_agg_strategy_parse(strategy, &s)) {
+        fprintf(stderr, "flas-aggregate: error: unknown strategy '%s' (fedavg, mean, fedavgm, fedadam, fedyogi, "
+                "diloco)\n", strategy);
+        return 2;
+    }
+    flas_agg_options o;
+    flas_agg_defaults(&o, s);
+    if (!isnan(lr)) o.lr = lr;
+    if (!isnan(mom)) o.momentum = mom;
+    if (!isnan(b1)) o.beta1 = b1;
+    if (!isnan(b2)) o.beta2 = b2;
+    if (!isnan(tau)) o.tau = tau;
+    o.uniform = o.uniform || uniform;
+    if (strcmp(policy, "refuse-round") == 0)
+        o.policy = FLAS_AGG_REFUSE_ROUND;
+    else if (strcmp(policy, "drop-bad") == 0)
+        o.policy = FLAS_AGG_DROP_BAD;
+    else {
+        fprintf(stderr, "flas-aggregate: error: unknown policy '%s' (refuse-round, drop-bad)\n", policy);
+        return 2;
+    }
+    if (chunk_kib > (1 << 22)) {
+        fprintf(stderr, "flas-aggregate: error: --chunk-kib %lld is larger than 4 GiB\n", chunk_kib);
+        return 2;
+    }
+    o.min_sites = (int)(min_sites > 1000000 ? 1000000 : min_sites);
+    if (max_tokens > 0)
+        o.max_tokens = max_tokens;
+    o.reset_server_state = reset;
+    o.chunk_elems = (size_t)chunk_kib << 8; /* KiB of float32 */
+    o.threads = (int)(threads > 4096 ? 4096 : threads);
+    o.progress = !quiet;
+    flas_ckpt_hdf5_quiet();
+
+    int n = argc - optind;
+    char err[2048];
+    flas_agg_report rep;
+    if (!quiet)
+        fprintf(stderr, "flas-aggregate: %s of %d local checkpoint%s onto %s\n", flas_agg_strategy_name(s), n,
+                n == 1 ? "" : "s", previous);
+    int rc = flas_aggregate(previous, (const char *const *)argv + optind, n, output, &o, &rep, err, sizeof err);
+    if (rc != FLAS_AGG_OK) {
+        fprintf(stderr, "flas-aggregate: error: %s\n", err);
+        flas_agg_report_free(&rep);
+        return rc;
+    }
+    double secs = rep.seconds_hash + rep.seconds_merge;
+    printf("flas-aggregate: round %lld written to %s: %s of %d/%d inputs in %.2f s (hashing %.2f s, merge %.2f s, "
+           "%.0f MB/s of tensors)\n", (long long)rep.new_round, output, flas_agg_strategy_name(s), rep.n_used,
+           rep.n_inputs, secs, rep.seconds_hash, rep.seconds_merge,
+           rep.seconds_merge > 0 ? (rep.bytes_read + rep.bytes_written) / rep.seconds_merge / 1e6 : 0.0);
+    for (int i = 0; i < rep.n_inputs; i++) {
+        const flas_agg_input_report *x = &rep.inputs[i];
+        printf("  %-8s %-16s tokens %-12lld weight %.6f %s%s\n", x->used ? "merged" : "dropped",
+               x->site[0] ? x->site : "?", (long long)x->tokens, x->weight, argv[optind + i],
+               x->used ? "" : "");
+        if (!x->used)
+            printf("           reason: %s\n", x->reason);
+    }
+    flas_agg_report_free(&rep);
+    return 0;
+}

@@ -1,0 +1,438 @@
+/* flas_aggregate: validate, then stream every tensor chunk by chunk through the merge kernel into an
+ * atomically written global checkpoint. Memory: (inputs + 4) chunk buffers, whatever the model size. */
+#include "agg_internal.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+enum { PASS_OK = 0, PASS_NONFINITE = 1, PASS_FAILED = 2 };
+
+typedef struct agg_ctx {
+    const flas_agg_options *o;
+    agg_previous prev;
+    agg_input *in;
+    int n;
+    const char *output;
+    flas_agg_report *rep;
+    /* chunk buffers */
+    float **buf, *x, *m, *v, *out;
+    const float **used_in;
+    double *p;
+    int *used_idx;
+} agg_ctx;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+static int check_options(const flas_agg_options *o, int n, char *err, size_t errlen)
+{
+    if (o->strategy < 0 || o->strategy >= FLAS_AGG_N_STRATEGIES)
+        return fail(err, errlen, FLAS_AGG_USAGE, "unknown strategy %d", (int)o->strategy);
+    if (n < 1)
+        return fail(err, errlen, FLAS_AGG_USAGE, "no local checkpoints to merge");
+    if (o->min_sites < 1)
+        return fail(err, errlen, FLAS_AGG_USAGE, "--min-sites must be >= 1 (got %d)", o->min_sites);
+    if (o->chunk_elems < 1024 || o->chunk_elems > ((size_t)1 << 30))
+        return fail(err, errlen, FLAS_AGG_USAGE, "chunk of %zu elements is outside 1 Ki..1 Gi", o->chunk_elems);
+    if (o->max_tokens < 1)
+        return fail(err, errlen, FLAS_AGG_USAGE, "--max-tokens must be >= 1");
+    flas_agg_strategy s = o->strategy;
+    if ((s == FLAS_AGG_FEDAVGM || s == FLAS_AGG_DILOCO || s == FLAS_AGG_FEDADAM || s == FLAS_AGG_FEDYOGI) &&
+        !(o->lr > 0 && isfinite(o->lr)))
+        return fail(err, errlen, FLAS_AGG_USAGE, "--lr must be a positive number (got %g)", o->lr);
+    if ((s == FLAS_AGG_FEDAVGM || s == FLAS_AGG_DILOCO) && !(o->momentum >= 0 && o->momentum < 1))
+        return fail(err, errlen, FLAS_AGG_USAGE, "--momentum must be in [0, 1) (got %g)", o->momentum);
+    if ((s == FLAS_AGG_FEDADAM || s == FLAS_AGG_FEDYOGI) &&
+        !(o->beta1 >= 0 && o->beta1 < 1 && o->beta2 >= 0 && o->beta2 < 1 && o->tau > 0 && isfinite(o->tau)))
+        return fail(err, errlen, FLAS_AGG_USAGE, "--beta1/--beta2 must be in [0, 1) and --tau > 0 (got %g, %g, %g)",
+                    o->beta1, o->beta2, o->tau);
+    return 0;
+}
+
+/* The output may replace an older file, but never the previous global or an input. */
+static int check_output(const char *output, const char *previous, const char *const *inputs, int n, char *err,
+                        size_t errlen)
+{
+    struct stat so, s;
+    if (stat(output, &so) != 0)
+        return 0;
+    if (S_ISDIR(so.st_mode))
+        return fail(err, errlen, FLAS_AGG_USAGE, "output %s is a directory", output);
+    if (stat(previous, &s) == 0 && s.st_dev == so.st_dev && s.st_ino == so.st_ino)
+        return fail(err, errlen, FLAS_AGG_USAGE, "output %s is the previous global: it is never overwritten", output);
+    for (int i = 0; i < n; i++)
+        if (stat(inputs[i], &s) == 0 && s.st_dev == so.st_dev && s.st_ino == so.st_ino)
+            return fail(err, errlen, FLAS_AGG_USAGE, "output %s is the input %s", output, inputs[i]);
+    return 0;
+}
+
+static void site_count(flas_server_state *s, const char *site, int64_t tokens)
+{
+    for (int i = 0; i < s->n_sites; i++)
+        if (strcmp(s->sites[i].name, site) == 0) {
+            s->sites[i].rounds++;
+            s->sites[i].tokens += tokens;
+            return;
+        }
+    if (s->n_sites < FLAS_CKPT_MAX_SITES) {
+        flas_server_site *x = &s->sites[s->n_sites++];
+        snprintf(x->name, sizeof x->name, "%s", site);
+        x->rounds = 1;
+        x->tokens = tokens;
+    }
+}
+
+static int write_states(agg_ctx *c, flas_ckpt_writer *w, char *err, size_t errlen)
+{
+    const flas_agg_options *o = c->o;
+    flas_server_state *s = calloc(1, sizeof *s);
+    if (!s)
+        return fail(err, errlen, FLAS_AGG_FAILED, "out of memory");
+    if (c->prev.server)
+        *s = *c->prev.server; /* per-site counters carry over even when the buffers restart */
+    snprintf(s->strategy, sizeof s->strategy, "%s", flas_agg_strategy_name(o->strategy));
+    s->round++;
+    s->step++;
+    for (int i = 0; i < c->n; i++)
+        if (c->in[i].rep->used)
+            site_count(s, c->in[i].rep->site, c->in[i].rep->tokens);
+    int rc = flas_ckpt_set_server_state(w, s, err, errlen);
+    free(s);
+    if (rc)
+        return FLAS_AGG_FAILED;
+
+    const char *hn[8];
+    double hv[8];
+    int nh = 0;
+    switch (o->strategy) {
+    case FLAS_AGG_FEDAVGM:
+    case FLAS_AGG_DILOCO:
+        hn[nh] = "lr", hv[nh++] = o->lr;
+        hn[nh] = "momentum", hv[nh++] = o->momentum;
+        break;
+    case FLAS_AGG_FEDADAM:
+    case FLAS_AGG_FEDYOGI:
+        hn[nh] = "lr", hv[nh++] = o->lr;
+        hn[nh] = "beta1", hv[nh++] = o->beta1;
+        hn[nh] = "beta2", hv[nh++] = o->beta2;
+        hn[nh] = "tau", hv[nh++] = o->tau;
+        break;
+    default:
+        break;
+    }
+    hn[nh] = "uniform_weights", hv[nh++] = o->uniform ? 1.0 : 0.0;
+    hn[nh] = "reset_server_state", hv[nh++] = o->reset_server_state ? 1.0 : 0.0;
+    flas_ckpt_input *pi = calloc((size_t)c->n, sizeof *pi);
+    if (!pi)
+        return fail(err, errlen, FLAS_AGG_FAILED, "out of memory");
+    for (int i = 0; i < c->n; i++) {
+        const flas_agg_input_report *r = c->in[i].rep;
+        pi[i] = (flas_ckpt_input){c->in[i].path, r->sha256, r->site, r->round, r->tokens, r->weight, r->used,
+                                  r->reason};
+    }
+    flas_ckpt_provenance p = {"flas-aggregate " FLAS_VERSION, flas_agg_strategy_name(o->strategy),
+                              o->policy == FLAS_AGG_DROP_BAD ? "drop-bad" : "refuse-round", c->prev.path,
+                              c->prev.sha256, nh, hn, hv, c->n, pi};
+    rc = flas_ckpt_set_provenance(w, &p, err, errlen);
+    free(pi);
+    return rc ? FLAS_AGG_FAILED : 0;
+}
+
+static void progress(agg_ctx *c, double t0, double *last, uint64_t done, uint64_t total, const char *tensor)
+{
+    double t = now();
+    if (!c->o->progress || (t - *last < 2.0 && done < total))
+        return;
+    *last = t;
+    double rate = done / (t - t0 + 1e-9);
+    fprintf(stderr, "flas-aggregate: %5.1f%% merged (%.2f of %.2f GB of tensors), %.0f MB/s, ETA %.0f s [%s]\n",
+            100.0 * done / (double)total, done / 1e9, total / 1e9, rate / 1e6, rate > 0 ? (total - done) / rate : 0.0,
+            tensor);
+}
+
+/* One streaming pass over every tensor. PASS_NONFINITE marks the offending inputs' reasons. */
+static int merge_pass(agg_ctx *c, char *err, size_t errlen)
+{
+    const flas_agg_options *o = c->o;
+    const flas_ckpt_meta *pm = c->prev.meta;
+    int k = 0;
+    double total_tokens = 0;
+    for (int i = 0; i < c->n; i++)
+        if (c->in[i].rep->used) {
+            c->used_idx[k++] = i;
+            total_tokens += (double)c->in[i].rep->tokens;
+        }
+    for (int i = 0; i < c->n; i++)
+        c->in[i].rep->weight = 0;
+    for (int j = 0; j < k; j++) {
+        agg_input *x = &c->in[c->used_idx[j]];
+        c->p[j] = o->uniform ? 1.0 / k : (double)x->rep->tokens / total_tokens;
+        x->rep->weight = c->p[j];
+        c->used_in[j] = c->buf[j];
+    }
+    const int has_m = flas_agg_strategy_has_m(o->strategy), has_v = flas_agg_strategy_has_v(o->strategy);
+    const int needs_x = o->strategy != FLAS_AGG_FEDAVG && o->strategy != FLAS_AGG_MEAN;
+    flas_agg_kernel kp = {o->strategy, k, c->p, o->lr, o->momentum, o->beta1, o->beta2, o->tau};
+
+    flas_ckpt_meta meta = {0};
+    meta.cfg = pm->cfg;
+    meta.role = FLAS_CKPT_GLOBAL;
+    meta.round = pm->round + 1;
+    for (int j = 0; j < k; j++)
+        meta.tokens_trained += c->in[c->used_idx[j]].rep->tokens;
+    snprintf(meta.base_sha256, sizeof meta.base_sha256, "%s", c->prev.sha256);
+    meta.tp_size = meta.dp_size = 1;
+    unsigned contents = FLAS_CKPT_SERVER_STATE | FLAS_CKPT_PROVENANCE | (has_m ? FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M) : 0) |
+                        (has_v ? FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V) : 0);
+    char why[1024];
+    flas_ckpt_writer *w = flas_ckpt_create(c->output, &meta, contents, MPI_COMM_NULL, why, sizeof why);
+    if (!w)
+        return fail(err, errlen, PASS_FAILED, "%s", why);
+
+    const flas_param_table *t = flas_ckpt_tensors(c->prev.r);
+    uint64_t total = (uint64_t)t->n_params_full, done = 0;
+    double t0 = now(), last = t0;
+    int rc = PASS_OK;
+    unsigned char *bad = calloc((size_t)(k ? k : 1), 1);
+    for (int ti = 0; ti < t->n_tensors && rc == PASS_OK; ti++) {
+        const flas_tensor *tn = &t->tensors[ti];
+        size_t numel = tn->numel;
+        for (size_t lo = 0; lo < numel && rc == PASS_OK; lo += o->chunk_elems) {
+            size_t nn = numel - lo < o->chunk_elems ? numel - lo : o->chunk_elems;
+            int io = 0;
+            if (needs_x)
+                io |= flas_ckpt_get_elems(c->prev.r, FLAS_CKPT_PARAMS, tn->name, lo, nn, c->x, why, sizeof why);
+            if (has_m && c->prev.m_from_file)
+                io |= flas_ckpt_get_elems(c->prev.r, FLAS_CKPT_SERVER_M, tn->name, lo, nn, c->m, why, sizeof why);
+            else if (has_m)
+                memset(c->m, 0, nn * sizeof *c->m);
+            if (has_v && c->prev.v_from_file)
+                io |= flas_ckpt_get_elems(c->prev.r, FLAS_CKPT_SERVER_V, tn->name, lo, nn, c->v, why, sizeof why);
+            else if (has_v)
+                for (size_t e = 0; e < nn; e++)
+                    c->v[e] = (float)(o->tau * o->tau); /* Reddi et al.: v starts at tau^2 */
+            for (int j = 0; j < k && !io; j++)
+                io |= flas_ckpt_get_elems(c->in[c->used_idx[j]].r, FLAS_CKPT_PARAMS, tn->name, lo, nn, c->buf[j], why,
+                                          sizeof why);
+            if (io) {
+                rc = fail(err, errlen, PASS_FAILED, "%s", why);
+                break;
+            }
+            int out_bad = 0;
+            int nbad = flas_agg_combine(&kp, nn, c->used_in, c->x, has_m ? c->m : NULL, has_v ? c->v : NULL, c->out,
+                                        bad, &out_bad);
+            if (nbad != 0) {
+                for (int j = 0; j < k; j++)
+                    if (bad[j]) {
+                        agg_input *x = &c->in[c->used_idx[j]];
+                        snprintf(x->rep->reason, sizeof x->rep->reason,
+                                 "%s: non-finite values (NaN or Inf) in params/%s", x->path, tn->name);
+                    }
+                rc = nbad > 0 ? PASS_NONFINITE : fail(err, errlen, PASS_FAILED, "out of memory");
+                break;
+            }
+            if (out_bad) {
+                rc = fail(err, errlen, PASS_FAILED, "%s produced non-finite values in %s (server hyper-parameters "
+                          "too large, or a damaged previous global?)", flas_agg_strategy_name(o->strategy), tn->name);
+                break;
+            }
+            io = flas_ckpt_put_elems(w, FLAS_CKPT_PARAMS, tn->name, lo, nn, c->out, why, sizeof why);
+            if (has_m && !io)
+                io = flas_ckpt_put_elems(w, FLAS_CKPT_SERVER_M, tn->name, lo, nn, c->m, why, sizeof why);
+            if (has_v && !io)
+                io = flas_ckpt_put_elems(w, FLAS_CKPT_SERVER_V, tn->name, lo, nn, c->v, why, sizeof why);
+            if (io) {
+                rc = fail(err, errlen, PASS_FAILED, "%s", why);
+                break;
+            }
+            c->rep->bytes_read += (uint64_t)nn * 4 * (uint64_t)(k + needs_x + (has_m && c->prev.m_from_file) +
+                                                                (has_v && c->prev.v_from_file));
+            c->rep->bytes_written += (uint64_t)nn * 4 * (uint64_t)(1 + has_m + has_v);
+            done += nn;
+            progress(c, t0, &last, done, total, tn->name);
+        }
+    }
+    free(bad);
+    if (rc == PASS_OK && write_states(c, w, why, sizeof why))
+        rc = fail(err, errlen, PASS_FAILED, "%s", why);
+    if (rc != PASS_OK) {
+        flas_ckpt_abort(w);
+        return rc;
+    }
+    if (flas_ckpt_commit(w, why, sizeof why))
+        return fail(err, errlen, PASS_FAILED, "%s", why);
+    return PASS_OK;
+}
+
+static int count_used(const agg_ctx *c)
+{
+    int u = 0;
+    for (int i = 0; i < c->n; i++)
+        u += c->in[i].rep->used;
+    return u;
+}
+
+/* Applies the policy to the inputs refused so far: REFUSED (err set) or 0 to go on. */
+static int apply_policy(agg_ctx *c, char *err, size_t errlen)
+{
+    int bad = 0, first = -1;
+    for (int i = 0; i < c->n; i++)
+        if (!c->in[i].rep->used) {
+            bad++;
+            if (first < 0)
+                first = i;
+        }
+    if (bad && c->o->policy == FLAS_AGG_REFUSE_ROUND)
+        return fail(err, errlen, FLAS_AGG_REFUSED, "round refused (policy refuse-round): %s%s", c->in[first].rep->reason,
+                    bad > 1 ? " (and more inputs refused)" : "");
+    for (int i = 0; i < c->n && c->o->progress; i++)
+        if (!c->in[i].rep->used && c->in[i].rep->reason[0])
+            fprintf(stderr, "flas-aggregate: dropping input: %s\n", c->in[i].rep->reason);
+    int used = count_used(c);
+    if (used < c->o->min_sites)
+        return fail(err, errlen, FLAS_AGG_REFUSED, "round refused: %d usable input%s, --min-sites is %d%s%s", used,
+                    used == 1 ? "" : "s", c->o->min_sites, first >= 0 ? "; first refused: " : "",
+                    first >= 0 ? c->in[first].rep->reason : "");
+    return 0;
+}
+
+static void release(agg_ctx *c)
+{
+    for (int i = 0; i < c->n && c->in; i++)
+        if (c->in[i].r)
+            flas_ckpt_close(c->in[i].r);
+    if (c->prev.r)
+        flas_ckpt_close(c->prev.r);
+    free(c->prev.server);
+    for (int i = 0; i < c->n && c->buf; i++)
+        free(c->buf[i]);
+    free(c->buf);
+    free(c->x);
+    free(c->m);
+    free(c->v);
+    free(c->out);
+    free(c->used_in);
+    free(c->p);
+    free(c->used_idx);
+    free(c->in);
+}
+
+int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs, const char *output,
+                   const flas_agg_options *o, flas_agg_report *report, char *err, size_t errlen)
+{
+    flas_agg_report local_rep;
+    flas_agg_report *rep = report ? report : &local_rep;
+    memset(rep, 0, sizeof *rep);
+    int rc = check_options(o, n_inputs, err, errlen);
+    if (rc)
+        return rc;
+    if ((rc = check_output(output, previous, inputs, n_inputs, err, errlen)))
+        return rc;
+    if (o->threads > 0)
+        omp_set_num_threads(o->threads);
+    agg_ctx c = {.o = o, .n = n_inputs, .output = output, .rep = rep};
+    c.prev.path = previous;
+    rep->n_inputs = n_inputs;
+    rep->inputs = calloc((size_t)n_inputs, sizeof *rep->inputs);
+    c.in = calloc((size_t)n_inputs, sizeof *c.in);
+    if (!rep->inputs || !c.in) {
+        release(&c);
+        return fail(err, errlen, FLAS_AGG_FAILED, "out of memory");
+    }
+    for (int i = 0; i < n_inputs; i++) {
+        c.in[i].path = inputs[i];
+        c.in[i].rep = &rep->inputs[i];
+    }
+
+    double t0 = now();
+    int prev_ok = 0;
+    char why[1024];
+    agg_hash_all(&c.prev, c.in, n_inputs, &prev_ok, why, sizeof why);
+    rep->seconds_hash = now() - t0;
+    if (!prev_ok) {
+        rc = fail(err, errlen, FLAS_AGG_USAGE, "previous global: %s", why);
+        goto out;
+    }
+    snprintf(rep->previous_sha256, sizeof rep->previous_sha256, "%s", c.prev.sha256);
+    if (agg_open_previous(&c.prev, o, err, errlen)) {
+        rc = FLAS_AGG_USAGE;
+        goto out;
+    }
+    rep->new_round = c.prev.meta->round + 1;
+    agg_validate_inputs(&c.prev, c.in, n_inputs, o);
+    if ((rc = apply_policy(&c, err, errlen)))
+        goto out;
+
+    size_t ch = o->chunk_elems;
+    c.buf = calloc((size_t)n_inputs, sizeof *c.buf);
+    c.used_in = calloc((size_t)n_inputs, sizeof *c.used_in);
+    c.p = calloc((size_t)n_inputs, sizeof *c.p);
+    c.used_idx = calloc((size_t)n_inputs, sizeof *c.used_idx);
+    c.x = malloc(ch * sizeof(float));
+    c.m = malloc(ch * sizeof(float));
+    c.v = malloc(ch * sizeof(float));
+    c.out = malloc(ch * sizeof(float));
+    int oom = !c.buf || !c.used_in || !c.p || !c.used_idx || !c.x || !c.m || !c.v || !c.out;
+    for (int i = 0; i < n_inputs && !oom; i++)
+        oom = !(c.buf[i] = malloc(ch * sizeof(float)));
+    if (oom) {
+        rc = fail(err, errlen, FLAS_AGG_FAILED, "out of memory for %d chunk buffers of %zu MiB", n_inputs + 4,
+                  ch * 4 >> 20);
+        goto out;
+    }
+
+    t0 = now();
+    for (;;) {
+        rep->passes++;
+        int pr = merge_pass(&c, err, errlen);
+        if (pr == PASS_OK)
+            break;
+        if (pr == PASS_FAILED) {
+            rc = FLAS_AGG_FAILED;
+            goto out;
+        }
+        /* Non-finite values found mid-stream: the unfinished output was discarded; the policy decides. */
+        for (int i = 0; i < n_inputs; i++)
+            if (c.in[i].rep->used && c.in[i].rep->reason[0]) {
+                c.in[i].rep->used = 0;
+                c.in[i].rep->weight = 0;
+            }
+        if ((rc = apply_policy(&c, err, errlen)))
+            goto out;
+    }
+    rep->seconds_merge = now() - t0;
+    rep->n_used = count_used(&c);
+out:
+    release(&c);
+    if (!report)
+        flas_agg_report_free(&local_rep);
+    return rc;
+}
+
+void flas_agg_report_free(flas_agg_report *r)
+{
+    if (!r)
+        return;
+    free(r->inputs);
+    r->inputs = NULL;
+}

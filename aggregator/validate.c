@@ -1,0 +1,143 @@
+/* Validation of the previous global and the local checkpoints before anything is merged. Each refused
+ * input gets a one-line reason; the policy (refuse-round / drop-bad) is applied by merge.c. */
+#include "agg_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void reason(agg_input *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reason(agg_input *x, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(x->rep->reason, sizeof x->rep->reason, fmt, ap);
+    va_end(ap);
+    x->rep->used = 0;
+    if (x->r) {
+        flas_ckpt_close(x->r);
+        x->r = NULL;
+    }
+}
+
+void agg_hash_all(agg_previous *prev, agg_input *in, int n, int *prev_ok, char *prev_err, size_t errlen)
+{
+    int ok = 1;
+    /* Files are independent: hash them concurrently (each stream is read-bound, ~1-2 GB/s per core). */
+#pragma omp parallel for schedule(dynamic, 1) reduction(&& : ok)
+    for (int i = -1; i < n; i++) {
+        if (i < 0) {
+            ok = flas_sha256_file(prev->path, prev->sha256, NULL, prev_err, errlen) == 0;
+        } else {
+            in[i].hash_ok = flas_sha256_file(in[i].path, in[i].rep->sha256, NULL, in[i].hash_err,
+                                             sizeof in[i].hash_err) == 0;
+        }
+    }
+    *prev_ok = ok;
+}
+
+int agg_open_previous(agg_previous *prev, const flas_agg_options *o, char *err, size_t errlen)
+{
+    char why[1024];
+    prev->r = flas_ckpt_open(prev->path, MPI_COMM_NULL, why, sizeof why);
+    if (!prev->r) {
+        snprintf(err, errlen, "previous global: %s", why);
+        return -1;
+    }
+    prev->meta = flas_ckpt_meta_of(prev->r);
+    if (prev->meta->role != FLAS_CKPT_GLOBAL) {
+        snprintf(err, errlen, "previous global: %s is a local checkpoint (site '%s'), not a global one", prev->path,
+                 prev->meta->site);
+        return -1;
+    }
+    unsigned c = flas_ckpt_contents(prev->r);
+    prev->m_from_file = prev->v_from_file = 0;
+    if (c & FLAS_CKPT_SERVER_STATE) {
+        prev->server = malloc(sizeof *prev->server);
+        if (!prev->server || flas_ckpt_get_server_state(prev->r, prev->server, why, sizeof why)) {
+            snprintf(err, errlen, "previous global: %s", prev->server ? why : "out of memory");
+            return -1;
+        }
+        const char *want = flas_agg_strategy_name(o->strategy);
+        int same = strcmp(prev->server->strategy, want) == 0;
+        int has_buffers = (c & (FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M) | FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V))) != 0;
+        if (!same && has_buffers && !o->reset_server_state) {
+            snprintf(err, errlen, "previous global: %s carries %s server state; refusing to continue it with %s "
+                     "(pass --reset-server-state to start fresh buffers)", prev->path, prev->server->strategy, want);
+            return -1;
+        }
+        if (same && !o->reset_server_state) {
+            prev->m_from_file = flas_agg_strategy_has_m(o->strategy) && (c & FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M));
+            prev->v_from_file = flas_agg_strategy_has_v(o->strategy) && (c & FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V));
+            if (flas_agg_strategy_has_m(o->strategy) && !prev->m_from_file && prev->server->round > 0) {
+                snprintf(err, errlen, "previous global: %s has %s server state without its momentum buffer "
+                         "(/server/m)", prev->path, want);
+                return -1;
+            }
+            if (flas_agg_strategy_has_v(o->strategy) && !prev->v_from_file && prev->server->round > 0) {
+                snprintf(err, errlen, "previous global: %s has %s server state without its second moment "
+                         "(/server/v)", prev->path, want);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+void agg_validate_inputs(const agg_previous *prev, agg_input *in, int n, const flas_agg_options *o)
+{
+    char why[1024];
+    for (int i = 0; i < n; i++) {
+        agg_input *x = &in[i];
+        x->rep->used = 1;
+        x->rep->reason[0] = '\0';
+        x->r = flas_ckpt_open(x->path, MPI_COMM_NULL, why, sizeof why);
+        if (!x->r) {
+            reason(x, "%s", why);
+            continue;
+        }
+        if (!x->hash_ok) {
+            reason(x, "%s", x->hash_err);
+            continue;
+        }
+        const flas_ckpt_meta *m = flas_ckpt_meta_of(x->r);
+        snprintf(x->rep->site, sizeof x->rep->site, "%s", m->site);
+        x->rep->round = m->round;
+        x->rep->tokens = m->tokens_trained;
+        if (m->role != FLAS_CKPT_LOCAL) {
+            reason(x, "%s: is a global checkpoint, not a site's local one", x->path);
+            continue;
+        }
+        if (flas_ckpt_expect_config(x->r, &prev->meta->cfg, why, sizeof why)) {
+            reason(x, "%s", why);
+            continue;
+        }
+        if (strcmp(m->base_sha256, prev->sha256) != 0) {
+            reason(x, "%s: trained from another base model (base_sha256 %.12s..., the previous global is %.12s...)",
+                   x->path, m->base_sha256[0] ? m->base_sha256 : "(none)", prev->sha256);
+            continue;
+        }
+        if (m->round != prev->meta->round) {
+            reason(x, "%s: round %lld, but the previous global starts round %lld", x->path, (long long)m->round,
+                   (long long)prev->meta->round);
+            continue;
+        }
+        if (m->tokens_trained <= 0 || m->tokens_trained > o->max_tokens) {
+            reason(x, "%s: implausible tokens_trained %lld (expected 1..%lld)", x->path, (long long)m->tokens_trained,
+                   (long long)o->max_tokens);
+            continue;
+        }
+    }
+    /* The same file twice, or one site twice, would count a site's update twice. */
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < i && in[i].rep->used; j++) {
+            if (!in[j].rep->used)
+                continue;
+            if (strcmp(in[i].rep->sha256, in[j].rep->sha256) == 0)
+                reason(&in[i], "%s: the same checkpoint as %s (identical sha256)", in[i].path, in[j].path);
+            else if (strcmp(in[i].rep->site, in[j].rep->site) == 0)
+                reason(&in[i], "%s: site '%s' already has an update in this round (%s)", in[i].path, in[i].rep->site,
+                       in[j].path);
+        }
+}
