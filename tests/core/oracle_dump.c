@@ -67,6 +67,9 @@ int main(int argc, char **argv)
     char err[256];
     if (flas_model_create(&m, &c, 0, 1, B, T, 0, err, sizeof err))
         die("model", err);
+    /* CORE_ORACLE_REFERENCE=1: run the plain-loop reference layers instead of the fast ones. */
+    const char *ref = getenv("CORE_ORACLE_REFERENCE");
+    flas_model_use_reference(&m, ref && strcmp(ref, "1") == 0);
     flas_model_init_weights(&m, rng_state);
     /* Larger than LLaMA's init (std 0.02) and non-unit norm weights, so attention is far from uniform
      * and every weight visibly shapes the output: a sharper test. */

@@ -1,0 +1,295 @@
+/* flas-bench-train: training throughput of the C core against an sgemm ceiling and PyTorch, all
+ * measured in the same run.
+ *
+ * For each shape (stories15M and stories260K by default) it alternates R rounds of
+ *   - a C worker (this program re-executed with --worker, so its peak RSS is its own): S timed
+ *     training steps (forward, backward, clip, AdamW) on random tokens -> median tokens/s
+ *   - PyTorch (bench_torch.py) at each thread setting -> its best median tokens/s
+ * and reports medians over the rounds plus the ratio of medians. Interleaving makes the two see the
+ * same background load (the build machines are shared). The sgemm ceiling is the best of OpenBLAS's
+ * own threaded sgemm and FLaS's tiled flas_sgemm on a 2048^3 product. */
+#include <cblas.h>
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "flas/blas_info.h"
+#include "flas/llama.h"
+#include "flas/optim.h"
+#include "gemm.h"
+
+#ifndef FLAS_BENCH_TORCH_SCRIPT
+#define FLAS_BENCH_TORCH_SCRIPT "bench_torch.py"
+#endif
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* GFLOP/s of C[n,n] = A.B: OpenBLAS's own threading (threaded = 1) or FLaS's tiles. Best of reps. */
+static double sgemm_gflops(int n, int threads, int tiled)
+{
+    float *A = malloc(sizeof(float) * n * n), *B = malloc(sizeof(float) * n * n), *C = malloc(sizeof(float) * n * n);
+    for (long i = 0; i < (long)n * n; i++) {
+        A[i] = (float)(i % 13) * 0.01f;
+        B[i] = (float)(i % 7) * 0.01f;
+    }
+    openblas_set_num_threads(tiled ? 1 : threads);
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = now();
+        if (tiled)
+            flas_sgemm(false, false, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n);
+        double g = 2.0 * n * n * n / (now() - t0) * 1e-9;
+        best = g > best ? g : best;
+    }
+    openblas_set_num_threads(1);
+    free(A);
+    free(B);
+    free(C);
+    return best;
+}
+
+/* The worker: S steps of training, prints "tok_per_s X peak_rss_kib Y loss Z act_mib W". */
+static int worker(const char *preset, int batch, int steps, int warmup, int threads)
+{
+    flas_config cfg;
+    if (flas_config_preset(preset, &cfg)) {
+        fprintf(stderr, "flas-bench-train: unknown model '%s'\n", preset);
+        return 2;
+    }
+    flas_model m;
+    char err[256];
+    int T = cfg.seq_len;
+    if (flas_model_create(&m, &cfg, 0, 1, batch, T, threads, err, sizeof err)) {
+        fprintf(stderr, "flas-bench-train: %s\n", err);
+        return 1;
+    }
+    flas_model_init_weights(&m, 1);
+    flas_adamw opt;
+    if (flas_adamw_init(&opt, &m.table, 0.9f, 0.95f, 1e-8f, 0.1f)) {
+        fprintf(stderr, "flas-bench-train: out of memory for AdamW state\n");
+        return 1;
+    }
+    int N = batch * T;
+    int *tokens = malloc(sizeof(int) * N), *targets = malloc(sizeof(int) * N);
+    double *times = malloc(sizeof(double) * (steps > 0 ? steps : 1));
+    unsigned long long rng = 12345;
+    float loss = 0;
+    for (int s = 0; s < warmup + steps; s++) {
+        for (int i = 0; i < N; i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            tokens[i] = (int)((rng >> 33) % (unsigned)cfg.vocab_size);
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            targets[i] = (int)((rng >> 33) % (unsigned)cfg.vocab_size);
+        }
+        double t0 = now();
+        flas_model_zero_grad(&m);
+        if (flas_model_forward(&m, tokens, targets, batch, T, &loss, NULL) || flas_model_backward(&m, 1.0f)) {
+            fprintf(stderr, "flas-bench-train: %s\n", m.err);
+            return 1;
+        }
+        flas_model_clip_grad_norm(&m, 1.0f);
+        flas_adamw_step(&opt, m.params, m.grads, 3e-4f);
+        if (s >= warmup)
+            times[s - warmup] = now() - t0;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("tok_per_s %.1f peak_rss_kib %ld loss %.4f act_mib %.1f\n", N / median(times, steps), ru.ru_maxrss,
+           loss, flas_model_activation_bytes(&m) / 1048576.0);
+    flas_adamw_free(&opt);
+    flas_model_free(&m);
+    free(tokens);
+    free(targets);
+    free(times);
+    return 0;
+}
+
+/* Runs cmd, parses "tok_per_s X peak_rss_kib Y"; 0 on success. */
+static int run_probe(const char *cmd, double *tok_s, long *rss_kib)
+{
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    char line[512];
+    int ok = 0;
+    while (fgets(line, sizeof line, p))
+        if (sscanf(line, "tok_per_s %lf peak_rss_kib %ld", tok_s, rss_kib) == 2)
+            ok = 1;
+    int rc = pclose(p);
+    return ok && rc == 0 ? 0 : -1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: flas-bench-train [options]\n"
+            "Training throughput of the FLaS core vs an sgemm ceiling and PyTorch, same run.\n"
+            "  --model NAME      preset to train (repeatable; default stories15M and stories260K)\n"
+            "  --batch B         sequences per step (default 8); T is the preset's seq_len\n"
+            "  --steps S         timed steps per round (default 5)\n"
+            "  --rounds R        alternating C/PyTorch rounds; medians are over rounds (default 3)\n"
+            "  --threads N       OpenMP threads for FLaS (default: all processors)\n"
+            "  --no-torch        skip PyTorch\n"
+            "  --python PATH     interpreter for PyTorch (default /usr/bin/python3)\n"
+            "  --torch-script P  PyTorch peer script (default %s)\n",
+            FLAS_BENCH_TORCH_SCRIPT);
+}
+
+int main(int argc, char **argv)
+{
+    const char *models[8];
+    int n_models = 0, batch = 8, steps = 5, rounds = 3, threads = 0, torch = 1, warmup = 1;
+    const char *python = "/usr/bin/python3", *script = FLAS_BENCH_TORCH_SCRIPT, *worker_model = NULL;
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"batch", required_argument, 0, 'b'},
+        {"steps", required_argument, 0, 's'}, {"rounds", required_argument, 0, 'r'},
+        {"threads", required_argument, 0, 't'}, {"no-torch", no_argument, 0, 'n'},
+        {"python", required_argument, 0, 'p'}, {"torch-script", required_argument, 0, 'S'},
+        {"worker", required_argument, 0, 'w'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "m:b:s:r:t:np:S:w:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            if (n_models < 8)
+                models[n_models++] = optarg;
+            break;
+        case 'b': batch = atoi(optarg); break;
+        case 's': steps = atoi(optarg); break;
+        case 'r': rounds = atoi(optarg); break;
+        case 't': threads = atoi(optarg); break;
+        case 'n': torch = 0; break;
+        case 'p': python = optarg; break;
+        case 'S': script = optarg; break;
+        case 'w': worker_model = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (batch <= 0 || steps <= 0 || rounds <= 0) {
+        fprintf(stderr, "flas-bench-train: --batch, --steps and --rounds must be positive\n");
+        return 2;
+    }
+    if (worker_model)
+        return worker(worker_model, batch, steps, warmup, threads);
+    if (!n_models) {
+        models[n_models++] = "stories15M";
+        models[n_models++] = "stories260K";
+    }
+    for (int i = 0; i < n_models; i++) {
+        flas_config cfg;
+        if (flas_config_preset(models[i], &cfg)) {
+            fprintf(stderr, "flas-bench-train: unknown model '%s'\n", models[i]);
+            return 2;
+        }
+    }
+    if (torch && access(script, R_OK)) {
+        fprintf(stderr, "flas-bench-train: PyTorch script %s: %s (or use --no-torch)\n", script, strerror(errno));
+        return 1;
+    }
+    threads = flas_threads_setup(threads);
+    flas_print_runtime_info(stdout, threads);
+    char self[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) {
+        fprintf(stderr, "flas-bench-train: cannot find its own executable\n");
+        return 1;
+    }
+    self[len] = 0;
+
+    double ceil_blas = sgemm_gflops(2048, threads, 0), ceil_tiled = sgemm_gflops(2048, threads, 1);
+    double ceiling = ceil_blas > ceil_tiled ? ceil_blas : ceil_tiled;
+    printf("sgemm ceiling (2048^3): OpenBLAS %d threads %.1f GFLOP/s, FLaS tiles %.1f GFLOP/s -> %.1f\n", threads,
+           ceil_blas, ceil_tiled, ceiling);
+
+    for (int i = 0; i < n_models; i++) {
+        flas_config cfg;
+        flas_config_preset(models[i], &cfg);
+        int T = cfg.seq_len;
+        double fpt = flas_model_flops_per_token(&cfg, T);
+        double *c_tok = calloc((size_t)rounds, sizeof(double)), *t_tok = calloc((size_t)rounds, sizeof(double));
+        long c_rss = 0, t_rss = 0;
+        int best_setting = -1;
+        static const int settings[4][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}}; /* torch threads, OpenBLAS threads */
+        printf("\n%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d, batch %d x %d tokens, %.1f MFLOP/token\n",
+               models[i], cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.hidden_dim, cfg.vocab_size, batch,
+               T, fpt * 1e-6);
+        for (int r = 0; r < rounds; r++) {
+            char cmd[PATH_MAX + 512];
+            snprintf(cmd, sizeof cmd, "'%s' --worker %s --batch %d --steps %d --threads %d", self, models[i], batch,
+                     steps, threads);
+            if (run_probe(cmd, &c_tok[r], &c_rss)) {
+                fprintf(stderr, "flas-bench-train: the C worker failed: %s\n", cmd);
+                return 1;
+            }
+            printf("  round %d: FLaS %.0f tok/s (%.1f GFLOP/s)", r + 1, c_tok[r], c_tok[r] * fpt * 1e-9);
+            if (torch) {
+                for (int s = 0; s < 4; s++) {
+                    if (settings[s][0] > threads || settings[s][1] > threads)
+                        continue;
+                    double tok;
+                    long rss;
+                    snprintf(cmd, sizeof cmd,
+                             "OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d '%s' '%s' --dim %d --n_layers %d "
+                             "--n_heads %d --n_kv_heads %d --hidden_dim %d --vocab_size %d --seq_len %d "
+                             "--tied_embeddings %d --batch %d --steps %d --torch_threads %d",
+                             settings[s][1], settings[s][0], python, script, cfg.dim, cfg.n_layers, cfg.n_heads,
+                             cfg.n_kv_heads, cfg.hidden_dim, cfg.vocab_size, T, cfg.tied_embeddings, batch, steps,
+                             settings[s][0]);
+                    if (run_probe(cmd, &tok, &rss)) {
+                        fprintf(stderr, "\nflas-bench-train: PyTorch failed: %s\n", cmd);
+                        return 1;
+                    }
+                    printf(" | torch %d/%d: %.0f", settings[s][0], settings[s][1], tok);
+                    if (tok > t_tok[r]) {
+                        t_tok[r] = tok;
+                        t_rss = rss;
+                        best_setting = s;
+                    }
+                }
+            }
+            printf("\n");
+            fflush(stdout);
+        }
+        double c_med = median(c_tok, rounds), c_gf = c_med * fpt * 1e-9;
+        printf("  FLaS    median %.0f tok/s, %.1f GFLOP/s, MFU %.1f%% of the %.1f GFLOP/s sgemm ceiling, "
+               "peak RSS %.1f MiB = %.1f KiB/token\n",
+               c_med, c_gf, 100.0 * c_gf / ceiling, ceiling, c_rss / 1024.0, (double)c_rss / (batch * T));
+        if (torch) {
+            double t_med = median(t_tok, rounds), t_gf = t_med * fpt * 1e-9;
+            printf("  PyTorch median %.0f tok/s (best setting: torch threads %d, OpenBLAS threads %d), %.1f GFLOP/s, "
+                   "MFU %.1f%%, peak RSS %.1f MiB = %.1f KiB/token\n",
+                   t_med, settings[best_setting][0], settings[best_setting][1], t_gf, 100.0 * t_gf / ceiling,
+                   t_rss / 1024.0, (double)t_rss / (batch * T));
+            printf("  ratio FLaS/PyTorch %.2fx\n", c_med / t_med);
+        }
+        free(c_tok);
+        free(t_tok);
+    }
+    return 0;
+}
