@@ -14,13 +14,13 @@
 
 typedef struct flas_kernels {
     const char *name;
-    /* out[N,O] = in[N,I] . W[O,I]^T  (a Linear layer without bias, W as [out_features, in_features]) */
-    void (*matmul_forward)(float *out, const float *in, const float *W, int N, int I, int O);
-    /* dW[O,I] += alpha * dout[N,O]^T . in[N,I];
-     * din[N,I] = alpha * dout . W  (+= when din_accumulate; skipped when din is NULL).
+    /* out[N,Nout] = in[N,Nin] . W[Nout,Nin]^T  (a Linear layer without bias, W as [out_features, in_features]) */
+    void (*matmul_forward)(float *out, const float *in, const float *W, int N, int Nin, int Nout);
+    /* dW[Nout,Nin] += alpha * dout[N,Nout]^T . in[N,Nin];
+     * din[N,Nin] = alpha * dout . W  (+= when din_accumulate; skipped when din is NULL).
      * alpha lets the caller fold a loss scale into the product instead of a pass over dout. */
     void (*matmul_backward)(float *din, float *dW, const float *dout, const float *in, const float *W,
-                            int N, int I, int O, float alpha, bool din_accumulate);
+                            int N, int Nin, int Nout, float alpha, bool din_accumulate);
     /* out[N,D] = x * rstd * w with rstd[N] = 1/sqrt(mean(x^2) + eps) (saved for backward) */
     void (*rmsnorm_forward)(float *out, float *rstd, const float *x, const float *w, int N, int D,
                             float eps);
@@ -36,7 +36,8 @@ typedef struct flas_kernels {
                           const float *sin);
     /* Causal attention with grouped-query heads. q, k, v: rows of stride ld, q head h at column h*hd,
      * k/v head g at g*hd; query head h reads key/value head h / (Hq/Hkv) by index (no copies).
-     * out[N, Hq*hd]; probs[B, Hq, T, T] keeps the softmax (upper triangle zero) for backward. */
+     * out[N, Hq*hd]; probs[B, Hq, T, T] keeps the softmax for backward: entries j <= i of row i are
+     * defined (the rest of the row is layout padding that implementations may leave unwritten). */
     void (*attention_forward)(float *out, float *probs, const float *q, const float *k, const float *v,
                               int ld, int B, int T, int Hq, int Hkv, int hd);
     /* dq, dk, dv (stride ld) are overwritten; dprobs[B, Hq, T, T] is scratch. */

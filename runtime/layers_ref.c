@@ -5,35 +5,35 @@
 
 #include "layers.h"
 
-static void matmul_forward(float *out, const float *in, const float *W, int N, int I, int O)
+static void matmul_forward(float *out, const float *in, const float *W, int N, int Nin, int Nout)
 {
     for (int n = 0; n < N; n++)
-        for (int o = 0; o < O; o++) {
+        for (int o = 0; o < Nout; o++) {
             double s = 0.0;
-            for (int i = 0; i < I; i++)
-                s += (double)in[(size_t)n * I + i] * W[(size_t)o * I + i];
-            out[(size_t)n * O + o] = (float)s;
+            for (int i = 0; i < Nin; i++)
+                s += (double)in[(size_t)n * Nin + i] * W[(size_t)o * Nin + i];
+            out[(size_t)n * Nout + o] = (float)s;
         }
 }
 
 static void matmul_backward(float *din, float *dW, const float *dout, const float *in, const float *W,
-                            int N, int I, int O, float alpha, bool din_accumulate)
+                            int N, int Nin, int Nout, float alpha, bool din_accumulate)
 {
     if (din)
         for (int n = 0; n < N; n++)
-            for (int i = 0; i < I; i++) {
+            for (int i = 0; i < Nin; i++) {
                 double s = 0.0;
-                for (int o = 0; o < O; o++)
-                    s += (double)dout[(size_t)n * O + o] * W[(size_t)o * I + i];
-                float *d = &din[(size_t)n * I + i];
+                for (int o = 0; o < Nout; o++)
+                    s += (double)dout[(size_t)n * Nout + o] * W[(size_t)o * Nin + i];
+                float *d = &din[(size_t)n * Nin + i];
                 *d = (din_accumulate ? *d : 0.0f) + (float)(alpha * s);
             }
-    for (int o = 0; o < O; o++)
-        for (int i = 0; i < I; i++) {
+    for (int o = 0; o < Nout; o++)
+        for (int i = 0; i < Nin; i++) {
             double s = 0.0;
             for (int n = 0; n < N; n++)
-                s += (double)dout[(size_t)n * O + o] * in[(size_t)n * I + i];
-            dW[(size_t)o * I + i] += (float)(alpha * s);
+                s += (double)dout[(size_t)n * Nout + o] * in[(size_t)n * Nin + i];
+            dW[(size_t)o * Nin + i] += (float)(alpha * s);
         }
 }
 

@@ -24,6 +24,7 @@
 #include "flas/llama.h"
 #include "flas/optim.h"
 #include "gemm.h"
+#include "layers.h"
 
 #ifndef FLAS_BENCH_TORCH_SCRIPT
 #define FLAS_BENCH_TORCH_SCRIPT "bench_torch.py"
@@ -74,8 +75,78 @@ static double sgemm_gflops(int n, int threads, int tiled)
     return best;
 }
 
+/* --profile: the worker times every layer call by running the fast kernels through this wrapping
+ * table (the driver calls layers only through flas_kernels). */
+enum { P_MM_F, P_MM_B, P_RMS_F, P_RMS_B, P_ROPE, P_ATT_F, P_ATT_B, P_SWI_F, P_SWI_B, P_EMB, P_XENT_F, P_XENT_B, P_N };
+static const char *const prof_names[P_N] = {"matmul fwd", "matmul bwd", "rmsnorm fwd", "rmsnorm bwd", "rope f+b",
+                                             "attention fwd", "attention bwd", "swiglu fwd", "swiglu bwd",
+                                             "embedding f+b", "softmax+xent fwd", "softmax+xent bwd"};
+static double prof_t[P_N];
+static const flas_kernels *base_k = &flas_kernels_fast;
+#define TIMED(slot, call)                                                                                         \
+    do {                                                                                                          \
+        double t0_ = now();                                                                                       \
+        call;                                                                                                     \
+        prof_t[slot] += now() - t0_;                                                                              \
+    } while (0)
+static void w_mm_f(float *o, const float *i, const float *W, int N, int Nin, int Nout)
+{
+    TIMED(P_MM_F, base_k->matmul_forward(o, i, W, N, Nin, Nout));
+}
+static void w_mm_b(float *di, float *dW, const float *d, const float *i, const float *W, int N, int Nin, int Nout, float a,
+                   bool acc)
+{
+    TIMED(P_MM_B, base_k->matmul_backward(di, dW, d, i, W, N, Nin, Nout, a, acc));
+}
+static void w_rms_f(float *o, float *r, const float *x, const float *w, int N, int D, float e)
+{
+    TIMED(P_RMS_F, base_k->rmsnorm_forward(o, r, x, w, N, D, e));
+}
+static void w_rms_b(float *dx, float *dw, const float *d, const float *x, const float *w, const float *r, int N, int D)
+{
+    TIMED(P_RMS_B, base_k->rmsnorm_backward(dx, dw, d, x, w, r, N, D));
+}
+static void w_rope_f(float *x, int B, int T, int H, int hd, int ld, const float *c, const float *s)
+{
+    TIMED(P_ROPE, base_k->rope_forward(x, B, T, H, hd, ld, c, s));
+}
+static void w_rope_b(float *x, int B, int T, int H, int hd, int ld, const float *c, const float *s)
+{
+    TIMED(P_ROPE, base_k->rope_backward(x, B, T, H, hd, ld, c, s));
+}
+static void w_att_f(float *o, float *p, const float *q, const float *k, const float *v, int ld, int B, int T, int Hq,
+                    int Hkv, int hd)
+{
+    TIMED(P_ATT_F, base_k->attention_forward(o, p, q, k, v, ld, B, T, Hq, Hkv, hd));
+}
+static void w_att_b(float *dq, float *dk, float *dv, float *dp, const float *d, const float *p, const float *q,
+                    const float *k, const float *v, int ld, int B, int T, int Hq, int Hkv, int hd)
+{
+    TIMED(P_ATT_B, base_k->attention_backward(dq, dk, dv, dp, d, p, q, k, v, ld, B, T, Hq, Hkv, hd));
+}
+static void w_swi_f(float *g, const float *a, const float *b, size_t n) { TIMED(P_SWI_F, base_k->swiglu_forward(g, a, b, n)); }
+static void w_swi_b(float *da, float *db, const float *dg, const float *a, const float *b, size_t n)
+{
+    TIMED(P_SWI_B, base_k->swiglu_backward(da, db, dg, a, b, n));
+}
+static void w_emb_f(float *o, const int *t, const float *tab, int N, int D)
+{
+    TIMED(P_EMB, base_k->embedding_forward(o, t, tab, N, D));
+}
+static void w_emb_b(float *dt, const float *d, const int *t, int N, int D)
+{
+    TIMED(P_EMB, base_k->embedding_backward(dt, d, t, N, D));
+}
+static void w_xent_f(float *l, float *loss, const int *t, int N, int V)
+{
+    TIMED(P_XENT_F, base_k->xent_forward(l, loss, t, N, V));
+}
+static void w_xent_b(float *p, const int *t, int N, int V) { TIMED(P_XENT_B, base_k->xent_backward(p, t, N, V)); }
+static const flas_kernels profiled = {"profiled", w_mm_f, w_mm_b, w_rms_f, w_rms_b, w_rope_f, w_rope_b, w_att_f,
+                                      w_att_b, w_swi_f, w_swi_b, w_emb_f, w_emb_b, w_xent_f, w_xent_b};
+
 /* The worker: S steps of training, prints "tok_per_s X peak_rss_kib Y loss Z act_mib W". */
-static int worker(const char *preset, int batch, int steps, int warmup, int threads)
+static int worker(const char *preset, int batch, int steps, int warmup, int threads, int profile)
 {
     flas_config cfg;
     if (flas_config_preset(preset, &cfg)) {
@@ -90,6 +161,8 @@ static int worker(const char *preset, int batch, int steps, int warmup, int thre
         return 1;
     }
     flas_model_init_weights(&m, 1);
+    if (profile)
+        m.kernels = &profiled;
     flas_adamw opt;
     if (flas_adamw_init(&opt, &m.table, 0.9f, 0.95f, 1e-8f, 0.1f)) {
         fprintf(stderr, "flas-bench-train: out of memory for AdamW state\n");
@@ -99,6 +172,7 @@ static int worker(const char *preset, int batch, int steps, int warmup, int thre
     int *tokens = malloc(sizeof(int) * N), *targets = malloc(sizeof(int) * N);
     double *times = malloc(sizeof(double) * (steps > 0 ? steps : 1));
     unsigned long long rng = 12345;
+    double opt_time = 0;
     float loss = 0;
     for (int s = 0; s < warmup + steps; s++) {
         for (int i = 0; i < N; i++) {
@@ -107,19 +181,38 @@ static int worker(const char *preset, int batch, int steps, int warmup, int thre
             rng = rng * 6364136223846793005ull + 1442695040888963407ull;
             targets[i] = (int)((rng >> 33) % (unsigned)cfg.vocab_size);
         }
+        if (s == warmup)
+            memset(prof_t, 0, sizeof prof_t);
         double t0 = now();
         flas_model_zero_grad(&m);
         if (flas_model_forward(&m, tokens, targets, batch, T, &loss, NULL) || flas_model_backward(&m, 1.0f)) {
             fprintf(stderr, "flas-bench-train: %s\n", m.err);
             return 1;
         }
+        double t1 = now();
         flas_model_clip_grad_norm(&m, 1.0f);
         flas_adamw_step(&opt, m.params, m.grads, 3e-4f);
+        if (s >= warmup)
+            opt_time += now() - t1;
         if (s >= warmup)
             times[s - warmup] = now() - t0;
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
+    if (profile) {
+        double total = 0, layers = 0;
+        for (int s = 0; s < steps; s++)
+            total += times[s];
+        for (int k = 0; k < P_N; k++)
+            layers += prof_t[k];
+        fprintf(stderr, "profile of %s, %d steps, %.3f s/step:\n", preset, steps, total / steps);
+        for (int k = 0; k < P_N; k++)
+            fprintf(stderr, "  %-18s %7.1f ms/step %5.1f%%\n", prof_names[k], 1e3 * prof_t[k] / steps,
+                    100 * prof_t[k] / total);
+        fprintf(stderr, "  %-18s %7.1f ms/step %5.1f%%\n", "clip + AdamW", 1e3 * opt_time / steps, 100 * opt_time / total);
+        fprintf(stderr, "  %-18s %7.1f ms/step %5.1f%%\n", "rest (driver)", 1e3 * (total - layers - opt_time) / steps,
+                100 * (total - layers - opt_time) / total);
+    }
     printf("tok_per_s %.1f peak_rss_kib %ld loss %.4f act_mib %.1f\n", N / median(times, steps), ru.ru_maxrss,
            loss, flas_model_activation_bytes(&m) / 1048576.0);
     flas_adamw_free(&opt);
@@ -157,23 +250,25 @@ static void usage(FILE *f)
             "  --threads N       OpenMP threads for FLaS (default: all processors)\n"
             "  --no-torch        skip PyTorch\n"
             "  --python PATH     interpreter for PyTorch (default /usr/bin/python3)\n"
-            "  --torch-script P  PyTorch peer script (default %s)\n",
+            "  --torch-script P  PyTorch peer script (default %s)\n"
+            "  --profile         only time each layer of FLaS's training step (needs --model)\n",
             FLAS_BENCH_TORCH_SCRIPT);
 }
 
 int main(int argc, char **argv)
 {
     const char *models[8];
-    int n_models = 0, batch = 8, steps = 5, rounds = 3, threads = 0, torch = 1, warmup = 1;
+    int n_models = 0, batch = 8, steps = 5, rounds = 3, threads = 0, torch = 1, warmup = 1, profile = 0;
     const char *python = "/usr/bin/python3", *script = FLAS_BENCH_TORCH_SCRIPT, *worker_model = NULL;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"batch", required_argument, 0, 'b'},
         {"steps", required_argument, 0, 's'}, {"rounds", required_argument, 0, 'r'},
         {"threads", required_argument, 0, 't'}, {"no-torch", no_argument, 0, 'n'},
         {"python", required_argument, 0, 'p'}, {"torch-script", required_argument, 0, 'S'},
-        {"worker", required_argument, 0, 'w'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"worker", required_argument, 0, 'w'}, {"profile", no_argument, 0, 'P'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "m:b:s:r:t:np:S:w:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:b:s:r:t:np:S:w:Ph", opts, NULL)) != -1) {
         switch (c) {
         case 'm':
             if (n_models < 8)
@@ -187,6 +282,7 @@ int main(int argc, char **argv)
         case 'p': python = optarg; break;
         case 'S': script = optarg; break;
         case 'w': worker_model = optarg; break;
+        case 'P': profile = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -196,7 +292,13 @@ int main(int argc, char **argv)
         return 2;
     }
     if (worker_model)
-        return worker(worker_model, batch, steps, warmup, threads);
+        return worker(worker_model, batch, steps, warmup, threads, profile);
+    if (profile) { /* time per layer, in this process, no peers */
+        for (int i = 0; i < n_models; i++)
+            if (worker(models[i], batch, steps, warmup, flas_threads_setup(threads), 1))
+                return 1;
+        return 0;
+    }
     if (!n_models) {
         models[n_models++] = "stories15M";
         models[n_models++] = "stories260K";
@@ -233,8 +335,9 @@ int main(int argc, char **argv)
         int T = cfg.seq_len;
         double fpt = flas_model_flops_per_token(&cfg, T);
         double *c_tok = calloc((size_t)rounds, sizeof(double)), *t_tok = calloc((size_t)rounds, sizeof(double));
+        double *ratio = calloc((size_t)rounds, sizeof(double)), *mfu = calloc((size_t)rounds, sizeof(double));
         long c_rss = 0, t_rss = 0;
-        int best_setting = -1;
+        int wins[4] = {0};
         static const int settings[4][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}}; /* torch threads, OpenBLAS threads */
         printf("\n%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d, batch %d x %d tokens, %.1f MFLOP/token\n",
                models[i], cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.hidden_dim, cfg.vocab_size, batch,
@@ -247,8 +350,14 @@ int main(int argc, char **argv)
                 fprintf(stderr, "flas-bench-train: the C worker failed: %s\n", cmd);
                 return 1;
             }
-            printf("  round %d: FLaS %.0f tok/s (%.1f GFLOP/s)", r + 1, c_tok[r], c_tok[r] * fpt * 1e-9);
+            /* the ceiling again, next to this round's measurement: both see the same background load */
+            double cb = sgemm_gflops(2048, threads, 0), ct = sgemm_gflops(2048, threads, 1);
+            double round_ceiling = cb > ct ? cb : ct;
+            mfu[r] = c_tok[r] * fpt * 1e-9 / round_ceiling;
+            printf("  round %d: sgemm %.0f GFLOP/s | FLaS %.0f tok/s, %.1f GFLOP/s, MFU %.0f%%", r + 1, round_ceiling,
+                   c_tok[r], c_tok[r] * fpt * 1e-9, 100.0 * mfu[r]);
             if (torch) {
+                int best = -1;
                 for (int s = 0; s < 4; s++) {
                     if (settings[s][0] > threads || settings[s][1] > threads)
                         continue;
@@ -268,26 +377,36 @@ int main(int argc, char **argv)
                     printf(" | torch %d/%d: %.0f", settings[s][0], settings[s][1], tok);
                     if (tok > t_tok[r]) {
                         t_tok[r] = tok;
-                        t_rss = rss;
-                        best_setting = s;
+                        t_rss = rss > t_rss ? rss : t_rss;
+                        best = s;
                     }
                 }
+                wins[best]++;
+                ratio[r] = c_tok[r] / t_tok[r];
+                printf(" | ratio %.2fx", ratio[r]);
             }
             printf("\n");
             fflush(stdout);
         }
         double c_med = median(c_tok, rounds), c_gf = c_med * fpt * 1e-9;
-        printf("  FLaS    median %.0f tok/s, %.1f GFLOP/s, MFU %.1f%% of the %.1f GFLOP/s sgemm ceiling, "
-               "peak RSS %.1f MiB = %.1f KiB/token\n",
-               c_med, c_gf, 100.0 * c_gf / ceiling, ceiling, c_rss / 1024.0, (double)c_rss / (batch * T));
+        printf("  FLaS    median %.0f tok/s, %.1f GFLOP/s; MFU: median of per-round %.1f%%, median over the start "
+               "ceiling %.1f%%; peak RSS %.1f MiB = %.1f KiB/token\n",
+               c_med, c_gf, 100.0 * median(mfu, rounds), 100.0 * c_gf / ceiling, c_rss / 1024.0,
+               (double)c_rss / (batch * T));
         if (torch) {
+            int best = 0;
+            for (int s = 1; s < 4; s++)
+                best = wins[s] > wins[best] ? s : best;
             double t_med = median(t_tok, rounds), t_gf = t_med * fpt * 1e-9;
-            printf("  PyTorch median %.0f tok/s (best setting: torch threads %d, OpenBLAS threads %d), %.1f GFLOP/s, "
-                   "MFU %.1f%%, peak RSS %.1f MiB = %.1f KiB/token\n",
-                   t_med, settings[best_setting][0], settings[best_setting][1], t_gf, 100.0 * t_gf / ceiling,
-                   t_rss / 1024.0, (double)t_rss / (batch * T));
-            printf("  ratio FLaS/PyTorch %.2fx\n", c_med / t_med);
+            printf("  PyTorch median %.0f tok/s (best of its thread settings per round; most often torch %d / "
+                   "OpenBLAS %d threads), %.1f GFLOP/s, MFU %.1f%%, peak RSS %.1f MiB = %.1f KiB/token\n",
+                   t_med, settings[best][0], settings[best][1], t_gf, 100.0 * t_gf / ceiling, t_rss / 1024.0,
+                   (double)t_rss / (batch * T));
+            printf("  FLaS/PyTorch: median of per-round ratios %.2fx, ratio of medians %.2fx\n", median(ratio, rounds),
+                   c_med / t_med);
         }
+        free(ratio);
+        free(mfu);
         free(c_tok);
         free(t_tok);
     }
