@@ -112,7 +112,9 @@ static void rope_backward(float *dx, int B, int T, int n_heads, int hd, int ld, 
 /* Causal attention is computed in blocks of ATT_BLOCK query rows: block r0.. needs keys 0..r0+rows-1
  * only, so the products skip the upper block triangle (for T = 256: 62% of the full work, T = 512:
  * 56%) and nothing above the diagonal block is ever written or read. */
+#ifndef ATT_BLOCK
 #define ATT_BLOCK 64
+#endif
 
 /* Row i of a causal score matrix: softmax over columns 0..i; columns i+1..n-1 (the rest of the
  * diagonal block, which the next product reads) become zero. */

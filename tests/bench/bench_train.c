@@ -223,7 +223,9 @@ static int worker(const char *preset, int batch, int steps, int warmup, int thre
     return 0;
 }
 
-/* Runs cmd, parses "tok_per_s X peak_rss_kib Y"; 0 on success. */
+static double last_act_mib; /* the last C worker's activation + scratch arena */
+
+/* Runs cmd, parses "tok_per_s X peak_rss_kib Y [loss L act_mib A]"; 0 on success. */
 static int run_probe(const char *cmd, double *tok_s, long *rss_kib)
 {
     FILE *p = popen(cmd, "r");
@@ -232,10 +234,124 @@ static int run_probe(const char *cmd, double *tok_s, long *rss_kib)
     char line[512];
     int ok = 0;
     while (fgets(line, sizeof line, p))
-        if (sscanf(line, "tok_per_s %lf peak_rss_kib %ld", tok_s, rss_kib) == 2)
+        if (sscanf(line, "tok_per_s %lf peak_rss_kib %ld", tok_s, rss_kib) == 2) {
+            float loss;
             ok = 1;
+            sscanf(line, "tok_per_s %*f peak_rss_kib %*d loss %f act_mib %lf", &loss, &last_act_mib);
+        }
     int rc = pclose(p);
     return ok && rc == 0 ? 0 : -1;
+}
+
+typedef struct bench {
+    const char *self, *python, *torch_script; /* torch_script NULL: no PyTorch */
+    int batch, steps, rounds, threads;
+} bench;
+
+/* PyTorch thread settings tried: {torch.set_num_threads, OPENBLAS_NUM_THREADS}. */
+static const int torch_settings[4][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}};
+
+static int run_torch(const bench *o, const flas_config *c, int setting, double *tok, long *rss)
+{
+    char cmd[PATH_MAX + 768];
+    snprintf(cmd, sizeof cmd,
+             "OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d '%s' '%s' --dim %d --n_layers %d --n_heads %d "
+             "--n_kv_heads %d --hidden_dim %d --vocab_size %d --seq_len %d --tied_embeddings %d --batch %d "
+             "--steps %d --torch_threads %d",
+             torch_settings[setting][1], torch_settings[setting][0], o->python, o->torch_script, c->dim, c->n_layers,
+             c->n_heads, c->n_kv_heads, c->hidden_dim, c->vocab_size, c->seq_len, c->tied_embeddings, o->batch,
+             o->steps, torch_settings[setting][0]);
+    if (run_probe(cmd, tok, rss)) {
+        fprintf(stderr, "\nflas-bench-train: PyTorch failed: %s\n", cmd);
+        return -1;
+    }
+    return 0;
+}
+
+/* One shape: PyTorch's best thread setting first (each setting twice, interleaved, best run kept),
+ * then R rounds of {sgemm ceiling, FLaS, PyTorch at that setting}: one sample of each per round, so
+ * neither side gets more draws from the noise than the other. */
+static int bench_model(const bench *o, const char *name)
+{
+    flas_config cfg;
+    flas_config_preset(name, &cfg);
+    int T = cfg.seq_len, R = o->rounds, best = -1;
+    double fpt = flas_model_flops_per_token(&cfg, T);
+    printf("\n%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d, batch %d x %d tokens, %.1f MFLOP/token\n", name,
+           cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.hidden_dim, cfg.vocab_size, o->batch, T, fpt * 1e-6);
+    if (o->torch_script) {
+        double best_tok[4] = {0};
+        long rss;
+        printf("  PyTorch thread settings (torch/OpenBLAS threads: tok/s):");
+        for (int pass = 0; pass < 2; pass++)
+            for (int s = 0; s < 4; s++) {
+                double tok;
+                if (torch_settings[s][0] > o->threads || torch_settings[s][1] > o->threads)
+                    continue;
+                if (run_torch(o, &cfg, s, &tok, &rss))
+                    return -1;
+                printf(" %d/%d: %.0f", torch_settings[s][0], torch_settings[s][1], tok);
+                fflush(stdout);
+                best_tok[s] = tok > best_tok[s] ? tok : best_tok[s];
+                if (best < 0 || best_tok[s] > best_tok[best])
+                    best = s;
+            }
+        printf("\n  PyTorch's best: torch %d / OpenBLAS %d threads\n", torch_settings[best][0], torch_settings[best][1]);
+    }
+    double *c_tok = calloc((size_t)R, sizeof(double)), *t_tok = calloc((size_t)R, sizeof(double));
+    double *ratio = calloc((size_t)R, sizeof(double)), *mfu = calloc((size_t)R, sizeof(double));
+    double *ceil = calloc((size_t)R, sizeof(double));
+    long c_rss = 0, t_rss = 0;
+    int rc = 0;
+    for (int r = 0; r < R && !rc; r++) {
+        /* the ceiling next to this round's measurement: both see the same background load */
+        double cb = sgemm_gflops(2048, o->threads, 0), ct = sgemm_gflops(2048, o->threads, 1);
+        ceil[r] = cb > ct ? cb : ct;
+        char cmd[PATH_MAX + 512];
+        snprintf(cmd, sizeof cmd, "'%s' --worker %s --batch %d --steps %d --threads %d", o->self, name, o->batch,
+                 o->steps, o->threads);
+        if (run_probe(cmd, &c_tok[r], &c_rss)) {
+            fprintf(stderr, "flas-bench-train: the C worker failed: %s\n", cmd);
+            rc = -1;
+            break;
+        }
+        mfu[r] = c_tok[r] * fpt * 1e-9 / ceil[r];
+        printf("  round %d: sgemm %.0f GFLOP/s | FLaS %.0f tok/s, %.1f GFLOP/s, MFU %.0f%%", r + 1, ceil[r], c_tok[r],
+               c_tok[r] * fpt * 1e-9, 100.0 * mfu[r]);
+        if (o->torch_script) {
+            if (run_torch(o, &cfg, best, &t_tok[r], &t_rss)) {
+                rc = -1;
+                break;
+            }
+            ratio[r] = c_tok[r] / t_tok[r];
+            printf(" | PyTorch %.0f tok/s | ratio %.2fx", t_tok[r], ratio[r]);
+        }
+        printf("\n");
+        fflush(stdout);
+    }
+    if (!rc) {
+        double c_med = median(c_tok, R), ceil_med = median(ceil, R);
+        printf("  sgemm ceiling median %.1f GFLOP/s\n", ceil_med);
+        printf("  FLaS    median %.0f tok/s, %.1f GFLOP/s, MFU %.1f%% (median of per-round MFU), peak RSS %.1f MiB = "
+               "%.1f KiB/token (activations + scratch %.1f MiB = %.1f KiB/token)\n",
+               c_med, c_med * fpt * 1e-9, 100.0 * median(mfu, R), c_rss / 1024.0, (double)c_rss / (o->batch * T),
+               last_act_mib, last_act_mib * 1024.0 / (o->batch * T));
+        if (o->torch_script) {
+            double t_med = median(t_tok, R), ratio_med = median(ratio, R); /* sorts ratio: [0] is the min */
+            printf("  PyTorch median %.0f tok/s, %.1f GFLOP/s, MFU %.1f%% (of the median ceiling), peak RSS %.1f MiB = "
+                   "%.1f KiB/token\n",
+                   t_med, t_med * fpt * 1e-9, 100.0 * t_med * fpt * 1e-9 / ceil_med, t_rss / 1024.0,
+                   (double)t_rss / (o->batch * T));
+            printf("  FLaS/PyTorch: median of per-round ratios %.2fx (min %.2fx), ratio of medians %.2fx\n",
+                   ratio_med, ratio[0], c_med / t_med);
+        }
+    }
+    free(c_tok);
+    free(t_tok);
+    free(ratio);
+    free(mfu);
+    free(ceil);
+    return rc;
 }
 
 static void usage(FILE *f)
@@ -245,8 +361,8 @@ static void usage(FILE *f)
             "Training throughput of the FLaS core vs an sgemm ceiling and PyTorch, same run.\n"
             "  --model NAME      preset to train (repeatable; default stories15M and stories260K)\n"
             "  --batch B         sequences per step (default 8); T is the preset's seq_len\n"
-            "  --steps S         timed steps per round (default 5)\n"
-            "  --rounds R        alternating C/PyTorch rounds; medians are over rounds (default 3)\n"
+            "  --steps S         timed steps per run (default 6, after 1 warm-up step)\n"
+            "  --rounds R        alternating FLaS/PyTorch rounds; medians are over rounds (default 5)\n"
             "  --threads N       OpenMP threads for FLaS (default: all processors)\n"
             "  --no-torch        skip PyTorch\n"
             "  --python PATH     interpreter for PyTorch (default /usr/bin/python3)\n"
@@ -258,7 +374,7 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *models[8];
-    int n_models = 0, batch = 8, steps = 5, rounds = 3, threads = 0, torch = 1, warmup = 1, profile = 0;
+    int n_models = 0, batch = 8, steps = 6, rounds = 5, threads = 0, torch = 1, warmup = 1, profile = 0;
     const char *python = "/usr/bin/python3", *script = FLAS_BENCH_TORCH_SCRIPT, *worker_model = NULL;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"batch", required_argument, 0, 'b'},
@@ -325,90 +441,11 @@ int main(int argc, char **argv)
     self[len] = 0;
 
     double ceil_blas = sgemm_gflops(2048, threads, 0), ceil_tiled = sgemm_gflops(2048, threads, 1);
-    double ceiling = ceil_blas > ceil_tiled ? ceil_blas : ceil_tiled;
-    printf("sgemm ceiling (2048^3): OpenBLAS %d threads %.1f GFLOP/s, FLaS tiles %.1f GFLOP/s -> %.1f\n", threads,
-           ceil_blas, ceil_tiled, ceiling);
-
-    for (int i = 0; i < n_models; i++) {
-        flas_config cfg;
-        flas_config_preset(models[i], &cfg);
-        int T = cfg.seq_len;
-        double fpt = flas_model_flops_per_token(&cfg, T);
-        double *c_tok = calloc((size_t)rounds, sizeof(double)), *t_tok = calloc((size_t)rounds, sizeof(double));
-        double *ratio = calloc((size_t)rounds, sizeof(double)), *mfu = calloc((size_t)rounds, sizeof(double));
-        long c_rss = 0, t_rss = 0;
-        int wins[4] = {0};
-        static const int settings[4][2] = {{1, 1}, {1, 2}, {2, 1}, {2, 2}}; /* torch threads, OpenBLAS threads */
-        printf("\n%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d, batch %d x %d tokens, %.1f MFLOP/token\n",
-               models[i], cfg.dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.hidden_dim, cfg.vocab_size, batch,
-               T, fpt * 1e-6);
-        for (int r = 0; r < rounds; r++) {
-            char cmd[PATH_MAX + 512];
-            snprintf(cmd, sizeof cmd, "'%s' --worker %s --batch %d --steps %d --threads %d", self, models[i], batch,
-                     steps, threads);
-            if (run_probe(cmd, &c_tok[r], &c_rss)) {
-                fprintf(stderr, "flas-bench-train: the C worker failed: %s\n", cmd);
-                return 1;
-            }
-            /* the ceiling again, next to this round's measurement: both see the same background load */
-            double cb = sgemm_gflops(2048, threads, 0), ct = sgemm_gflops(2048, threads, 1);
-            double round_ceiling = cb > ct ? cb : ct;
-            mfu[r] = c_tok[r] * fpt * 1e-9 / round_ceiling;
-            printf("  round %d: sgemm %.0f GFLOP/s | FLaS %.0f tok/s, %.1f GFLOP/s, MFU %.0f%%", r + 1, round_ceiling,
-                   c_tok[r], c_tok[r] * fpt * 1e-9, 100.0 * mfu[r]);
-            if (torch) {
-                int best = -1;
-                for (int s = 0; s < 4; s++) {
-                    if (settings[s][0] > threads || settings[s][1] > threads)
-                        continue;
-                    double tok;
-                    long rss;
-                    snprintf(cmd, sizeof cmd,
-                             "OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d '%s' '%s' --dim %d --n_layers %d "
-                             "--n_heads %d --n_kv_heads %d --hidden_dim %d --vocab_size %d --seq_len %d "
-                             "--tied_embeddings %d --batch %d --steps %d --torch_threads %d",
-                             settings[s][1], settings[s][0], python, script, cfg.dim, cfg.n_layers, cfg.n_heads,
-                             cfg.n_kv_heads, cfg.hidden_dim, cfg.vocab_size, T, cfg.tied_embeddings, batch, steps,
-                             settings[s][0]);
-                    if (run_probe(cmd, &tok, &rss)) {
-                        fprintf(stderr, "\nflas-bench-train: PyTorch failed: %s\n", cmd);
-                        return 1;
-                    }
-                    printf(" | torch %d/%d: %.0f", settings[s][0], settings[s][1], tok);
-                    if (tok > t_tok[r]) {
-                        t_tok[r] = tok;
-                        t_rss = rss > t_rss ? rss : t_rss;
-                        best = s;
-                    }
-                }
-                wins[best]++;
-                ratio[r] = c_tok[r] / t_tok[r];
-                printf(" | ratio %.2fx", ratio[r]);
-            }
-            printf("\n");
-            fflush(stdout);
-        }
-        double c_med = median(c_tok, rounds), c_gf = c_med * fpt * 1e-9;
-        printf("  FLaS    median %.0f tok/s, %.1f GFLOP/s; MFU: median of per-round %.1f%%, median over the start "
-               "ceiling %.1f%%; peak RSS %.1f MiB = %.1f KiB/token\n",
-               c_med, c_gf, 100.0 * median(mfu, rounds), 100.0 * c_gf / ceiling, c_rss / 1024.0,
-               (double)c_rss / (batch * T));
-        if (torch) {
-            int best = 0;
-            for (int s = 1; s < 4; s++)
-                best = wins[s] > wins[best] ? s : best;
-            double t_med = median(t_tok, rounds), t_gf = t_med * fpt * 1e-9;
-            printf("  PyTorch median %.0f tok/s (best of its thread settings per round; most often torch %d / "
-                   "OpenBLAS %d threads), %.1f GFLOP/s, MFU %.1f%%, peak RSS %.1f MiB = %.1f KiB/token\n",
-                   t_med, settings[best][0], settings[best][1], t_gf, 100.0 * t_gf / ceiling, t_rss / 1024.0,
-                   (double)t_rss / (batch * T));
-            printf("  FLaS/PyTorch: median of per-round ratios %.2fx, ratio of medians %.2fx\n", median(ratio, rounds),
-                   c_med / t_med);
-        }
-        free(ratio);
-        free(mfu);
-        free(c_tok);
-        free(t_tok);
-    }
+    printf("sgemm ceiling at start (2048^3): OpenBLAS %d threads %.1f GFLOP/s, FLaS tiles %.1f GFLOP/s\n", threads,
+           ceil_blas, ceil_tiled);
+    bench opt = {self, python, torch ? script : NULL, batch, steps, rounds, threads};
+    for (int i = 0; i < n_models; i++)
+        if (bench_model(&opt, models[i]))
+            return 1;
     return 0;
 }

@@ -43,6 +43,9 @@ FIXED = [
     # GQA 3:1, untied, two micro-batches of gradient accumulation per step
     dict(dim=96, n_layers=2, n_heads=6, n_kv_heads=2, hidden_dim=256, vocab_size=300, seq_len=32,
          tied_embeddings=0, B=4, T=32, accum=2),
+    # the first shape again through the plain-loop reference layers
+    dict(dim=64, n_layers=2, n_heads=8, n_kv_heads=4, hidden_dim=172, vocab_size=97, seq_len=16,
+         tied_embeddings=1, B=3, T=16, accum=1, reference=1),
     # multi-query (one kv head), tied, LLaMA-3-style rope_theta and a smaller eps
     dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, hidden_dim=96, vocab_size=64, seq_len=8,
          tied_embeddings=1, B=1, T=8, accum=1, norm_eps=1e-6, rope_theta=500000.0),
@@ -87,13 +90,15 @@ def check_config(dump, cfg, seed, failures):
     cfg = dict(cfg)
     cfg.setdefault("norm_eps", 1e-5)
     cfg.setdefault("rope_theta", 10000.0)
+    reference = cfg.pop("reference", 0)
     label = ("dim {dim} L{n_layers} H{n_heads}/{n_kv_heads} F{hidden_dim} V{vocab_size} "
-             "tied {tied_embeddings} B{B} T{T} accum {accum}").format(**cfg)
+             "tied {tied_embeddings} B{B} T{T} accum {accum}").format(**cfg) + (" (reference)" if reference else "")
     with tempfile.TemporaryDirectory(prefix="flas-oracle-") as d:
         args = [dump, d] + [str(cfg[k]) for k in ("dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim",
                                                   "vocab_size", "seq_len", "tied_embeddings", "B", "T")]
         args += [str(seed), str(STEPS), str(cfg["accum"]), repr(cfg["norm_eps"]), repr(cfg["rope_theta"])]
-        subprocess.run(args, check=True)
+        env = dict(os.environ, CORE_ORACLE_REFERENCE="1" if reference else "0")
+        subprocess.run(args, check=True, env=env)
         model = Transformer(cfg, dtype=torch.float64)
         params = load(d, "params.npy")
         table = []
