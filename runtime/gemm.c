@@ -1,0 +1,51 @@
+/* flas_sgemm: one matrix product shared out over the OpenMP threads as independent output tiles. */
+#include "gemm.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+/* Products smaller than this (in multiply-adds) are not worth a fork/join. */
+#define GEMM_PARALLEL_MIN (1L << 18)
+/* Tiles per thread: more than one, so a thread slowed by a neighbour on a shared core is balanced by
+ * the dynamic schedule; few, because each tile re-packs the operand it shares with the others. */
+#define GEMM_TILES_PER_THREAD 2
+/* Tile edges are multiples of the sgemm micro-kernel (16 floats wide on AVX-512). */
+#define GEMM_TILE_ALIGN 16
+
+static void sgemm1(bool tA, bool tB, int M, int N, int K, float alpha, const float *A, int lda,
+                   const float *B, int ldb, float beta, float *C, int ldc)
+{
+    cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K,
+                alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void flas_sgemm(bool tA, bool tB, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0)
+        return;
+    int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (nt <= 1 || (long)M * N * K < GEMM_PARALLEL_MIN) {
+        sgemm1(tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    /* Split the longer side of C, so the operand every tile re-packs is the smaller one. */
+    bool split_rows = M >= N;
+    int len = split_rows ? M : N;
+    int tiles = nt * GEMM_TILES_PER_THREAD;
+    int step = (len + tiles - 1) / tiles;
+    step = (step + GEMM_TILE_ALIGN - 1) / GEMM_TILE_ALIGN * GEMM_TILE_ALIGN;
+    tiles = (len + step - 1) / step;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int i = 0; i < tiles; i++) {
+        int start = i * step, n = len - start < step ? len - start : step;
+        if (split_rows) {
+            /* rows start.. of C come from rows of op(A): A's rows, or A's columns when transposed */
+            const float *Ai = tA ? A + start : A + (long)start * lda;
+            sgemm1(tA, tB, n, N, K, alpha, Ai, lda, B, ldb, beta, C + (long)start * ldc, ldc);
+        } else {
+            const float *Bi = tB ? B + (long)start * ldb : B + start;
+            sgemm1(tA, tB, M, n, K, alpha, A, lda, Bi, ldb, beta, C + start, ldc);
+        }
+    }
+}
