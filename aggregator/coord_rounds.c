@@ -435,7 +435,7 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
             char aerr[1024], next[FLAS_CONF_PATH_MAX + 64];
             int a = aggregate(&k, aerr, sizeof aerr);
             if (a != FLAS_AGG_OK) {
-                snprintf(k.j.failure, sizeof k.j.failure, "aggregation refused: %s", aerr);
+                snprintf(k.j.failure, sizeof k.j.failure, "aggregation refused: %.480s", aerr);
                 k.j.phase = FLAS_PHASE_FAILED;
                 save(&k, "failed");
                 continue;

@@ -212,7 +212,7 @@ static int jint(json_t *m, const char *key, long long *out)
  * or unreadable: retry), -2 (it contradicts what the coordinator knows: drop). */
 int coord_read_manifest(coord *k, int i, long job, char *remote, size_t rlen, int64_t *size, char *sha)
 {
-    char dir[FLAS_CONF_PATH_MAX + 80], rdir[32], mname[FLAS_CONF_NAME_MAX + 64], path[FLAS_CONF_PATH_MAX + 200];
+    char dir[FLAS_CONF_PATH_MAX + 80], rdir[32], mname[FLAS_CONF_NAME_MAX + 64], path[FLAS_CONF_PATH_MAX + 300];
     char text[65536], err[1024];
     const char *site = k->c->site[i].name;
     stage_dir(k, i, dir, sizeof dir);
