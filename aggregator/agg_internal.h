@@ -24,14 +24,22 @@ typedef struct agg_input {
     char hash_err[256];
 } agg_input;
 
-/* SHA-256 of the previous global and every input, in parallel over files. */
-void agg_hash_all(agg_previous *prev, agg_input *in, int n, int *prev_ok, char *prev_err, size_t errlen);
+/* SHA-256 of the inputs in background threads, overlapping validation and the merge (the merge only
+ * needs the previous global's digest up front). join waits and fills rep->sha256 / hash_ok. */
+typedef struct agg_hasher agg_hasher;
+agg_hasher *agg_hash_start(agg_input *in, int n, int threads);
+void agg_hash_join(agg_hasher *h);
+/* Stops handing out files (a refused round need not finish hashing), then joins. */
+void agg_hash_cancel(agg_hasher *h);
+
+/* After the digests are known: unreadable files and the same checkpoint given twice are refused. */
+void agg_check_digests(agg_input *in, int n);
 
 /* Opens and checks the previous global: USAGE-class failures. 0 or -1 with err. */
 int agg_open_previous(agg_previous *prev, const flas_agg_options *o, char *err, size_t errlen);
 
 /* Opens and checks every input against the previous global (format, role, config, base model, round,
- * tokens, duplicates). Sets rep->used = 1 for good inputs, else 0 with rep->reason. */
+ * tokens, one update per site). Sets rep->used = 1 for good inputs, else 0 with rep->reason. */
 void agg_validate_inputs(const agg_previous *prev, agg_input *in, int n, const flas_agg_options *o);
 
 #endif

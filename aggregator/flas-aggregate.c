@@ -33,7 +33,9 @@ static void usage(FILE *f)
             "      --reset-server-state start fresh server buffers when the previous global carries\n"
             "                           another strategy's state\n"
             "      --chunk-kib N        KiB per streamed chunk per input (default 4096, at least 4)\n"
-            "      --threads N          OpenMP threads for hashing and merging (default: all)\n"
+            "      --threads N          OpenMP threads of the merge kernel (default 1; files are\n"
+            "                           hashed in parallel anyway; on shared nodes with N > 1 set\n"
+            "                           OMP_WAIT_POLICY=passive)\n"
             "  -q, --quiet              no progress lines\n"
             "  -h, --help               this help;  --version  the version\n"
             "\n"
@@ -83,7 +85,7 @@ int main(int argc, char **argv)
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
     const char *previous = NULL, *output = NULL, *strategy = "fedavg", *policy = "refuse-round";
     double lr = NAN, mom = NAN, b1 = NAN, b2 = NAN, tau = NAN;
-    long long min_sites = 1, max_tokens = -1, chunk_kib = 4096, threads = 0;
+    long long min_sites = 1, max_tokens = -1, chunk_kib = 4096, threads = 1;
     int uniform = 0, reset = 0, quiet = 0, c;
     while ((c = getopt_long(argc, argv, "p:o:s:qh", longopts, NULL)) != -1) {
         switch (c) {
@@ -104,7 +106,7 @@ int main(int argc, char **argv)
         case O_MAXTOK: if (parse_long("--max-tokens", optarg, 1, &max_tokens)) return 2; break;
         case O_RESET: reset = 1; break;
         case O_CHUNK: if (parse_long("--chunk-kib", optarg, 4, &chunk_kib)) return 2; break;
-        case O_THREADS: if (parse_long("--threads", optarg, 0, &threads)) return 2; break;
+        case O_THREADS: if (parse_long("--threads", optarg, 1, &threads)) return 2; break;
         default: usage(stderr); return 2;
         }
     }
@@ -162,16 +164,15 @@ int main(int argc, char **argv)
         flas_agg_report_free(&rep);
         return rc;
     }
-    double secs = rep.seconds_hash + rep.seconds_merge;
-    printf("flas-aggregate: round %lld written to %s: %s of %d/%d inputs in %.2f s (hashing %.2f s, merge %.2f s, "
-           "%.0f MB/s of tensors)\n", (long long)rep.new_round, output, flas_agg_strategy_name(s), rep.n_used,
-           rep.n_inputs, secs, rep.seconds_hash, rep.seconds_merge,
-           rep.seconds_merge > 0 ? (rep.bytes_read + rep.bytes_written) / rep.seconds_merge / 1e6 : 0.0);
+    printf("flas-aggregate: round %lld written to %s: %s of %d/%d inputs in %.2f s (merge %.2f s at %.0f MB/s of "
+           "tensors; SHA-256 of all files done %.2f s after the start)\n", (long long)rep.new_round, output,
+           flas_agg_strategy_name(s), rep.n_used, rep.n_inputs, rep.seconds_total, rep.seconds_merge,
+           rep.seconds_merge > 0 ? (rep.bytes_read + rep.bytes_written) / rep.seconds_merge / 1e6 : 0.0,
+           rep.seconds_hash);
     for (int i = 0; i < rep.n_inputs; i++) {
         const flas_agg_input_report *x = &rep.inputs[i];
-        printf("  %-8s %-16s tokens %-12lld weight %.6f %s%s\n", x->used ? "merged" : "dropped",
-               x->site[0] ? x->site : "?", (long long)x->tokens, x->weight, argv[optind + i],
-               x->used ? "" : "");
+        printf("  %-8s %-16s tokens %-12lld weight %.6f sha256 %.16s... %s\n", x->used ? "merged" : "dropped",
+               x->site[0] ? x->site : "?", (long long)x->tokens, x->weight, x->sha256, argv[optind + i]);
         if (!x->used)
             printf("           reason: %s\n", x->reason);
     }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 enum { PASS_OK = 0, PASS_NONFINITE = 1, PASS_FAILED = 2 };
 
@@ -170,8 +171,30 @@ static void progress(agg_ctx *c, double t0, double *last, uint64_t done, uint64_
             tensor);
 }
 
-/* One streaming pass over every tensor. PASS_NONFINITE marks the offending inputs' reasons. */
-static int merge_pass(agg_ctx *c, char *err, size_t errlen)
+/* Elements per chunk of tensor t: whole rows, so that every chunk is one regular hyperslab (HDF5 reads
+ * it with a single contiguous read; ranges cutting rows become unions of blocks on a slower path). */
+static size_t chunk_step(const flas_tensor *t, size_t chunk)
+{
+    if (t->ndim == 1)
+        return chunk;
+    size_t cols = t->full_shape[1], rows = chunk / cols;
+    return (rows ? rows : 1) * cols;
+}
+
+/* Elements each chunk buffer must hold: the chunk, or one row of the widest tensor. */
+static size_t buffer_elems(const flas_param_table *t, size_t chunk)
+{
+    size_t need = chunk;
+    for (int i = 0; i < t->n_tensors; i++) {
+        size_t s = chunk_step(&t->tensors[i], chunk);
+        need = s > need ? s : need;
+    }
+    return need;
+}
+
+/* One streaming pass over every tensor into a new writer, left uncommitted in *wout on PASS_OK.
+ * PASS_NONFINITE marks the offending inputs' reasons. */
+static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t errlen)
 {
     const flas_agg_options *o = c->o;
     const flas_ckpt_meta *pm = c->prev.meta;
@@ -216,9 +239,9 @@ static int merge_pass(agg_ctx *c, char *err, size_t errlen)
     unsigned char *bad = calloc((size_t)(k ? k : 1), 1);
     for (int ti = 0; ti < t->n_tensors && rc == PASS_OK; ti++) {
         const flas_tensor *tn = &t->tensors[ti];
-        size_t numel = tn->numel;
-        for (size_t lo = 0; lo < numel && rc == PASS_OK; lo += o->chunk_elems) {
-            size_t nn = numel - lo < o->chunk_elems ? numel - lo : o->chunk_elems;
+        size_t numel = tn->numel, step = chunk_step(tn, o->chunk_elems);
+        for (size_t lo = 0; lo < numel && rc == PASS_OK; lo += step) {
+            size_t nn = numel - lo < step ? numel - lo : step;
             int io = 0;
             if (needs_x)
                 io |= flas_ckpt_get_elems(c->prev.r, FLAS_CKPT_PARAMS, tn->name, lo, nn, c->x, why, sizeof why);
@@ -273,14 +296,11 @@ static int merge_pass(agg_ctx *c, char *err, size_t errlen)
         }
     }
     free(bad);
-    if (rc == PASS_OK && write_states(c, w, why, sizeof why))
-        rc = fail(err, errlen, PASS_FAILED, "%s", why);
     if (rc != PASS_OK) {
         flas_ckpt_abort(w);
         return rc;
     }
-    if (flas_ckpt_commit(w, why, sizeof why))
-        return fail(err, errlen, PASS_FAILED, "%s", why);
+    *wout = w;
     return PASS_OK;
 }
 
@@ -349,8 +369,9 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
     if ((rc = check_output(output, previous, inputs, n_inputs, err, errlen)))
         return rc;
     if (o->threads > 0)
-        omp_set_num_threads(o->threads);
+        omp_set_num_threads(o->threads); /* the merge kernel; hashing picks its own count */
     agg_ctx c = {.o = o, .n = n_inputs, .output = output, .rep = rep};
+    agg_hasher *hasher = NULL;
     c.prev.path = previous;
     rep->n_inputs = n_inputs;
     rep->inputs = calloc((size_t)n_inputs, sizeof *rep->inputs);
@@ -364,12 +385,11 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
         c.in[i].rep = &rep->inputs[i];
     }
 
+    /* The previous global's digest is needed up front (inputs must name it as their base); the
+     * inputs' digests are computed in the background while they are validated and merged. */
     double t0 = now();
-    int prev_ok = 0;
     char why[1024];
-    agg_hash_all(&c.prev, c.in, n_inputs, &prev_ok, why, sizeof why);
-    rep->seconds_hash = now() - t0;
-    if (!prev_ok) {
+    if (flas_sha256_file(previous, c.prev.sha256, NULL, why, sizeof why)) {
         rc = fail(err, errlen, FLAS_AGG_USAGE, "previous global: %s", why);
         goto out;
     }
@@ -379,11 +399,20 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
         goto out;
     }
     rep->new_round = c.prev.meta->round + 1;
+    /* With three or more cores, one merges while the others hash; with fewer, hashing on every core
+     * first and merging after measured faster than the two fighting over one core. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int overlap = cores >= 3;
+    hasher = agg_hash_start(c.in, n_inputs, (int)(overlap ? cores - 1 : cores > 0 ? cores : 1));
+    if (!hasher) {
+        rc = fail(err, errlen, FLAS_AGG_FAILED, "out of memory");
+        goto out;
+    }
     agg_validate_inputs(&c.prev, c.in, n_inputs, o);
     if ((rc = apply_policy(&c, err, errlen)))
         goto out;
 
-    size_t ch = o->chunk_elems;
+    size_t ch = buffer_elems(flas_ckpt_tensors(c.prev.r), o->chunk_elems);
     c.buf = calloc((size_t)n_inputs, sizeof *c.buf);
     c.used_in = calloc((size_t)n_inputs, sizeof *c.used_in);
     c.p = calloc((size_t)n_inputs, sizeof *c.p);
@@ -401,28 +430,55 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
         goto out;
     }
 
-    t0 = now();
+    if (!overlap) {
+        agg_hash_join(hasher);
+        hasher = NULL;
+        rep->seconds_hash = now() - t0;
+    }
+    double t1 = now();
     for (;;) {
+        flas_ckpt_writer *w = NULL;
         rep->passes++;
-        int pr = merge_pass(&c, err, errlen);
-        if (pr == PASS_OK)
-            break;
+        int pr = merge_pass(&c, &w, err, errlen);
         if (pr == PASS_FAILED) {
             rc = FLAS_AGG_FAILED;
             goto out;
         }
-        /* Non-finite values found mid-stream: the unfinished output was discarded; the policy decides. */
-        for (int i = 0; i < n_inputs; i++)
-            if (c.in[i].rep->used && c.in[i].rep->reason[0]) {
-                c.in[i].rep->used = 0;
-                c.in[i].rep->weight = 0;
+        int refused = 0;
+        if (pr == PASS_NONFINITE) {
+            /* Non-finite values found mid-stream: the unfinished output was discarded. */
+            for (int i = 0; i < n_inputs; i++)
+                if (c.in[i].rep->used && c.in[i].rep->reason[0])
+                    c.in[i].rep->used = 0, c.in[i].rep->weight = 0, refused = 1;
+        }
+        if (hasher) {
+            agg_hash_join(hasher);
+            hasher = NULL;
+            rep->seconds_hash = now() - t0;
+        }
+        int before = count_used(&c);
+        agg_check_digests(c.in, n_inputs);
+        refused |= count_used(&c) != before;
+        if (!refused) {
+            if (write_states(&c, w, why, sizeof why) || flas_ckpt_commit(w, why, sizeof why)) {
+                rc = fail(err, errlen, FLAS_AGG_FAILED, "%s", why);
+                goto out;
             }
+            break;
+        }
+        if (w)
+            flas_ckpt_abort(w);
+        for (int i = 0; i < n_inputs; i++)
+            if (!c.in[i].rep->used)
+                c.in[i].rep->weight = 0;
         if ((rc = apply_policy(&c, err, errlen)))
             goto out;
     }
-    rep->seconds_merge = now() - t0;
+    rep->seconds_merge = now() - t1;
+    rep->seconds_total = now() - t0;
     rep->n_used = count_used(&c);
 out:
+    agg_hash_cancel(hasher); /* the workers read c.in: stop them before it goes */
     release(&c);
     if (!report)
         flas_agg_report_free(&local_rep);

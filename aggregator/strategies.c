@@ -37,6 +37,7 @@ void flas_agg_defaults(flas_agg_options *o, flas_agg_strategy s)
     o->min_sites = 1;
     o->max_tokens = (int64_t)10000000000000LL; /* 1e13: more than any site trains in one round */
     o->chunk_elems = (size_t)1 << 20;
+    o->threads = 1; /* one core already streams at memory speed; see flas_agg_options.threads */
     o->uniform = s == FLAS_AGG_MEAN;
     switch (s) {
     case FLAS_AGG_FEDAVGM:
@@ -111,13 +112,72 @@ static int finish_block(const flas_agg_kernel *kp, size_t len, const double *acc
     return bad;
 }
 
+/* acc (+)= sum of up to four weighted inputs in one pass, so that all input streams advance together
+ * like STREAM's (the hardware prefetchers see continuous streams). No checks here: a NaN or Inf in any
+ * input makes acc non-finite (double cannot overflow on a convex combination of floats), and the
+ * caller looks for the culprit only then. */
+static void accumulate(double *restrict acc, size_t len, int first, int g, const float *const *a, const double *p)
+{
+    const float *restrict a0 = a[0], *restrict a1 = g > 1 ? a[1] : NULL, *restrict a2 = g > 2 ? a[2] : NULL,
+                          *restrict a3 = g > 3 ? a[3] : NULL;
+    const double p0 = p[0], p1 = g > 1 ? p[1] : 0, p2 = g > 2 ? p[2] : 0, p3 = g > 3 ? p[3] : 0;
+#define LOOP(expr)                                      \
+    if (first)                                          \
+        for (size_t j = 0; j < len; j++)                \
+            acc[j] = (expr);                            \
+    else                                                \
+        for (size_t j = 0; j < len; j++)                \
+            acc[j] += (expr);
+    switch (g) {
+    case 1: LOOP(p0 * a0[j]) break;
+    case 2: LOOP(p0 * a0[j] + p1 * a1[j]) break;
+    case 3: LOOP(p0 * a0[j] + p1 * a1[j] + p2 * a2[j]) break;
+    default: LOOP(p0 * a0[j] + p1 * a1[j] + p2 * a2[j] + p3 * a3[j]) break;
+    }
+#undef LOOP
+}
+
+/* FedAvg and the plain mean in one pass: out = (float)(acc + sum of the last group), no accumulator
+ * round trip. Returns 1 if a sum is not finite (then some input is not). */
+static int average_out(float *restrict out, const double *restrict acc, size_t len, int g, const float *const *a,
+                       const double *p)
+{
+    const float *restrict a0 = a[0], *restrict a1 = g > 1 ? a[1] : NULL, *restrict a2 = g > 2 ? a[2] : NULL,
+                          *restrict a3 = g > 3 ? a[3] : NULL;
+    const double p0 = p[0], p1 = g > 1 ? p[1] : 0, p2 = g > 2 ? p[2] : 0, p3 = g > 3 ? p[3] : 0;
+    int bad = 0;
+#define LOOP(expr)                                      \
+    for (size_t j = 0; j < len; j++) {                  \
+        double sum = (acc ? acc[j] : 0.0) + (expr);     \
+        out[j] = (float)sum;                            \
+        bad |= nonfinite(sum);                          \
+    }
+    switch (g) {
+    case 1: LOOP(p0 * a0[j]) break;
+    case 2: LOOP(p0 * a0[j] + p1 * a1[j]) break;
+    case 3: LOOP(p0 * a0[j] + p1 * a1[j] + p2 * a2[j]) break;
+    default: LOOP(p0 * a0[j] + p1 * a1[j] + p2 * a2[j] + p3 * a3[j]) break;
+    }
+#undef LOOP
+    return bad;
+}
+
+static int block_has_nonfinite(const float *a, size_t len)
+{
+    int nf = 0;
+    for (size_t j = 0; j < len; j++)
+        nf |= !(fabsf(a[j]) <= FLT_MAX);
+    return nf;
+}
+
 int flas_agg_combine(const flas_agg_kernel *kp, size_t n, const float *const *in, const float *x, float *m,
                      float *v, float *out, unsigned char *bad, int *out_bad)
 {
     const int k = kp->k;
     int *badv = calloc((size_t)(k > 0 ? k : 1), sizeof *badv);
     int res_bad = 0;
-    if (!badv) {
+    if (!badv || k < 1) {
+        free(badv);
         if (out_bad)
             *out_bad = 1;
         return -1;
@@ -128,23 +188,31 @@ int flas_agg_combine(const flas_agg_kernel *kp, size_t n, const float *const *in
     for (size_t b = 0; b < nblocks; b++) {
         const size_t lo = b * BLOCK, len = n - lo < BLOCK ? n - lo : BLOCK;
         double acc[BLOCK];
-        for (int i = 0; i < k; i++) {
-            const float *a = in[i] + lo;
-            const double p = kp->p[i];
-            int nf = 0;
-            if (i == 0)
-                for (size_t j = 0; j < len; j++) {
-                    acc[j] = p * (double)a[j];
-                    nf |= !(fabsf(a[j]) <= FLT_MAX);
-                }
+        const float *a[4];
+        const int averaging = kp->strategy == FLAS_AGG_FEDAVG || kp->strategy == FLAS_AGG_MEAN;
+        int accbad = 0;
+        for (int i = 0; i < k; i += 4) {
+            int g = k - i < 4 ? k - i : 4;
+            for (int q = 0; q < g; q++)
+                a[q] = in[i + q] + lo;
+            if (averaging && i + g == k) /* the last group writes the result directly */
+                accbad = average_out(out + lo, i ? acc : NULL, len, g, a, kp->p + i);
             else
-                for (size_t j = 0; j < len; j++) {
-                    acc[j] += p * (double)a[j];
-                    nf |= !(fabsf(a[j]) <= FLT_MAX);
-                }
-            badv[i] |= nf;
+                accumulate(acc, len, i == 0, g, a, kp->p + i);
         }
-        res_bad |= finish_block(kp, len, acc, x ? x + lo : NULL, m ? m + lo : NULL, v ? v + lo : NULL, out + lo);
+        if (!averaging)
+            for (size_t j = 0; j < len; j++)
+                accbad |= nonfinite(acc[j]);
+        if (accbad) {
+            int culprit = 0;
+            for (int i = 0; i < k; i++)
+                if (block_has_nonfinite(in[i] + lo, len))
+                    badv[i] = 1, culprit = 1;
+            res_bad |= !culprit;
+        }
+        if (!averaging)
+            res_bad |= finish_block(kp, len, acc, x ? x + lo : NULL, m ? m + lo : NULL, v ? v + lo : NULL,
+                                    out + lo);
     }
     int nbad = 0;
     for (int i = 0; i < k; i++) {

@@ -2,7 +2,9 @@
  * input gets a one-line reason; the policy (refuse-round / drop-bad) is applied by merge.c. */
 #include "agg_internal.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,20 +23,72 @@ static void reason(agg_input *x, const char *fmt, ...)
     }
 }
 
-void agg_hash_all(agg_previous *prev, agg_input *in, int n, int *prev_ok, char *prev_err, size_t errlen)
+struct agg_hasher {
+    agg_input *in;
+    int n, nthreads;
+    atomic_int next;
+    pthread_t threads[16];
+};
+
+static void *hash_worker(void *arg)
 {
-    int ok = 1;
-    /* Files are independent: hash them concurrently (each stream is read-bound, ~1-2 GB/s per core). */
-#pragma omp parallel for schedule(dynamic, 1) reduction(&& : ok)
-    for (int i = -1; i < n; i++) {
-        if (i < 0) {
-            ok = flas_sha256_file(prev->path, prev->sha256, NULL, prev_err, errlen) == 0;
-        } else {
-            in[i].hash_ok = flas_sha256_file(in[i].path, in[i].rep->sha256, NULL, in[i].hash_err,
-                                             sizeof in[i].hash_err) == 0;
+    agg_hasher *h = arg;
+    for (int i; (i = atomic_fetch_add(&h->next, 1)) < h->n;)
+        h->in[i].hash_ok = flas_sha256_file(h->in[i].path, h->in[i].rep->sha256, NULL, h->in[i].hash_err,
+                                            sizeof h->in[i].hash_err) == 0;
+    return NULL;
+}
+
+agg_hasher *agg_hash_start(agg_input *in, int n, int threads)
+{
+    agg_hasher *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->in = in;
+    h->n = n;
+    atomic_init(&h->next, 0);
+    int want = threads > n ? n : threads;
+    want = want > 16 ? 16 : want;
+    for (int t = 0; t < want; t++)
+        if (pthread_create(&h->threads[h->nthreads], NULL, hash_worker, h) == 0)
+            h->nthreads++;
+    if (h->nthreads == 0)
+        hash_worker(h); /* no thread could start: hash here */
+    return h;
+}
+
+void agg_hash_join(agg_hasher *h)
+{
+    if (!h)
+        return;
+    for (int t = 0; t < h->nthreads; t++)
+        pthread_join(h->threads[t], NULL);
+    free(h);
+}
+
+void agg_hash_cancel(agg_hasher *h)
+{
+    if (!h)
+        return;
+    atomic_store(&h->next, h->n);
+    agg_hash_join(h);
+}
+
+void agg_check_digests(agg_input *in, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!in[i].rep->used)
+            continue;
+        if (!in[i].hash_ok) {
+            reason(&in[i], "%s", in[i].hash_err);
+            continue;
         }
+        for (int j = 0; j < i; j++)
+            if (in[j].rep->used && strcmp(in[i].rep->sha256, in[j].rep->sha256) == 0) {
+                reason(&in[i], "%s: the same checkpoint as %s (identical sha256)", in[i].path, in[j].path);
+                break;
+            }
     }
-    *prev_ok = ok;
 }
 
 int agg_open_previous(agg_previous *prev, const flas_agg_options *o, char *err, size_t errlen)
@@ -97,10 +151,6 @@ void agg_validate_inputs(const agg_previous *prev, agg_input *in, int n, const f
             reason(x, "%s", why);
             continue;
         }
-        if (!x->hash_ok) {
-            reason(x, "%s", x->hash_err);
-            continue;
-        }
         const flas_ckpt_meta *m = flas_ckpt_meta_of(x->r);
         snprintf(x->rep->site, sizeof x->rep->site, "%s", m->site);
         x->rep->round = m->round;
@@ -129,15 +179,12 @@ void agg_validate_inputs(const agg_previous *prev, agg_input *in, int n, const f
             continue;
         }
     }
-    /* The same file twice, or one site twice, would count a site's update twice. */
+    /* One site twice would count its update twice. (A copy of a file has the same site, so this also
+     * catches the same checkpoint given twice before anything is merged; agg_check_digests double-checks
+     * by content.) */
     for (int i = 0; i < n; i++)
-        for (int j = 0; j < i && in[i].rep->used; j++) {
-            if (!in[j].rep->used)
-                continue;
-            if (strcmp(in[i].rep->sha256, in[j].rep->sha256) == 0)
-                reason(&in[i], "%s: the same checkpoint as %s (identical sha256)", in[i].path, in[j].path);
-            else if (strcmp(in[i].rep->site, in[j].rep->site) == 0)
+        for (int j = 0; j < i && in[i].rep->used; j++)
+            if (in[j].rep->used && strcmp(in[i].rep->site, in[j].rep->site) == 0)
                 reason(&in[i], "%s: site '%s' already has an update in this round (%s)", in[i].path, in[i].rep->site,
                        in[j].path);
-        }
 }

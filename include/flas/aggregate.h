@@ -35,7 +35,10 @@ typedef struct flas_agg_options {
     int64_t max_tokens;         /* plausibility bound on an input's tokens_trained (default 1e13) */
     int reset_server_state;     /* 1: start fresh buffers even if the previous global has another strategy's */
     size_t chunk_elems;         /* elements per streamed chunk per input (default 1 Mi = 4 MiB) */
-    int threads;                /* OpenMP threads for the merge and hashing (0: OpenMP default) */
+    int threads;                /* OpenMP threads of the merge kernel (default 1: one core reaches ~0.9x of
+                                   STREAM triad; more help on idle many-core nodes, and need
+                                   OMP_WAIT_POLICY=passive on shared ones). Files are hashed in parallel
+                                   regardless. 0: the OpenMP default */
     int progress;               /* progress lines on stderr */
 } flas_agg_options;
 
@@ -62,13 +65,16 @@ typedef struct flas_agg_report {
     flas_agg_input_report *inputs; /* n_inputs entries, allocated by flas_aggregate; free with flas_agg_report_free */
     char previous_sha256[65];
     int64_t new_round;
-    double seconds_hash, seconds_merge; /* SHA-256 of all files; streaming merge + commit */
+    double seconds_total;                /* the whole call */
+    double seconds_hash;                 /* until every file was hashed (the inputs' hashing overlaps the merge) */
+    double seconds_merge;                /* streaming merge passes + commit */
     uint64_t bytes_read, bytes_written; /* tensor bytes moved by the merge */
     int passes;                          /* merge passes (a drop-bad restart adds one) */
 } flas_agg_report;
 
 /* Defaults for a strategy: fedavgm lr 1 momentum 0.9; diloco lr 0.7 momentum 0.9; fedadam/fedyogi
- * lr 0.01 beta1 0.9 beta2 0.99 tau 1e-3; policy refuse-round, min_sites 1, chunk 1 Mi elements. */
+ * lr 0.01 beta1 0.9 beta2 0.99 tau 1e-3; policy refuse-round, min_sites 1, chunk 1 Mi elements,
+ * 1 thread. */
 void flas_agg_defaults(flas_agg_options *o, flas_agg_strategy s);
 int flas_agg_strategy_parse(const char *name, flas_agg_strategy *s); /* 0, or -1 for an unknown name */
 const char *flas_agg_strategy_name(flas_agg_strategy s);

@@ -176,7 +176,9 @@ int flas_ckpt_set_provenance(flas_ckpt_writer *w, const flas_ckpt_provenance *p,
 
 /* Finishes: refuses (and aborts) if any rank failed or some tensor of a chosen section was not fully
  * written or a chosen state was not set; else sets the completion marker, closes, fsyncs, renames onto
- * path and fsyncs the directory. Frees w in every case. Collective. */
+ * path and fsyncs the directory. Frees w in every case. Collective.
+ * "Fully written" compares the elements put for each tensor, summed over ranks, with its size: write
+ * every element exactly once (overlapping puts would count twice and could hide a hole). */
 int flas_ckpt_commit(flas_ckpt_writer *w, char *err, size_t errlen);
 
 /* Gives up: closes and removes the temporary file; the destination is untouched. Frees w. Collective. */

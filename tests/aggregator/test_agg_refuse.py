@@ -144,7 +144,7 @@ def main():
     cases.append(("same site twice", R.local("dupsite.h5", site="site-a"), "site 'site-a' already has an update"))
     dup = os.path.join(work, "copy-of-good-0.h5")
     shutil.copy(R.good[0], dup)
-    cases.append(("same file twice", dup, "the same checkpoint as"))
+    cases.append(("same file twice", dup, "site 'site-a' already has an update"))
     cases.append(("missing file", os.path.join(work, "absent.h5"), "No such file or directory"))
 
     for name, bad, needle in cases:

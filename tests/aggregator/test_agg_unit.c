@@ -217,7 +217,7 @@ START_TEST(library_call_merges_files_and_reports)
     unlink(out);
     const char *twice[2] = {a, a};
     ck_assert_int_eq(flas_aggregate(g, twice, 2, out, &o, NULL, err, sizeof err), FLAS_AGG_REFUSED);
-    ck_assert_msg(strstr(err, "the same checkpoint as") != NULL, "%s", err);
+    ck_assert_msg(strstr(err, "already has an update in this round") != NULL, "%s", err);
     ck_assert_int_eq(access(out, F_OK), -1);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
