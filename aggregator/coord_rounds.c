@@ -445,8 +445,12 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
             if (flas_sha256_file(next, k.j.global_sha256, NULL, err, errlen))
                 return 2;
             k.j.round++;
-            reset_sites(&k);
-            k.j.phase = k.j.round >= c->rounds ? FLAS_PHASE_DONE : FLAS_PHASE_STAGING;
+            if (k.j.round >= c->rounds)
+                k.j.phase = FLAS_PHASE_DONE; /* the sites' records of the last round stay for `status` */
+            else {
+                reset_sites(&k);
+                k.j.phase = FLAS_PHASE_STAGING;
+            }
             save(&k, "next-round");
         }
     }
@@ -465,8 +469,12 @@ int flas_coord_status(const flas_coord_conf *c, FILE *out, char *err, size_t err
     snprintf(path, sizeof path, "%s/journal", c->work_dir);
     if (flas_journal_load(path, &j, err, errlen))
         return -1;
-    fprintf(out, "federation %s: round %ld of %d, phase %s, global sha256 %.16s...\n", j.federation, j.round, c->rounds,
-            flas_round_phase_name(j.phase), j.global_sha256);
+    if (j.phase == FLAS_PHASE_DONE)
+        fprintf(out, "federation %s: all %ld rounds done, global sha256 %.16s...; the last round:\n", j.federation,
+                j.round, j.global_sha256);
+    else
+        fprintf(out, "federation %s: round %ld of %d, phase %s, global sha256 %.16s...\n", j.federation, j.round,
+                c->rounds, flas_round_phase_name(j.phase), j.global_sha256);
     if (j.phase == FLAS_PHASE_FAILED)
         fprintf(out, "failure: %s\n", j.failure);
     fprintf(out, "%-12s %-11s %-8s %-7s %-12s %-12s %s\n", "site", "state", "job", "attempt", "job state", "fetched",
