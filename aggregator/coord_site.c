@@ -67,6 +67,9 @@ int coord_stage_global(coord *k, int i)
         coord_ssh_lost(k, i);
         return -1;
     }
+    if (st.resumed_at > 0)
+        fprintf(stderr, "flas-coordinator: round %ld: %s: upload resumed after a cut at %lld verified bytes\n",
+                k->j.round, k->c->site[i].name, (long long)st.resumed_at);
     if (strcmp(st.sha256, k->j.global_sha256)) {
         coord_note(k, i, "global model changed under the coordinator (sha256 %s, journal %s)", st.sha256,
                    k->j.global_sha256);
@@ -276,6 +279,9 @@ int coord_fetch(coord *k, int i, const char *remote, int64_t size, const char *s
         coord_ssh_lost(k, i);
         return -1;
     }
+    if (st.resumed_at > 0)
+        fprintf(stderr, "flas-coordinator: round %ld: %s: download resumed after a cut at %lld verified bytes\n",
+                k->j.round, k->c->site[i].name, (long long)st.resumed_at);
     flas_journal_site *js = &k->j.site[i];
     snprintf(js->local_sha256, sizeof js->local_sha256, "%s", st.sha256);
     js->local_bytes = st.size;
