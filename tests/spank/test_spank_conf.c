@@ -82,6 +82,24 @@ START_TEST(conf_list_of_64_names_is_the_maximum)
 }
 END_TEST
 
+START_TEST(conf_example_shipped_with_flas_parses)
+{
+    flas_conf c;
+    char err[512] = "";
+    ck_assert_msg(flas_conf_load(FLAS_EXAMPLE_CONF, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.n, 2);
+    const flas_federation_conf *f = flas_conf_find(&c, "flas");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_str_eq(f->site, "leonardo");
+    ck_assert_str_eq(f->staging_root, "/srv/flas");
+    ck_assert_int_eq(f->allow_groups.n, 1);
+    ck_assert_int_eq(f->allow_users.n, 2);
+    ck_assert_int_eq(f->allow_accounts.n, 2);
+    ck_assert_ptr_nonnull(flas_conf_find(&c, "bio-pilot"));
+    flas_conf_free(&c);
+}
+END_TEST
+
 /* ---------------------------------------------------------------- flas.conf: every error */
 
 typedef struct {
@@ -524,6 +542,7 @@ int main(void)
     TCase *t = tcase_create("conf");
     tcase_add_test(t, conf_parses_records_comments_case_and_lists);
     tcase_add_test(t, conf_list_of_64_names_is_the_maximum);
+    tcase_add_test(t, conf_example_shipped_with_flas_parses);
     tcase_add_loop_test(t, conf_error_has_file_and_line, 0, (int)(sizeof bad_confs / sizeof bad_confs[0]));
     tcase_add_test(t, conf_name_of_63_characters_is_the_maximum);
     tcase_add_test(t, conf_error_buffer_is_never_overrun);
