@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +18,19 @@
 #include "flas/staging.h"
 #include "job.h"
 #include "spank_testutil.h"
+
+/* Stands in for libc's renameat2 in the code under test: with nfs_like set it refuses every flag with
+ * EINVAL, as the Linux NFS client does. */
+static int nfs_like;
+
+int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)
+{
+    if (flags && nfs_like) {
+        errno = EINVAL;
+        return -1;
+    }
+    return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
+}
 
 static char root[128];
 static flas_federation_conf fed;
@@ -626,6 +640,37 @@ START_TEST(epilog_publishes_by_hard_link_with_a_manifest)
 }
 END_TEST
 
+START_TEST(prolog_and_epilog_work_on_nfs)
+{
+    /* Regression: without RENAME_NOREPLACE (NFS) the manifest could not be written and every epilog
+     * failed as a site fault, which drains the node when the plugin is required. */
+    nfs_like = 1;
+    stage_model(3, "three");
+    prolog_ok();
+    assert_owner_mode(S("flas/jobs/42"), TEST_UID, S_IFDIR | 0700);
+    write_checkpoint("the local checkpoint");
+    char err[512];
+    epilog_ok(err, sizeof err);
+    test_json m = manifest(3, 42);
+    ck_assert_str_eq(test_json_string(&m, "checkpoint"), "siteA-job42.h5");
+    ck_assert_str_eq(test_json_string(&m, "sha256"), sha_of("the local checkpoint"));
+    struct stat st;
+    ck_assert_int_eq(lstat(S("flas/outbox/round-000003/siteA-job42.h5"), &st), 0);
+    ck_assert_int_eq(st.st_nlink, 2);
+    assert_owner_mode(manifest_path(3, 42), 0, S_IFREG | 0644);
+    /* the epilog of another node leaves it alone there too */
+    char *first = test_read_file(manifest_path(3, 42));
+    snprintf(job.node, sizeof job.node, "node2");
+    epilog_ok(err, sizeof err);
+    char *second = test_read_file(manifest_path(3, 42));
+    ck_assert_str_eq(first, second);
+    free(first);
+    free(second);
+    ck_assert_int_eq(test_count_entries(S("flas/outbox/round-000003"), ".tmp."), 0);
+    ck_assert_int_eq(test_count_entries(S("flas/state"), ".tmp."), 0);
+}
+END_TEST
+
 START_TEST(epilog_records_failed_and_signaled_jobs)
 {
     stage_model(3, "three");
@@ -843,6 +888,7 @@ int main(void)
     tcase_add_checked_fixture(t, setup, teardown);
     tcase_add_test(t, epilog_publishes_by_hard_link_with_a_manifest);
     tcase_add_test(t, epilog_records_failed_and_signaled_jobs);
+    tcase_add_test(t, prolog_and_epilog_work_on_nfs);
     tcase_add_test(t, epilog_refuses_symlink_fifo_hardlink_and_foreign_checkpoints);
     tcase_add_test(t, epilog_of_another_node_keeps_the_first_manifest);
     tcase_add_test(t, epilog_without_a_usable_record_publishes_nothing);

@@ -9,10 +9,47 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "safefs.h"
 #include "spank_testutil.h"
+
+/* Stand-ins for two system calls, which the code under test (linked statically) binds to instead of
+ * libc's. They pass through unless a test switches them on. */
+
+/* The Linux NFS client (and other network file systems) refuses every renameat2 flag with EINVAL. */
+static int nfs_like;
+
+int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)
+{
+    if (flags && nfs_like) {
+        errno = EINVAL;
+        return -1;
+    }
+    return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+/* Runs once, just before the next fchown: another node acting in the middle of an operation. */
+static void (*before_next_fchown)(void);
+
+int fchown(int fd, uid_t owner, gid_t group)
+{
+    void (*hook)(void) = before_next_fchown;
+    before_next_fchown = NULL;
+    if (hook)
+        hook();
+    return (int)syscall(SYS_fchown, fd, owner, group);
+}
+
+/* The temporary name safefs gives name on this host in this process. */
+static const char *temp_name_of(const char *name)
+{
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    return test_path(".%s.tmp.%s.%ld", name, host, (long)getpid());
+}
 
 static char dir[128];
 static int dirfd_;
@@ -320,7 +357,7 @@ START_TEST(write_atomic_never_writes_through_symlinks)
     stat_of(in("name"), &st);
     ck_assert(S_ISREG(st.st_mode));
     /* a symlink planted at this process's temporary name */
-    ck_assert_int_eq(symlink(in("victim"), in(test_path(".other.tmp.%ld", (long)getpid()))), 0);
+    ck_assert_int_eq(symlink(in("victim"), in(temp_name_of("other"))), 0);
     ck_assert_int_eq(safefs_write_atomic(dirfd_, "other", "data", 4, 0644, 0, 0, 0, err, sizeof err), 0);
     char *text = test_read_file(in("victim"));
     ck_assert_str_eq(text, "victim");
@@ -334,6 +371,112 @@ START_TEST(write_atomic_never_writes_through_symlinks)
     ck_assert_int_eq(safefs_write_atomic(dirfd_, "a/b", "x", 1, 0644, 0, 0, 0, err, sizeof err), -1);
     ck_assert_int_eq(errno, EINVAL);
     ck_assert_int_eq(safefs_write_atomic(dirfd_, "..", "x", 1, 0644, 0, 0, 0, err, sizeof err), -1);
+}
+END_TEST
+
+START_TEST(write_atomic_leaves_another_nodes_temporary_file_alone)
+{
+    /* Nodes sharing a staging area write the same names at the same time (every node's prolog writes the
+     * job's record), and the same pid can run on two nodes. Regression: the temporary name was
+     * ".NAME.tmp.PID" and the "leftover" of another node with our pid was deleted under it. */
+    char err[512] = "";
+    const char *theirs = in(test_path(".record.tmp.%ld", (long)getpid()));
+    test_write_text(theirs, "another node's record, being written");
+    ck_assert_int_eq(safefs_write_atomic(dirfd_, "record", "ours", 4, 0644, 0, 0, 0, err, sizeof err), 0);
+    char *text = test_read_file(theirs);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_str_eq(text, "another node's record, being written");
+    free(text);
+    text = test_read_file(in("record"));
+    ck_assert_str_eq(text, "ours");
+    free(text);
+}
+END_TEST
+
+START_TEST(noreplace_works_without_renameat2_flags)
+{
+    /* Regression: on NFS every no-replace write failed with EINVAL, so no manifest was ever written and
+     * each epilog failed as a site fault (a drained node for a required plugin). */
+    char err[512] = "";
+    nfs_like = 1;
+    errno = 0;
+    ck_assert_int_eq(renameat2(dirfd_, "a", dirfd_, "b", RENAME_NOREPLACE), -1); /* the stand-in is active */
+    ck_assert_int_eq(errno, EINVAL);
+    ck_assert_msg(safefs_write_atomic(dirfd_, "m", "one", 3, 0644, 0, 0, 1, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(safefs_write_atomic(dirfd_, "m", "two", 3, 0644, 0, 0, 1, err, sizeof err), 1);
+    char *text = test_read_file(in("m"));
+    ck_assert_str_eq(text, "one");
+    free(text);
+    struct stat st;
+    stat_of(in("m"), &st);
+    ck_assert_int_eq(st.st_nlink, 1);
+    ck_assert_int_eq(st.st_mode, S_IFREG | 0644);
+    /* replacing still replaces */
+    ck_assert_int_eq(safefs_write_atomic(dirfd_, "m", "three", 5, 0644, 0, 0, 0, err, sizeof err), 0);
+    text = test_read_file(in("m"));
+    ck_assert_str_eq(text, "three");
+    free(text);
+    /* publishing by hard link */
+    test_write_file(in("ckpt"), "checkpoint", 10, 0600, TEST_UID, TEST_GID);
+    int fd = open(in("ckpt"), O_RDONLY);
+    ck_assert_msg(safefs_link_fd(fd, dirfd_, "pub.h5", 1, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(safefs_link_fd(fd, dirfd_, "m", 1, err, sizeof err), 1);
+    close(fd);
+    struct stat a;
+    stat_of(in("ckpt"), &a);
+    stat_of(in("pub.h5"), &st);
+    ck_assert_int_eq(a.st_ino, st.st_ino);
+    ck_assert_int_eq(st.st_nlink, 2); /* the checkpoint and its published name, no temporary link */
+    ck_assert_int_eq(test_count_entries(dir, ".tmp."), 0);
+}
+END_TEST
+
+/* Another node's prolog creating the same job directory, from another process. */
+static int other_node_ok;
+static void other_node_opens_job_dir(void)
+{
+    pid_t p = fork();
+    if (p == 0) {
+        char err[512];
+        int fd = safefs_open_dir(dirfd_, "job", 1, 0700, TEST_UID, TEST_GID, TEST_UID, err, sizeof err);
+        if (fd < 0)
+            fprintf(stderr, "other node: %s\n", err);
+        _exit(fd >= 0 ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(p, &status, 0);
+    other_node_ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static void created_once_by_two_nodes(int nfs)
+{
+    char err[512] = "";
+    nfs_like = nfs;
+    other_node_ok = -1;
+    before_next_fchown = other_node_opens_job_dir;
+    int fd = safefs_open_dir(dirfd_, "job", 1, 0700, TEST_UID, TEST_GID, TEST_UID, err, sizeof err);
+    ck_assert_msg(fd >= 0, "%s", err);
+    close(fd);
+    ck_assert_int_ne(other_node_ok, -1); /* it did run in between */
+    ck_assert_msg(other_node_ok == 1, "the other node's prolog saw a half-made directory");
+    struct stat st;
+    stat_of(in("job"), &st);
+    ck_assert_int_eq(st.st_uid, TEST_UID);
+    ck_assert_int_eq(st.st_mode, S_IFDIR | 0700);
+    ck_assert_int_eq(test_count_entries(dir, ".tmp."), 0);
+}
+
+/* Regression: the directory appeared root-owned (mkdir, then chown), and the prolog of another node of
+ * the same job, arriving in between, recorded "owned by uid 0" and the job could not train. */
+START_TEST(open_dir_never_shows_a_half_made_directory)
+{
+    created_once_by_two_nodes(0);
+}
+END_TEST
+
+START_TEST(open_dir_never_shows_a_half_made_directory_on_nfs)
+{
+    created_once_by_two_nodes(1);
 }
 END_TEST
 
@@ -396,6 +539,10 @@ int main(void)
     tcase_add_test(t, write_atomic_noreplace_keeps_the_existing_file);
     tcase_add_test(t, write_atomic_never_writes_through_symlinks);
     tcase_add_test(t, link_fd_gives_the_same_inode_a_new_name);
+    tcase_add_test(t, write_atomic_leaves_another_nodes_temporary_file_alone);
+    tcase_add_test(t, noreplace_works_without_renameat2_flags);
+    tcase_add_test(t, open_dir_never_shows_a_half_made_directory);
+    tcase_add_test(t, open_dir_never_shows_a_half_made_directory_on_nfs);
     suite_add_tcase(s, t);
 
     SRunner *r = srunner_create(s);
