@@ -91,8 +91,10 @@ static int verify_global(const stage_fds *s, long round, char sha[FLAS_SHA256_HE
     }
     flas_stage_global_name(name, sizeof name, round);
     snprintf(side, sizeof side, "%s%s", name, FLAS_STAGE_SHA256_SUFFIX);
-    if (safefs_read_small(gdir, side, text, sizeof text - 1, e, sizeof e) < 0 || parse_sidecar(text, want)) {
-        snprintf(why, whylen, "global model of round %ld has no valid %s (%s)", round, side, e);
+    int got = safefs_read_small(gdir, side, text, sizeof text - 1, e, sizeof e);
+    if (got < 0 || parse_sidecar(text, want)) {
+        snprintf(why, whylen, "global model of round %ld has no valid %s (%s)", round, side,
+                 got < 0 ? e : "not in sha256sum format");
         close(gdir);
         return -1;
     }
@@ -290,11 +292,19 @@ int flas_epilog(const flas_job *job, char *err, size_t errlen)
     flas_job_record rec;
     char e[256], text[1024], jobname[32], rname[32];
     snprintf(jobname, sizeof jobname, "%lu", job->jobid);
-    if (safefs_read_small(s.state, jobname, text, sizeof text - 1, e, sizeof e) < 0 ||
-        flas_job_record_parse(text, &rec) || rec.round < 0) {
-        /* No usable prolog record (no round to file it under): nothing to publish. */
+    /* No usable prolog record (no round to file it under): nothing to publish. */
+    const char *none = NULL;
+    if (safefs_read_small(s.state, jobname, text, sizeof text - 1, e, sizeof e) < 0)
+        none = e;
+    else if (flas_job_record_parse(text, &rec))
+        none = "malformed prolog record";
+    if (none || rec.round < 0) {
         close_fds(&s);
-        snprintf(err, errlen, "job %lu: nothing to publish (%s)", job->jobid, e);
+        if (none)
+            snprintf(err, errlen, "job %lu: nothing to publish (%s)", job->jobid, none);
+        else
+            snprintf(err, errlen, "job %lu: nothing to publish (the prolog chose no round: %s)", job->jobid,
+                     rec.error);
         return 0;
     }
     flas_stage_round_dir(rname, sizeof rname, rec.round);

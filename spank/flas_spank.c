@@ -144,6 +144,20 @@ static int federation_of_job(unsigned long jobid, char *name, size_t len)
     return found;
 }
 
+/* Every FLAS_* variable the plugin may set in a step (see flas_job_env). */
+static const char *const all_vars[] = {"FLAS_FEDERATION", "FLAS_SITE", "FLAS_STAGE_DIR", "FLAS_JOB_ID",
+                                       "FLAS_ROUND", "FLAS_GLOBAL_CHECKPOINT", "FLAS_GLOBAL_SHA256",
+                                       "FLAS_OUTPUT_DIR", "FLAS_OUTPUT_CHECKPOINT", "FLAS_ERROR"};
+
+/* A step inherits its parent's FLAS_* (e.g. srun --federation=other inside a flas job): drop what does
+ * not hold for this step (not in env) before setting what does. */
+static void drop_inherited(spank_t sp, const flas_env *env)
+{
+    for (size_t i = 0; i < sizeof all_vars / sizeof all_vars[0]; i++)
+        if (!env || !flas_env_get(env, all_vars[i]))
+            spank_unsetenv(sp, all_vars[i]);
+}
+
 /* Every job step (as the job's user): export FLAS_* to the tasks and to inner srun steps. */
 int slurm_spank_user_init(spank_t sp, int ac, char **av)
 {
@@ -160,6 +174,7 @@ int slurm_spank_user_init(spank_t sp, int ac, char **av)
     const flas_federation_conf *fed;
     char err[1024];
     if (load_federation(name, &conf, &fed, err, sizeof err)) {
+        drop_inherited(sp, NULL);
         spank_setenv(sp, "FLAS_FEDERATION", name, 1);
         spank_setenv(sp, "FLAS_ERROR", err, 1);
         slurm_error("flas: %s", err);
@@ -167,14 +182,7 @@ int slurm_spank_user_init(spank_t sp, int ac, char **av)
     }
     flas_env env;
     flas_job_env(fed, flas_options.round, jobid, &env);
-    /* A step inherits its parent's FLAS_* (e.g. srun --federation=other inside a flas job): drop what
-     * does not hold for this step before setting what does. */
-    static const char *const all_vars[] = {"FLAS_FEDERATION", "FLAS_SITE", "FLAS_STAGE_DIR", "FLAS_JOB_ID",
-                                           "FLAS_ROUND", "FLAS_GLOBAL_CHECKPOINT", "FLAS_GLOBAL_SHA256",
-                                           "FLAS_OUTPUT_DIR", "FLAS_OUTPUT_CHECKPOINT", "FLAS_ERROR"};
-    for (size_t i = 0; i < sizeof all_vars / sizeof all_vars[0]; i++)
-        if (!flas_env_get(&env, all_vars[i]))
-            spank_unsetenv(sp, all_vars[i]);
+    drop_inherited(sp, &env);
     for (int i = 0; i < env.n; i++)
         spank_setenv(sp, env.var[i].name, env.var[i].value, 1);
     const char *error = flas_env_get(&env, "FLAS_ERROR");

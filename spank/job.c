@@ -122,6 +122,8 @@ long flas_newest_round_fd(int global_dir)
             close(fd);
         return -1;
     }
+    /* The dup shares its file offset with global_dir: start from the top, whatever an earlier scan left. */
+    rewinddir(d);
     long best = -1;
     for (struct dirent *e; (e = readdir(d));) {
         long r = flas_stage_parse_global_name(e->d_name);

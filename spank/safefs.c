@@ -76,6 +76,81 @@ int safefs_open_trusted_root(const char *path, char *err, size_t errlen)
     return fd;
 }
 
+/* err for a failed openat of directory name (errno kept). */
+static int not_a_dir(const char *name, char *err, size_t errlen)
+{
+    return errf(err, errlen, "%s: %s", name,
+                errno == ELOOP || errno == ENOTDIR ? "not a directory (symlink?)" : strerror(errno));
+}
+
+/* ".<name>.tmp.<host>.<pid>": unique among the nodes that share a staging area, where the same pid can
+ * run the same prolog at the same moment on two nodes. */
+static int temp_name(char *buf, size_t len, const char *name)
+{
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1))
+        host[0] = '\0';
+    for (char *c = host; *c; c++)
+        if (*c == '/')
+            *c = '_';
+    int n = snprintf(buf, len, ".%s.tmp.%s.%ld", name, host, (long)getpid());
+    return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+/* renameat2 flags are refused with EINVAL by NFS (and by file systems that lack them), ENOSYS/EOPNOTSUPP
+ * elsewhere: then the portable ways below do the same job. */
+static int flags_unsupported(int err) { return err == EINVAL || err == ENOSYS || err == EOPNOTSUPP; }
+
+/* Renames directory tmp to name unless name exists: 0, 1 if it existed, -1 on error. */
+static int rename_dir_noreplace(int dir, const char *tmp, const char *name)
+{
+    if (renameat2(dir, tmp, dir, name, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno == EEXIST)
+        return 1;
+    if (!flags_unsupported(errno))
+        return -1;
+    /* rename(2) refuses a non-empty target and replaces only an empty directory, which can only be one a
+     * concurrent creator made the same way (an existing name was opened, not created). */
+    if (renameat(dir, tmp, dir, name) == 0)
+        return 0;
+    return errno == EEXIST || errno == ENOTEMPTY ? 1 : -1;
+}
+
+/* Makes directory name with its final owner and mode before it appears under that name (mkdir under a
+ * temporary name, chown, chmod, rename), so that the prolog of another node of the same job never sees
+ * it half made. Returns a descriptor of the directory called name -- ours, or the one another process
+ * made first -- or -1 with err set. */
+static int create_dir(int parent, const char *name, mode_t mode, uid_t owner, gid_t group, char *err, size_t errlen)
+{
+    char tmp[320];
+    if (temp_name(tmp, sizeof tmp, name)) {
+        errno = ENAMETOOLONG;
+        return errf(err, errlen, "'%s': name too long", name);
+    }
+    unlinkat(parent, tmp, AT_REMOVEDIR); /* a leftover of a crashed earlier attempt on this host by this pid */
+    if (mkdirat(parent, tmp, 0700))
+        return errf(err, errlen, "mkdir %s: %s", name, strerror(errno));
+    int fd = openat(parent, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int rc = fd < 0 || fchown(fd, owner, group) || fchmod(fd, mode) ? -2 : rename_dir_noreplace(parent, tmp, name);
+    int saved = errno;
+    if (rc == 0) {
+        fsync(parent);
+        return fd;
+    }
+    if (fd >= 0)
+        close(fd);
+    unlinkat(parent, tmp, AT_REMOVEDIR);
+    if (rc == 1) { /* another process made it first: use theirs, checked like any existing directory */
+        fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        return fd >= 0 ? fd : not_a_dir(name, err, errlen);
+    }
+    errno = saved;
+    if (rc == -2)
+        return errf(err, errlen, "%s: cannot set owner/mode: %s", name, strerror(saved));
+    return errf(err, errlen, "mkdir %s: %s", name, strerror(saved));
+}
+
 int safefs_open_dir(int parent, const char *name, int create, mode_t mode, uid_t owner, gid_t group,
                     uid_t want_owner, char *err, size_t errlen)
 {
@@ -83,25 +158,21 @@ int safefs_open_dir(int parent, const char *name, int create, mode_t mode, uid_t
         errno = EINVAL;
         return errf(err, errlen, "'%s': not a single path component", name ? name : "(null)");
     }
-    int made = 0;
-    if (create) {
-        if (mkdirat(parent, name, 0700) == 0)
-            made = 1;
-        else if (errno != EEXIST)
-            return errf(err, errlen, "mkdir %s: %s", name, strerror(errno));
-    }
     int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT && create)
+        fd = create_dir(parent, name, mode, owner, group, err, errlen);
+    else if (fd < 0)
+        return not_a_dir(name, err, errlen);
     if (fd < 0)
-        return errf(err, errlen, "%s: %s", name,
-                    errno == ELOOP || errno == ENOTDIR ? "not a directory (symlink?)" : strerror(errno));
-    if (made && (fchown(fd, owner, group) || fchmod(fd, mode))) {
+        return -1; /* err says why */
+    struct stat st;
+    if (fstat(fd, &st)) {
         int saved = errno;
         close(fd);
         errno = saved;
-        return errf(err, errlen, "%s: cannot set owner/mode: %s", name, strerror(saved));
+        return errf(err, errlen, "%s: %s", name, strerror(saved));
     }
-    struct stat st;
-    if (fstat(fd, &st) || (want_owner != SAFEFS_ANY_OWNER && st.st_uid != want_owner)) {
+    if (want_owner != SAFEFS_ANY_OWNER && st.st_uid != want_owner) {
         close(fd);
         errno = EPERM;
         return errf(err, errlen, "%s: owned by uid %u, expected uid %u", name, (unsigned)st.st_uid,
@@ -156,25 +227,34 @@ int safefs_read_small(int dir, const char *name, char *buf, size_t max, char *er
 
 static int sync_dir(int dir) { return fsync(dir); }
 
-/* rename without replacing when noreplace (renameat2 RENAME_NOREPLACE): 1 if the target existed. */
+/* Renames file tmp to name, without replacing an existing name when noreplace: 0, 1 if name existed
+ * (tmp is left for the caller to remove), -1 on error. */
 static int rename_into(int dir, const char *tmp, const char *name, int noreplace)
 {
     if (!noreplace)
         return renameat(dir, tmp, dir, name) ? -1 : 0;
     if (renameat2(dir, tmp, dir, name, RENAME_NOREPLACE) == 0)
         return 0;
-    return errno == EEXIST ? 1 : -1;
+    if (errno == EEXIST)
+        return 1;
+    if (!flags_unsupported(errno))
+        return -1;
+    /* link(2) never replaces and makes the complete file appear at once; then drop the temporary name. */
+    if (linkat(dir, tmp, dir, name, 0))
+        return errno == EEXIST ? 1 : -1;
+    unlinkat(dir, tmp, 0);
+    return 0;
 }
 
 int safefs_write_atomic(int dir, const char *name, const void *data, size_t len, mode_t mode, uid_t owner,
                         gid_t group, int noreplace, char *err, size_t errlen)
 {
-    char tmp[300];
-    if (!component_ok(name) || snprintf(tmp, sizeof tmp, ".%s.tmp.%ld", name, (long)getpid()) >= (int)sizeof tmp) {
+    char tmp[320];
+    if (!component_ok(name) || temp_name(tmp, sizeof tmp, name)) {
         errno = EINVAL;
         return errf(err, errlen, "'%s': bad file name", name ? name : "(null)");
     }
-    unlinkat(dir, tmp, 0); /* a leftover of a crashed earlier attempt by this pid */
+    unlinkat(dir, tmp, 0); /* a leftover of a crashed earlier attempt on this host by this pid */
     int fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return errf(err, errlen, "create %s: %s", tmp, strerror(errno));
@@ -211,8 +291,8 @@ int safefs_write_atomic(int dir, const char *name, const void *data, size_t len,
 
 int safefs_link_fd(int fd, int dir, const char *name, int noreplace, char *err, size_t errlen)
 {
-    char tmp[300];
-    if (!component_ok(name) || snprintf(tmp, sizeof tmp, ".%s.tmp.%ld", name, (long)getpid()) >= (int)sizeof tmp) {
+    char tmp[320];
+    if (!component_ok(name) || temp_name(tmp, sizeof tmp, name)) {
         errno = EINVAL;
         return errf(err, errlen, "'%s': bad file name", name ? name : "(null)");
     }
