@@ -53,20 +53,23 @@ static const char *submit_account(void)
     return account ? account : getenv("SLURM_ACCOUNT");
 }
 
-/* The submitting side's check of --federation=NAME (see options.h). */
-static int check_federation(const char *name)
+/* The submitting side's check (see options.h): the federation exists, admits this user, and has the
+ * requested round (round >= 0) or any round (round < 0) staged. */
+static int check_submission(const char *name, long round)
 {
     flas_conf conf;
     const flas_federation_conf *fed;
     char err[1024];
-    const char *account = submit_account();
+    long chosen = -1;
     if (load_federation(name, &conf, &fed, err, sizeof err)) {
         slurm_error("flas: %s", err);
         return -1;
     }
-    int rc = flas_check_user(fed, getuid(), account, err, sizeof err);
+    int rc = flas_submit_check(fed, round, getuid(), submit_account(), &chosen, err, sizeof err);
     if (rc)
         slurm_error("flas: %s", err);
+    else
+        slurm_verbose("flas: federation %s, site %s, round %ld", fed->name, fed->site, chosen);
     flas_conf_free(&conf);
     return rc;
 }
@@ -75,7 +78,7 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
 {
     if (load_args(ac, av))
         return -1;
-    flas_federation_check = check_federation;
+    flas_submission_check = check_submission;
     switch (spank_context()) {
     case S_CTX_ALLOCATOR:
     case S_CTX_LOCAL:
@@ -86,32 +89,16 @@ int slurm_spank_init(spank_t sp, int ac, char **av)
     }
 }
 
-/* sbatch, salloc, srun: refuse bad requests here, before a job exists. */
-static int check_submission(void)
+/* sbatch, salloc, srun, after every option: the one check no option callback can make. (It is the
+ * only refusal that depends on the plugin being "required": an "optional" plugin's failing
+ * init_post_opt prints the error but the job is still created.) */
+static int check_options_complete(void)
 {
-    if (!flas_options.federation[0]) {
-        if (flas_options.round >= 0) {
-            slurm_error("flas: --federation-round needs --federation=NAME");
-            return -1;
-        }
-        return 0;
-    }
-    flas_conf conf;
-    const flas_federation_conf *fed;
-    char err[1024];
-    long round = -1;
-    const char *account = submit_account();
-    if (load_federation(flas_options.federation, &conf, &fed, err, sizeof err)) {
-        slurm_error("flas: %s", err);
+    if (!flas_options.federation[0] && flas_options.round >= 0) {
+        slurm_error("flas: --federation-round needs --federation=NAME");
         return -1;
     }
-    int rc = flas_submit_check(fed, flas_options.round, getuid(), account, &round, err, sizeof err);
-    if (rc)
-        slurm_error("flas: %s", err);
-    else
-        slurm_verbose("flas: federation %s, site %s, round %ld", fed->name, fed->site, round);
-    flas_conf_free(&conf);
-    return rc;
+    return 0;
 }
 
 int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
@@ -121,7 +108,7 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
     (void)av;
     spank_context_t ctx = spank_context();
     if (ctx == S_CTX_ALLOCATOR || ctx == S_CTX_LOCAL)
-        return check_submission();
+        return check_options_complete();
     return 0;
 }
 

@@ -8,7 +8,7 @@
 
 flas_opts flas_options = {"", -1};
 
-flas_federation_check_fn flas_federation_check;
+flas_submission_check_fn flas_submission_check;
 
 int flas_opt_federation(int val, const char *optarg, int remote)
 {
@@ -19,9 +19,9 @@ int flas_opt_federation(int val, const char *optarg, int remote)
                     "start with '-'", optarg ? optarg : "");
         return -1;
     }
-    /* On the submitting side, an unknown federation or a user it does not admit is refused right here,
-     * so sbatch says "Invalid --federation argument" and creates no job. */
-    if (!remote && flas_federation_check && flas_federation_check(optarg))
+    /* Submitting side: refuse here an unknown federation, a user it does not admit, or a round that is
+     * not staged (the round, if given before, is known; if given after, its callback checks again). */
+    if (!remote && flas_submission_check && flas_submission_check(optarg, flas_options.round))
         return -1;
     snprintf(flas_options.federation, sizeof flas_options.federation, "%s", optarg);
     return 0;
@@ -37,6 +37,9 @@ int flas_opt_round(int val, const char *optarg, int remote)
                     FLAS_ROUND_MAX);
         return -1;
     }
+    if (!remote && flas_options.federation[0] && flas_submission_check &&
+        flas_submission_check(flas_options.federation, r))
+        return -1;
     flas_options.round = r;
     return 0;
 }

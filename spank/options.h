@@ -14,10 +14,12 @@ typedef struct flas_opts {
 
 extern flas_opts flas_options;
 
-/* Set by the dispatcher: checks on the submitting side that a federation exists and admits the user
- * (0), or prints why not (-1). NULL: no check. */
-typedef int (*flas_federation_check_fn)(const char *federation);
-extern flas_federation_check_fn flas_federation_check;
+/* Set by the dispatcher: on the submitting side, checks that a federation exists, admits the user and
+ * has the round (or, round < 0, any round) staged: 0, or -1 after printing why. NULL: no check. The
+ * option callbacks call it, so that sbatch refuses with "Invalid --federation... argument" and creates
+ * no job whether the plugin is "required" or "optional" in plugstack.conf. */
+typedef int (*flas_submission_check_fn)(const char *federation, long round);
+extern flas_submission_check_fn flas_submission_check;
 
 /* Registers both options (sbatch and salloc need spank_option_register, not a symbol table). */
 int flas_options_register(spank_t sp);

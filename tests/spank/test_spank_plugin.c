@@ -232,7 +232,7 @@ static void teardown(void) { test_remove_tree(dir); }
 static void stage_model(const char *fed, long round, const char *content)
 {
     char hex[FLAS_SHA256_HEX_LEN + 1], side[160];
-    flas_sha256_buf(content, strlen(content), hex);
+    flas_sha256_buffer(content, strlen(content), hex);
     const char *name = test_path("round-%06ld.h5", round);
     test_write_file(D(test_path("stage/%s/global/%s", fed, name)), content, strlen(content), 0644, TEST_UID, TEST_GID);
     snprintf(side, sizeof side, "%s  %s\n", hex, name);
@@ -401,24 +401,18 @@ START_TEST(option_callbacks_are_idempotent_and_the_last_value_counts)
     ck_assert_int_eq(give("federation-round", "2", 0), 0);
     ck_assert_int_eq(give("federation-round", "2", 0), 0);
     ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), 0);
-    /* different values: the last one is the one checked */
-    ck_assert_int_eq(give("federation-round", "5", 0), 0);
-    ck_assert_int_eq(give("federation-round", "2", 0), 0);
-    ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), 0);
-    ck_assert_int_eq(give("federation-round", "5", 0), 0);
+    /* a round that is not staged is refused by its own callback; the previous value stays */
     n_logged = 0;
-    ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), -1);
+    ck_assert_int_eq(give("federation-round", "5", 0), -1);
     assert_logged("error", "flas: round 5 of federation 'flas' is not staged at site 'siteA'");
-    ck_assert_int_eq(give("federation-round", "2", 0), 0);
-    ck_assert_int_eq(give("federation", "other", 0), 0); /* nothing staged in 'other' */
+    ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), 0);
+    /* the same for a federation without that round */
+    n_logged = 0;
+    ck_assert_int_eq(give("federation", "other", 0), -1);
+    assert_logged("error", "flas: round 2 of federation 'other' is not staged at site 'siteA'");
     ck_assert_int_eq(give("federation", "flas", 0), 0);
     ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), 0);
-    ck_assert_int_eq(give("federation", "other", 0), 0);
-    n_logged = 0;
-    ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), -1);
-    assert_logged("error", "flas: round 2 of federation 'other' is not staged at site 'siteA'");
     /* a refused value leaves the previous one in place */
-    ck_assert_int_eq(give("federation", "flas", 0), 0);
     ck_assert_int_eq(give("federation", "-bad", 0), -1);
     ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), 0);
 }
@@ -452,6 +446,8 @@ END_TEST
 START_TEST(submit_side_refuses_unknown_and_closed_federations)
 {
     stage_model("closed", 1, "one");
+    stage_model("flas", 1, "one");
+    stage_model("acct", 1, "one");
     const spank_context_t submit[] = {S_CTX_ALLOCATOR, S_CTX_LOCAL};
     for (int c = 0; c < 2; c++) {
         ck_assert_int_eq(init_in(submit[c]), 0);
@@ -491,24 +487,30 @@ START_TEST(init_post_opt_refuses_unstaged_rounds_and_a_round_alone)
     ck_assert_int_eq(init_in(S_CTX_ALLOCATOR), 0);
     ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), 0); /* no options: not a federation job */
     ck_assert_int_eq(n_logged, 0);
+    /* a round before its federation is not checked yet, but alone it is refused after all options */
     ck_assert_int_eq(give("federation-round", "1", 0), 0);
     ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), -1);
     assert_logged("error", "flas: --federation-round needs --federation=NAME");
-    ck_assert_int_eq(give("federation", "flas", 0), 0);
     n_logged = 0;
-    ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), 0);
+    ck_assert_int_eq(give("federation", "flas", 0), 0); /* checks round 1 of flas */
     assert_logged("verbose", "flas: federation flas, site siteA, round 1");
+    ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), 0);
     ck_assert_int_eq(count_level("info"), 0); /* nothing printed on the user's terminal */
-    ck_assert_int_eq(give("federation-round", "9", 0), 0);
     n_logged = 0;
-    ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), -1);
+    ck_assert_int_eq(give("federation-round", "9", 0), -1);
     assert_logged("error", "flas: round 9 of federation 'flas' is not staged at site 'siteA' (no complete "
                            "round-000009.h5)");
+    /* a federation without the round asked for (round 1 is still the option's value) */
+    n_logged = 0;
+    ck_assert_int_eq(give("federation", "other", 0), -1);
+    assert_logged("error", "flas: round 1 of federation 'other' is not staged at site 'siteA'");
     /* srun is checked the same way */
     ck_assert_int_eq(init_in(S_CTX_LOCAL), 0);
-    ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), -1);
+    ck_assert_int_eq(give("federation", "flas", 0), 0);
+    ck_assert_int_eq(give("federation-round", "9", 0), -1);
     /* in the job's steps the submission was already accepted */
     ck_assert_int_eq(init_in(S_CTX_REMOTE), 0);
+    ck_assert_int_eq(give("federation-round", "9", 1), 0);
     ck_assert_int_eq(p_init_post_opt(SP, 1, plugstack_args), 0);
 }
 END_TEST
@@ -536,7 +538,7 @@ START_TEST(user_init_exports_flas_env_from_the_prolog_record)
     n_logged = 0;
     ck_assert_int_eq(p_user_init(SP, 1, plugstack_args), 0);
     char sha[FLAS_SHA256_HEX_LEN + 1];
-    flas_sha256_buf("one", 3, sha);
+    flas_sha256_buffer("one", 3, sha);
     assert_env("FLAS_FEDERATION", "flas");
     assert_env("FLAS_SITE", "siteA");
     assert_env("FLAS_JOB_ID", "77");
