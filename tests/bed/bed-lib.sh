@@ -98,6 +98,7 @@ installed_plugin() {
     echo "$so"
 }
 installed_bin() { echo "$BED/install/usr/local/bin"; }
+installed_examples() { echo "$BED/install/usr/local/share/doc/FLaS/slurm-examples"; }
 
 # ---------------------------------------------------------------- munge
 make_munge() { # DIR: a private munge key and directories owned by the munge user
@@ -315,7 +316,8 @@ UsePAM no
 PermitRootLogin no
 AllowUsers $BED_USER
 AuthorizedKeysFile .ssh/authorized_keys
-SetEnv SLURM_CONF=$d/etc/slurm.conf
+# A site's login environment: its Slurm, and FLaS installed in PATH (as a module would do).
+SetEnv SLURM_CONF=$d/etc/slurm.conf PATH=$(installed_bin):/usr/local/bin:/usr/bin:/bin
 Subsystem sftp internal-sftp
 EOF
 }
@@ -413,11 +415,9 @@ as_user() { # CLUSTER CMD...
     exec runuser -u "$BED_USER" -- env SLURM_CONF="$d/etc/slurm.conf" PATH="$(installed_bin):/usr/local/bin:/usr/bin:/bin" "$@"
 }
 site_ssh() { # SITE CMD...
-    local site=${1:?usage: flas-bed ssh SITE CMD...} home
+    local site=${1:?usage: flas-bed ssh SITE CMD...}
     shift
-    home=$(getent passwd "$BED_USER" | cut -d: -f6)
-    exec ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$BED/sites/known_hosts" \
-        -o GlobalKnownHostsFile=/dev/null -i "$home/.ssh/id_ed25519" -l "$BED_USER" "$(site_addr "$site")" "$@"
+    site_ssh_cmd "$site" "$@"
 }
 bed_paths() {
     local home site
@@ -466,4 +466,58 @@ bed_status() { # [single|sites|all]: prints daemons and nodes; non-zero unless a
         fi
     done
     return $ok
+}
+
+# ---------------------------------------------------------------- site data (demo and tests)
+# Each site gets its private corpus (leonardo: Italian, karolina: Czech), extracted and tokenized AT
+# the site by a batch job; the shared tokenizer is trained here on text every site may publish (the
+# Debian packages themselves) and uploaded to the sites like any other public file.
+site_lang() { case "$1" in leonardo) echo it ;; karolina) echo cs ;; *) die "no language for site $1" ;; esac; }
+bed_data() { # [--vocab-size N] [--max-docs N]
+    local vocab=512 max=0 pub="$BED/public" bin site d job jobs=()
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --vocab-size) vocab=$2; shift 2 ;;
+        --max-docs) max=$2; shift 2 ;;
+        *) die "data: unknown option $1" ;;
+        esac
+    done
+    bin=$(installed_bin)
+    [ -x "$bin/flas-prepare" ] || die "FLaS is not installed in the bed: run 'flas-bed install BUILD_DIR'"
+    install -d -m 755 "$pub"
+    if [ ! -f "$pub/shared-$vocab.model" ]; then
+        "$bin/flas-corpus" --quiet --lang it --out "$pub/it"
+        "$bin/flas-corpus" --quiet --lang cs --out "$pub/cs"
+        "$bin/flas-vocab" --out "$pub/shared-$vocab" --vocab-size "$vocab" "$pub/it/train.txt" "$pub/cs/train.txt" >/dev/null
+    fi
+    local home
+    home=$(getent passwd "$BED_USER" | cut -d: -f6)
+    for site in "${SITES[@]}"; do
+        d=$(cluster_dir "$site")/data
+        install -d -m 700 -o "$BED_USER" -g "$BED_USER" "$d"
+        "$bin/flas-stage" -q -t "$BED_USER@$(site_addr "$site")" -k "$BED/sites/known_hosts" -i "$home/.ssh/id_ed25519" \
+            put "$pub/shared-$vocab.model" "$d/tokenizer.model" >/dev/null
+        job=$(site_ssh_cmd "$site" "sbatch --parsable --chdir=$d $(installed_examples)/demo/prepare-data.sbatch \
+            $(site_lang "$site") $d $d/tokenizer.model $max") || die "$site: cannot submit the data preparation"
+        jobs+=("$site:$job")
+        say "$site: preparing $(site_lang "$site") data in job $job"
+    done
+    for job in "${jobs[@]}"; do
+        site=${job%%:*}
+        wait_for 600 "data preparation at $site" job_done "$site" "${job#*:}"
+        d=$(cluster_dir "$site")/data
+        [ -d "$d/train" ] && [ -d "$d/valid" ] || die "$site: data preparation failed (see $d/flas-prepare-${job#*:}.out)"
+        say "$site: $(du -sh "$d/train" | cut -f1) of training shards in $d/train"
+    done
+    echo "$pub/shared-$vocab.model" >"$BED/public/tokenizer"
+}
+site_ssh_cmd() { # SITE CMD: like site_ssh, without exec
+    local site=$1 home
+    shift
+    home=$(getent passwd "$BED_USER" | cut -d: -f6)
+    ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$BED/sites/known_hosts" \
+        -o GlobalKnownHostsFile=/dev/null -i "$home/.ssh/id_ed25519" -l "$BED_USER" "$(site_addr "$site")" "$@"
+}
+job_done() { # SITE JOBID: the job has left the queue
+    [ -z "$(SLURM_CONF=$(cluster_dir "$1")/etc/slurm.conf squeue -h -j "$2" -t PD,R,CG -o %i 2>/dev/null)" ]
 }
