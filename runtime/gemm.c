@@ -1,4 +1,4 @@
-/* flas_sgemm: one matrix product shared out over the OpenMP threads as independent output tiles. */
+/* flas_sgemm: one matrix product shared out over the OpenMP threads, as output tiles or K slices. */
 #include "gemm.h"
 
 #include <cblas.h>
