@@ -12,6 +12,7 @@
 #include "flas/blas_info.h"
 #include "flas/optim.h"
 #include "layers.h"
+#include "memory.h"
 
 /* What forward keeps for backward, per block. N = B*T rows. */
 typedef struct block_acts {
@@ -132,13 +133,6 @@ static void layout_acts(struct flas_acts *a, const dims *d, int L, size_t N, siz
     a->targets = (int *)carve(cv, N);
 }
 
-static float *alloc_floats(size_t n)
-{
-    void *p = NULL;
-    if (posix_memalign(&p, 64, (n ? n : 1) * sizeof(float)))
-        return NULL;
-    return p;
-}
 
 int flas_model_create(flas_model *m, const flas_config *cfg, int tp_rank, int tp_size, int max_batch,
                       int max_seq, int n_threads, char *err, size_t errlen)
@@ -181,9 +175,9 @@ int flas_model_create(flas_model *m, const flas_config *cfg, int tp_rank, int tp
     carver cv = {NULL, 0};
     if (m->acts && m->acts->blocks)
         layout_acts(m->acts, &d, d.L, N, (size_t)max_batch, (size_t)max_seq, (size_t)max_seq, &cv);
-    m->params = alloc_floats(m->table.n_params);
-    m->grads = alloc_floats(m->table.n_params);
-    float *arena = m->acts && m->acts->blocks ? alloc_floats(cv.used) : NULL;
+    m->params = flas_alloc_floats(m->table.n_params);
+    m->grads = flas_alloc_floats(m->table.n_params);
+    float *arena = m->acts && m->acts->blocks ? flas_alloc_floats(cv.used) : NULL;
     if (!m->params || !m->grads || !arena) {
         free(arena);
         flas_model_free(m);

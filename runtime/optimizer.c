@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "memory.h"
+
 float flas_lr_at(const flas_lr_schedule *s, long step)
 {
     if (step < s->warmup_steps)
@@ -26,14 +28,12 @@ int flas_adamw_init(flas_adamw *o, const flas_param_table *t, float beta1, float
     o->weight_decay = weight_decay;
     o->table = t;
     size_t bytes = (t->n_params ? t->n_params : 1) * sizeof(float);
-    void *m = NULL, *v = NULL;
-    if (posix_memalign(&m, 64, bytes) || posix_memalign(&v, 64, bytes)) {
-        free(m);
-        o->m = o->v = NULL;
+    o->m = flas_alloc_floats(t->n_params);
+    o->v = flas_alloc_floats(t->n_params);
+    if (!o->m || !o->v) {
+        flas_adamw_free(o);
         return -1;
     }
-    o->m = m;
-    o->v = v;
     /* Written now rather than left to calloc's lazy zero pages: the first step would otherwise pay
      * for faulting in 2 x 4 bytes per parameter. */
     memset(o->m, 0, bytes);

@@ -59,7 +59,10 @@ typedef struct flas_model {
 } flas_model;
 
 /* Allocates params, grads and the activations for batches up to max_batch x max_seq
- * (max_seq <= cfg->seq_len). n_threads <= 0 means all processors. 0, or -1 with err set. */
+ * (max_seq <= cfg->seq_len). n_threads <= 0 means all processors. Calls flas_threads_setup
+ * (blas_info.h): OpenBLAS is switched to one thread per call for the whole process, since the core
+ * splits products over its own OpenMP threads; forward, backward and the norm functions set the
+ * calling thread's OpenMP thread count to n_threads. 0, or -1 with err set. */
 int flas_model_create(flas_model *m, const flas_config *cfg, int tp_rank, int tp_size, int max_batch,
                       int max_seq, int n_threads, char *err, size_t errlen);
 void flas_model_free(flas_model *m);

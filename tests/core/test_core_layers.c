@@ -94,6 +94,7 @@ START_TEST(matmul_matches)
     check_matmul(37, 29, 53, 1.0f);    /* below the tiling threshold: one call */
     check_matmul(150, 70, 91, 0.25f);  /* tiled over rows */
     check_matmul(40, 64, 700, 1.0f);   /* tiled over columns */
+    check_matmul(401, 30, 40, 0.5f);   /* weight gradient split along K (tokens), partials summed */
 }
 END_TEST
 

@@ -46,6 +46,9 @@ FIXED = [
     # the first shape again through the plain-loop reference layers
     dict(dim=64, n_layers=2, n_heads=8, n_kv_heads=4, hidden_dim=172, vocab_size=97, seq_len=16,
          tied_embeddings=1, B=3, T=16, accum=1, reference=1),
+    # big enough for the fast path's tiled and K-split products and several causal row blocks
+    dict(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, hidden_dim=344, vocab_size=1000, seq_len=160,
+         tied_embeddings=0, B=2, T=150, accum=1),
     # multi-query (one kv head), tied, LLaMA-3-style rope_theta and a smaller eps
     dict(dim=32, n_layers=1, n_heads=2, n_kv_heads=1, hidden_dim=96, vocab_size=64, seq_len=8,
          tied_embeddings=1, B=1, T=8, accum=1, norm_eps=1e-6, rope_theta=500000.0),
