@@ -140,6 +140,16 @@ static int init_journal(coord *k, char *err, size_t errlen)
         return -1;
     memset(&k->j, 0, sizeof k->j);
     snprintf(k->j.federation, sizeof k->j.federation, "%s", c->federation);
+    unsigned char rnd[4];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
+        if (fd >= 0)
+            close(fd);
+        snprintf(err, errlen, "/dev/urandom: cannot read a run id");
+        return -1;
+    }
+    close(fd);
+    snprintf(k->j.run_id, sizeof k->j.run_id, "%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
     if (flas_sha256_file(g0, k->j.global_sha256, NULL, err, errlen))
         return -1;
     k->j.n_sites = c->n_sites;

@@ -89,7 +89,10 @@ int coord_stage_global(coord *k, int i)
 
 void coord_job_name(const coord *k, int i, int attempt, char *buf, size_t len)
 {
-    snprintf(buf, len, "flas-%s-r%ld-%s-a%d", k->c->federation, k->j.round, k->c->site[i].name, attempt);
+    /* The run id makes a name unique to this coordinator's run: a restarted coordinator looking for the
+     * job it may have submitted can never adopt another run's job of the same round and site. */
+    snprintf(buf, len, "flas-%s-r%ld-%s-a%d-%s", k->c->federation, k->j.round, k->c->site[i].name, attempt,
+             k->j.run_id);
 }
 
 static void append(char *cmd, size_t len, const char *fmt, const char *v)

@@ -43,9 +43,9 @@ int flas_journal_save(const char *path, const flas_journal *j, char *err, size_t
     char failure[sizeof j->failure];
     snprintf(failure, sizeof failure, "%s", j->failure);
     one_line(failure);
-    fprintf(f, "format=flas-coordinator-journal\nversion=1\nfederation=%s\nround=%ld\nphase=%s\nglobal_sha256=%s\n"
+    fprintf(f, "format=flas-coordinator-journal\nversion=1\nfederation=%s\nrun_id=%s\nround=%ld\nphase=%s\nglobal_sha256=%s\n"
                "begin_unix=%lld\nround_started_unix=%lld\nfailure=%s\nsites=%d\n",
-            j->federation, j->round, flas_round_phase_name(j->phase), j->global_sha256, (long long)j->begin_unix,
+            j->federation, j->run_id, j->round, flas_round_phase_name(j->phase), j->global_sha256, (long long)j->begin_unix,
             (long long)j->round_started_unix, failure, j->n_sites);
     for (int i = 0; i < j->n_sites; i++) {
         const flas_journal_site *s = &j->site[i];
@@ -86,6 +86,12 @@ static int set_field(flas_journal *j, const char *key, const char *v)
         return strcmp(v, "1") ? -1 : 0;
     if (!strcmp(key, "federation"))
         return snprintf(j->federation, sizeof j->federation, "%s", v) < 0 ? -1 : 0;
+    if (!strcmp(key, "run_id")) {
+        for (const char *c = v; *c; c++)
+            if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
+                return -1;
+        return snprintf(j->run_id, sizeof j->run_id, "%s", v) >= (int)sizeof j->run_id ? -1 : 0;
+    }
     if (!strcmp(key, "round"))
         return (j->round = strtol(v, NULL, 10)) < 0 ? -1 : 0;
     if (!strcmp(key, "phase"))

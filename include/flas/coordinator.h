@@ -92,6 +92,7 @@ typedef struct flas_journal_site {
 
 typedef struct flas_journal {
     char federation[FLAS_CONF_NAME_MAX];
+    char run_id[16];                         /* random, per WorkDir: makes job names unique to this run */
     long round;                              /* the round being run (its global exists) */
     flas_round_phase phase;
     char global_sha256[FLAS_SHA256_HEX_LEN + 1];

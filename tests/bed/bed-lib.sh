@@ -470,11 +470,13 @@ bed_status() { # [single|sites|all]: prints daemons and nodes; non-zero unless a
 
 # ---------------------------------------------------------------- site data (demo and tests)
 # Each site gets its private corpus (leonardo: Italian, karolina: Czech), extracted and tokenized AT
-# the site by a batch job; the shared tokenizer is trained here on text every site may publish (the
-# Debian packages themselves) and uploaded to the sites like any other public file.
+# the site by a batch job; the shared tokenizer is trained here on text every site may publish and is
+# uploaded to the sites like any other public file. Both come from the same Debian packages, so to keep
+# "private" and "public" text apart (and the privacy tests meaningful) the sites train on the FIRST
+# --max-docs documents of their language and the vocabulary is trained on the LAST 2000 of each.
 site_lang() { case "$1" in leonardo) echo it ;; karolina) echo cs ;; *) die "no language for site $1" ;; esac; }
 bed_data() { # [--vocab-size N] [--max-docs N]
-    local vocab=512 max=0 pub="$BED/public" bin site d job jobs=()
+    local vocab=512 max=3000 pub="$BED/public" bin site d job jobs=() lang
     while [ $# -gt 0 ]; do
         case "$1" in
         --vocab-size) vocab=$2; shift 2 ;;
@@ -485,10 +487,14 @@ bed_data() { # [--vocab-size N] [--max-docs N]
     bin=$(installed_bin)
     [ -x "$bin/flas-prepare" ] || die "FLaS is not installed in the bed: run 'flas-bed install BUILD_DIR'"
     install -d -m 755 "$pub"
+    [ "$max" -gt 0 ] && [ "$max" -le 5000 ] || die "data: --max-docs must be 1..5000 (disjoint from the vocabulary's text)"
     if [ ! -f "$pub/shared-$vocab.model" ]; then
-        "$bin/flas-corpus" --quiet --lang it --out "$pub/it"
-        "$bin/flas-corpus" --quiet --lang cs --out "$pub/cs"
-        "$bin/flas-vocab" --out "$pub/shared-$vocab" --vocab-size "$vocab" "$pub/it/train.txt" "$pub/cs/train.txt" >/dev/null
+        for lang in it cs; do
+            "$bin/flas-corpus" --quiet --lang "$lang" --out "$pub/$lang.tmp"
+            tail -n 2000 "$pub/$lang.tmp/train.txt" >"$pub/vocab-text-$lang.txt"
+            rm -rf "$pub/$lang.tmp"
+        done
+        "$bin/flas-vocab" --out "$pub/shared-$vocab" --vocab-size "$vocab" "$pub/vocab-text-it.txt" "$pub/vocab-text-cs.txt" >/dev/null
     fi
     local home
     home=$(getent passwd "$BED_USER" | cut -d: -f6)

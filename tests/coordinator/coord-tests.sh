@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# flas-coordinator across the two-site test bed: real sshd, slurmctld, slurmd and flas.so per site,
+# real flas-train jobs on each site's private shards (prepared at the site by `flas-bed data`).
+# usage: coord-tests.sh CASE      (fixture: the sites running, FLaS installed in the bed)
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BEDCTL="$HERE/../bed/flas-bed"
+eval "$("$BEDCTL" paths | sed 's/^/P_/')"
+BED=$P_bed
+BIN="$BED/install/usr/local/bin"
+EXAMPLES="$BED/install/usr/local/share/doc/FLaS/slurm-examples"
+SITES=(leonardo karolina)
+CASE=${1:?usage: coord-tests.sh CASE}
+WORK="$BED/coord/$CASE"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass() { echo "PASS: $*"; }
+addr() { local v="P_${1}_addr"; echo "${!v}"; }
+sdir() { local v="P_${1}_dir"; echo "${!v}"; }
+sconf() { local v="P_${1}_conf"; echo "${!v}"; }
+sha() { sha256sum <"$1" | cut -d' ' -f1; }
+h5attr() { /usr/bin/python3 -c 'import h5py,sys; v=h5py.File(sys.argv[1],"r").attrs[sys.argv[2]]; print(v.decode() if isinstance(v,bytes) else v)' "$1" "$2"; }
+coord() { "$BIN/flas-coordinator" "$@"; }
+
+# The fixture: site data (once per bed) and a tiny round-0 model that matches its vocabulary.
+setup() {
+    [ -f "$BED/public/tokenizer" ] && [ -d "$(sdir leonardo)/data/train" ] && [ -d "$(sdir karolina)/data/train" ] ||
+        "$BEDCTL" data --vocab-size 512 --max-docs 3000
+    install -d -m 755 "$BED/coord"
+    install -m 755 "$HERE/overrun.sbatch" "$BED/coord/overrun.sbatch"
+    "$BIN/flas-train" --init --dim 64 --layers 2 --heads 4 --kv-heads 2 --vocab 512 --seq-len 64 --seed 7 \
+        --output "$BED/coord/global0.h5" >/dev/null
+    # each test's work, staging areas and published files start empty
+    for s in "${SITES[@]}"; do find "$(sdir "$s")/stage/flas" -mindepth 2 -delete 2>/dev/null || true; done
+    for s in "${SITES[@]}"; do install -d -m 755 -o "$P_user" "$(sdir "$s")/stage/flas/global"; done
+    pass "site data prepared at the sites, round-0 model $(sha "$BED/coord/global0.h5" | cut -c1-12)"
+}
+
+# A coordinator description. Extra federation keys in $FED_EXTRA, per-site extras in $SITE_EXTRA_<site>.
+write_conf() { # ROUNDS MINSITES STEPS
+    local rounds=$1 min=$2 steps=$3 s extra
+    rm -rf "$WORK"
+    install -d -m 755 "$WORK"
+    {
+        echo "Federation=flas WorkDir=$WORK/coord InitialGlobal=$BED/coord/global0.h5 KnownHosts=$P_known_hosts"
+        echo "  Rounds=$rounds MinSites=$min Strategy=fedavg Sync=begin BeginDelay=1 PollInterval=1 PollMax=2"
+        echo "  RoundDeadline=${DEADLINE:-600} Signal=USR1@20 ${FED_EXTRA:-}"
+        for s in "${SITES[@]}"; do
+            extra="SITE_EXTRA_$s"
+            echo "Site=$s Host=$(addr "$s") User=$P_user Identity=$P_user_key StagingRoot=$(sdir "$s")/stage"
+            echo "  Script=$EXAMPLES/flas-train.sbatch Tasks=1 CpusPerTask=1 Time=5"
+            echo "  ScriptArgs=--data,$(sdir "$s")/data/train,--valid,$(sdir "$s")/data/valid,--steps,$steps,--batch,4,--seq,64,--threads,1,--log-every,5 ${!extra:-}"
+        done
+    } >"$WORK/coordinator.conf"
+}
+
+# Jobs this coordinator run (its run id, from the journal) submitted at a site for round K, all
+# attempts, as Slurm itself lists them.
+jobs_at() { # SITE ROUND
+    local run
+    run=$(sed -n 's/^run_id=//p' "$WORK/coord/journal")
+    SLURM_CONF=$(sconf "$1") squeue -h -t all -o %j | grep -c "^flas-flas-r$2-$1-a[0-9]*-$run\$" || true
+}
+job_named() { # SITE ROUND STATE: id of this run's job at SITE in STATE
+    local run
+    run=$(sed -n 's/^run_id=//p' "$WORK/coord/journal" 2>/dev/null)
+    [ -n "$run" ] || return 0
+    SLURM_CONF=$(sconf "$1") squeue -h -t "$3" -n "flas-flas-r$2-$1-a1-$run" -o %i 2>/dev/null || true
+}
+# Same weights (the new global's params) as another file: provenance and timestamps differ per run.
+same_params() {
+    /usr/bin/python3 - "$1" "$2" <<'PY'
+import sys, h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+names = sorted(a["params"].keys())
+assert names == sorted(b["params"].keys()), "different tensors"
+bad = [n for n in names if not np.array_equal(a["params"][n][...], b["params"][n][...])]
+sys.exit(f"{len(bad)} tensors differ, e.g. {bad[:3]}" if bad else 0)
+PY
+}
+
+case_two_rounds() { # two full rounds: a new global each round, one job per site and round
+    write_conf 2 2 20
+    coord run "$WORK/coordinator.conf" | tee "$WORK/out" || fail "coordinator failed"
+    for k in 1 2; do
+        local g="$WORK/coord/global/round-00000$k.h5"
+        [ -f "$g" ] || fail "no global model for round $k"
+        [ "$(h5attr "$g" round)" = "$k" ] || fail "$g says round $(h5attr "$g" round)"
+        [ "$(h5attr "$g" role)" = global ] || fail "$g is not a global model"
+        grep -q "^round $((k - 1)): leonardo job [0-9]* COMPLETED .* karolina job [0-9]* COMPLETED" "$WORK/out" ||
+            fail "no progress line for round $((k - 1))"
+    done
+    local g1 g2
+    g1=$(sha "$WORK/coord/global/round-000001.h5")
+    g2=$(sha "$WORK/coord/global/round-000002.h5")
+    [ "$g1" != "$g2" ] || fail "round 2 did not change the model"
+    [ "$(h5attr "$WORK/coord/global/round-000002.h5" base_sha256)" = "$g1" ] || fail "round 2 does not descend from round 1"
+    for s in "${SITES[@]}"; do
+        for k in 0 1; do [ "$(jobs_at "$s" $k)" = 1 ] || fail "$s ran $(jobs_at "$s" $k) jobs in round $k"; done
+        # the site trained from exactly the global the coordinator staged
+        [ "$(sha "$(sdir "$s")/stage/flas/global/round-000001.h5")" = "$g1" ] || fail "$s has another round-1 global"
+    done
+    coord status "$WORK/coordinator.conf" | tee "$WORK/status"
+    grep -q "all 2 rounds done" "$WORK/status" || fail "status does not say done"
+    check_privacy
+    pass "two rounds across leonardo and karolina: new global each round, one job per site and round, no data moved"
+}
+
+# No training text or token shard of a site exists outside that site's data directory: not at the
+# other site, not at the coordinator, not in the public vocabulary text, nowhere in the bed.
+check_privacy() {
+    local s needle found
+    for s in "${SITES[@]}"; do
+        needle=$(awk 'length > 80 {print substr($0, 1, 60); exit}' "$(sdir "$s")/data/text/train.txt")
+        [ -n "$needle" ] || fail "no text to look for at $s"
+        found=$(grep -rlF -- "$needle" "$BED" 2>/dev/null | grep -v "^$(sdir "$s")/data/" || true)
+        [ -z "$found" ] || fail "training text of $s found outside its data directory: $found"
+    done
+    found=$(grep -rl "^FLASTOK" "$BED" 2>/dev/null | grep -Ev "^$BED/sites/[a-z]+/data/" || true)
+    [ -z "$found" ] || fail "token shards outside a site's data directory: $found"
+    echo "privacy: no training text or token shard of a site outside its data directory"
+}
+
+case_scancel_min1() { # a site's job is cancelled: with MinSites=1 the round completes with the other
+    SITE_EXTRA_karolina="" write_conf 1 1 4000
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" &
+    local pid=$! job=""
+    for _ in $(seq 300); do
+        job=$(job_named karolina 0 R)
+        [ -n "$job" ] && break
+        sleep 0.2
+    done
+    [ -n "$job" ] || fail "karolina's job never ran"
+    SLURM_CONF=$(sconf karolina) scancel "$job"
+    # leonardo's long job: stop it early through the walltime signal path rather than waiting
+    local ljob
+    ljob=$(job_named leonardo 0 all)
+    sleep 3
+    SLURM_CONF=$(sconf leonardo) scancel --batch --signal=USR1 "$ljob"
+    wait $pid || fail "round failed with MinSites=1: $(tail -3 "$WORK/err")"
+    grep -q "karolina dropped" "$WORK/out" || fail "karolina was not reported as dropped"
+    grep -q "job $job ended CANCELLED" "$WORK/err" || fail "the cancellation was not reported"
+    [ -f "$WORK/coord/global/round-000001.h5" ] || fail "no new global"
+    [ "$(jobs_at karolina 0)" = 1 ] || fail "karolina's cancelled job was resubmitted"
+    pass "scancel at karolina with MinSites=1: round completed from leonardo's update alone"
+}
+
+case_scancel_min2() { # the same with MinSites=2: the round fails cleanly, the global stays
+    write_conf 1 2 4000
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" &
+    local pid=$! job=""
+    for _ in $(seq 300); do
+        job=$(job_named karolina 0 R)
+        [ -n "$job" ] && break
+        sleep 0.2
+    done
+    [ -n "$job" ] || fail "karolina's job never ran"
+    SLURM_CONF=$(sconf karolina) scancel "$job"
+    sleep 3
+    SLURM_CONF=$(sconf leonardo) scancel --batch --signal=USR1 "$(job_named leonardo 0 all)"
+    local rc=0
+    wait $pid || rc=$?
+    [ $rc = 1 ] || fail "expected exit 1 (round failed), got $rc"
+    grep -q "only 1 of 2 sites delivered an update (MinSites=2)" "$WORK/err" || fail "unclear failure: $(tail -2 "$WORK/err")"
+    [ ! -e "$WORK/coord/global/round-000001.h5" ] || fail "a failed round produced a global model"
+    [ "$(sha "$WORK/coord/global/round-000000.h5")" = "$(sha "$BED/coord/global0.h5")" ] || fail "round 0's global changed"
+    coord status "$WORK/coordinator.conf" | grep -q "phase failed" || fail "status does not show the failure"
+    # run again: still failed, nothing resubmitted
+    coord run "$WORK/coordinator.conf" >/dev/null 2>&1 && fail "a failed round ran again"
+    [ "$(jobs_at karolina 0)" = 1 ] && [ "$(jobs_at leonardo 0)" = 1 ] || fail "jobs were resubmitted after the failure"
+    pass "scancel at karolina with MinSites=2: round failed cleanly (exit 1, reason, no new global)"
+}
+
+case_timeout() { # a job hits its time limit: the checkpoint written at the signal is salvaged
+    # leonardo's job script trains (stopping at the USR1 warning 20 s before the end, with a checkpoint)
+    # and then overruns its 1-minute limit, so Slurm ends it TIMEOUT
+    write_conf 1 2 1000000
+    sed -i "0,/Time=5/s//Time=1/; 0,/Script=[^ ]*/s||Script=$BED/coord/overrun.sbatch|" "$WORK/coordinator.conf"
+    coord run "$WORK/coordinator.conf" | tee "$WORK/out" || fail "coordinator failed"
+    grep -Eq "^round 0: leonardo job [0-9]+ TIMEOUT [0-9]+ tokens" "$WORK/out" || fail "leonardo did not end TIMEOUT with an update"
+    local ljob m
+    ljob=$(sed -n 's/^round 0: leonardo job \([0-9]*\).*/\1/p' "$WORK/out")
+    m="$(sdir leonardo)/stage/flas/outbox/round-000000/leonardo-job$ljob.manifest.json"
+    grep -q '"job_state": "SIGNALED"' "$m" || fail "the manifest does not record the signal"
+    grep -q '"checkpoint": "leonardo-job' "$m" || fail "no checkpoint published at the time limit"
+    [ -f "$WORK/coord/global/round-000001.h5" ] || fail "no new global"
+    pass "leonardo hit its time limit (TIMEOUT); the checkpoint written at the USR1 warning was fetched and merged"
+}
+
+case_link_cut() { # the SSH link is cut while the coordinator stages the global model: it resumes
+    # a global big enough to cut mid-transfer (vocabulary rows padded: vocab 512, dim 2048 = 30 MB)
+    "$BIN/flas-train" --init --dim 1024 --layers 2 --heads 8 --kv-heads 8 --vocab 512 --seq-len 64 --seed 3 \
+        --output "$BED/coord/big0.h5" >/dev/null
+    write_conf 1 2 2
+    sed -i "s|InitialGlobal=[^ ]*|InitialGlobal=$BED/coord/big0.h5|; s|--batch,4|--batch,1|" "$WORK/coordinator.conf"
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" &
+    local pid=$! part="$(sdir leonardo)/stage/flas/global/.round-000000.h5.part" sshd child
+    for _ in $(seq 500); do
+        [ "$(stat -c %s "$part" 2>/dev/null || echo 0)" -gt 5000000 ] && break
+        sleep 0.01
+    done
+    sshd=$(awk '$2 == "sshd" {print $1}' "$(sdir leonardo)/pids" | tail -n 1)
+    for child in $(pgrep -P "$sshd"); do pkill -KILL -P "$child" || true; kill -KILL "$child" || true; done
+    wait $pid || fail "coordinator failed after the cut: $(tail -3 "$WORK/err")"
+    grep -q "upload resumed after a cut" "$WORK/err" || fail "no resumed upload reported: $(grep leonardo "$WORK/err" | head -5)"
+    [ "$(sha "$(sdir leonardo)/stage/flas/global/round-000000.h5")" = "$(sha "$BED/coord/big0.h5")" ] ||
+        fail "the staged global differs"
+    [ -f "$WORK/coord/global/round-000001.h5" ] || fail "no new global"
+    pass "SSH sessions killed mid-upload: the coordinator reconnected, resumed from the verified prefix, finished the round"
+}
+
+case_host_key() { # a site presents a changed host key: refused, nothing submitted there
+    DEADLINE=20 write_conf 1 2 5
+    local kh="$WORK/known_hosts"
+    ssh-keygen -q -t ed25519 -N '' -f "$WORK/impostor"
+    grep -v "^$(addr karolina) " "$P_known_hosts" >"$kh"
+    echo "$(addr karolina) $(cut -d' ' -f1,2 "$WORK/impostor.pub")" >>"$kh"
+    sed -i "s|KnownHosts=[^ ]*|KnownHosts=$kh|" "$WORK/coordinator.conf"
+    local rc=0 before
+    before=$(jobs_at karolina 0)
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || rc=$?
+    [ $rc = 1 ] || fail "expected the round to fail (MinSites=2), exit $rc"
+    grep -q "host key of $(addr karolina):22 has CHANGED" "$WORK/err" || fail "no changed-key message: $(head -3 "$WORK/err")"
+    [ "$(jobs_at karolina 0)" = "$before" ] || fail "a job was submitted at the site with the changed key"
+    [ ! -e "$(sdir karolina)/stage/flas/global/round-000000.h5" ] || fail "the global was staged at the impostor"
+    pass "karolina's changed host key was refused; nothing was staged or submitted there"
+}
+
+# Kill the coordinator (SIGKILL) at EVENT, run it again: one job per site, the same model as REF.
+crash_and_resume() { # EVENT REF
+    local event=$1 ref=$2
+    write_conf 1 2 10
+    FLAS_COORDINATOR_CRASH_AT=$event coord run "$WORK/coordinator.conf" >"$WORK/out1" 2>"$WORK/err1" && fail "no crash at $event"
+    grep -q "crashing at '$event'" "$WORK/err1" || fail "the hook did not fire at $event: $(tail -2 "$WORK/err1")"
+    coord run "$WORK/coordinator.conf" >"$WORK/out2" 2>"$WORK/err2" || fail "resume after $event failed: $(tail -3 "$WORK/err2")"
+    for s in "${SITES[@]}"; do
+        [ "$(jobs_at "$s" 0)" = 1 ] || fail "after a crash at $event, $s ran $(jobs_at "$s" 0) jobs"
+    done
+    [ -f "$WORK/coord/global/round-000001.h5" ] || fail "no new global after resuming from $event"
+    same_params "$WORK/coord/global/round-000001.h5" "$ref" || fail "after a crash at $event the new global differs"
+    echo "crash at $event: resumed, one job per site, the same new global model"
+}
+
+case_crash_resume() { # SIGKILL in every phase; each resumed run gives the uninterrupted run's model
+    local event
+    write_conf 1 2 10
+    coord run "$WORK/coordinator.conf" >/dev/null || fail "the uninterrupted run failed"
+    cp "$WORK/coord/global/round-000001.h5" "$BED/coord/crash-ref.h5"
+    for event in staged submitting sbatch-returned submitted finished fetched aggregating aggregated; do
+        crash_and_resume "$event" "$BED/coord/crash-ref.h5"
+    done
+    pass "coordinator killed in every phase: resumed without double submission or aggregation, same result"
+}
+
+case="${CASE//-/_}"
+if [ "$case" = setup ]; then setup; else "case_$case"; fi
