@@ -24,7 +24,7 @@ static void usage(FILE *f)
             "  -k, --known-hosts FILE         known_hosts to verify the host key against (required)\n"
             "      --trust-new-host           accept and record a host never seen (never a changed key)\n"
             "  -J, --jump USER@HOST[:PORT]    reach the target through this jump host\n"
-            "      --chunk MIB                resume/verification chunk (default 64)\n"
+            "      --chunk MIB                resume/verification chunk (default 8)\n"
             "      --sha256 HEX               get: the sha256 the file must have (default: the site's own)\n"
             "      --size BYTES               get: the size the file must have\n"
             "      --sidecar                  put: also write REMOTE.sha256 (sha256sum format) after the file\n"

@@ -56,7 +56,7 @@ typedef struct flas_xfer_stats {
 typedef void (*flas_xfer_progress_fn)(const char *what, int64_t done, int64_t total, void *ctx);
 
 typedef struct flas_xfer_opts {
-    int64_t chunk;                 /* resume/verification granularity; 0: 64 MiB (multiple of 1 MiB) */
+    int64_t chunk;                 /* resume/verification granularity; 0: 8 MiB (multiple of 1 MiB) */
     int64_t max_size;              /* downloads larger than this are refused; 0: no limit */
     flas_xfer_progress_fn progress;
     void *progress_ctx;
