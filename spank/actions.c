@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -201,11 +202,48 @@ static void json_escape(const char *in, char *out, size_t len)
 }
 
 /* COMPLETED, FAILED, or SIGNALED (cancelled, time limit or preemption: the coordinator asks Slurm). */
+/* COMPLETED, FAILED, SIGNALED (cancelled, time limit or preemption: the coordinator asks Slurm which),
+ * or UNKNOWN when neither the batch step nor Slurm told. */
 static const char *job_state(const flas_job *job)
 {
+    if (!job->exit_known)
+        return "UNKNOWN";
     if (job->signal)
         return "SIGNALED";
     return job->exit_code ? "FAILED" : "COMPLETED";
+}
+
+int flas_record_batch_exit(const flas_federation_conf *fed, unsigned long jobid, int wait_status, char *err,
+                           size_t errlen)
+{
+    stage_fds s;
+    if (open_stage(fed, 0, &s, err, errlen))
+        return -1;
+    char name[48], text[64], e[256];
+    snprintf(name, sizeof name, "%lu.exit", jobid);
+    int n = snprintf(text, sizeof text, "status=%d\n", wait_status);
+    int rc = safefs_write_atomic(s.state, name, text, (size_t)n, 0644, 0, 0, 0, e, sizeof e) < 0 ? -1 : 0;
+    if (rc)
+        snprintf(err, errlen, "state/%s: %s", name, e);
+    close_fds(&s);
+    return rc;
+}
+
+/* The batch script's end as the batch step recorded it (preferred), else as the epilog's environment
+ * says; a copy of job with exit_known/exit_code/signal filled. */
+static flas_job with_exit(const flas_job *job, int state_dir)
+{
+    flas_job j = *job;
+    char name[48], text[64], e[256];
+    int status;
+    snprintf(name, sizeof name, "%lu.exit", job->jobid);
+    if (safefs_read_small(state_dir, name, text, sizeof text - 1, e, sizeof e) >= 0 &&
+        sscanf(text, "status=%d", &status) == 1) {
+        j.exit_known = 1;
+        j.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+        j.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+    }
+    return j;
 }
 
 typedef struct {
@@ -320,7 +358,8 @@ int flas_epilog(const flas_job *job, char *err, size_t errlen)
     memset(&p, 0, sizeof p);
     if (!rec.error[0])
         publish_checkpoint(job, s.fed, round_dir, &p);
-    int rc = write_manifest(job, &rec, round_dir, &p, err, errlen);
+    flas_job ended = with_exit(job, s.state);
+    int rc = write_manifest(&ended, &rec, round_dir, &p, err, errlen);
     close(round_dir);
     close_fds(&s);
     return rc;

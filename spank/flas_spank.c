@@ -196,9 +196,11 @@ static int job_from_env(spank_t sp, const flas_federation_conf *fed, const flas_
     snprintf(job->user, sizeof job->user, "%s", user);
     snprintf(job->account, sizeof job->account, "%s", account ? account : "");
     snprintf(job->node, sizeof job->node, "%s", node ? node : "");
-    const char *ec = getenv("SLURM_JOB_EXIT_CODE2"); /* "exit:signal" */
-    if (ec)
-        sscanf(ec, "%d:%d", &job->exit_code, &job->signal);
+    /* "exit:signal" -- but 0:0 for a job killed at its time limit: the batch step's own record
+     * (flas_record_batch_exit) wins when present. */
+    const char *ec = getenv("SLURM_JOB_EXIT_CODE2");
+    if (ec && sscanf(ec, "%d:%d", &job->exit_code, &job->signal) == 2)
+        job->exit_known = 1;
     return 0;
 }
 
@@ -236,5 +238,31 @@ static int job_script(spank_t sp, int ac, char **av, int epilog)
 }
 
 int slurm_spank_job_prolog(spank_t sp, int ac, char **av) { return job_script(sp, ac, av, 0); }
+
+#define BATCH_STEP 0xfffffffbu /* SLURM_BATCH_SCRIPT in slurm.h, which the plugin does not include */
+
+/* The batch step's stepd (root), when the batch script exits: record how it ended for the epilog.
+ * Never fails the step: a missing record only makes the manifest say less. */
+int slurm_spank_task_exit(spank_t sp, int ac, char **av)
+{
+    (void)ac;
+    (void)av;
+    uint32_t step = 0, jobid = 0;
+    int status = 0;
+    if (spank_context() != S_CTX_REMOTE || !flas_options.federation[0] ||
+        spank_get_item(sp, S_JOB_STEPID, &step) != ESPANK_SUCCESS || step != BATCH_STEP ||
+        spank_get_item(sp, S_JOB_ID, &jobid) != ESPANK_SUCCESS ||
+        spank_get_item(sp, S_TASK_EXIT_STATUS, &status) != ESPANK_SUCCESS)
+        return 0;
+    flas_conf conf;
+    const flas_federation_conf *fed;
+    char err[1024];
+    if (load_federation(flas_options.federation, &conf, &fed, err, sizeof err) == 0) {
+        if (flas_record_batch_exit(fed, jobid, status, err, sizeof err))
+            slurm_error("flas: job %u: cannot record how the batch script ended: %s", jobid, err);
+        flas_conf_free(&conf);
+    }
+    return 0;
+}
 
 int slurm_spank_job_epilog(spank_t sp, int ac, char **av) { return job_script(sp, ac, av, 1); }

@@ -18,7 +18,8 @@ typedef struct flas_job {
     char user[FLAS_CONF_NAME_MAX];
     char account[FLAS_CONF_NAME_MAX]; /* "" when unknown */
     long round;                       /* requested round, -1 = newest staged */
-    int exit_code, signal;            /* epilog: how the batch script ended (SLURM_JOB_EXIT_CODE2) */
+    int exit_known;                   /* epilog: 1 when exit_code/signal are known */
+    int exit_code, signal;            /* epilog: how the batch script ended (see flas_epilog) */
     char node[FLAS_CONF_NAME_MAX];    /* epilog: node name for the manifest */
 } flas_job;
 
@@ -34,6 +35,11 @@ typedef struct flas_job_record {
  * directory, writes the record. Returns 0 when the job may start (user problems are recorded, never
  * returned: a failing prolog drains the node), -1 only for site faults (err says which). */
 int flas_prolog(const flas_job *job, char *err, size_t errlen);
+/* Root, in the batch step's slurmstepd when the batch script has exited: records its wait status in
+ * state/<jobid>.exit for the epilog (whose own environment says 0:0 even for a job killed at its time
+ * limit). 0, or -1 with err set. */
+int flas_record_batch_exit(const flas_federation_conf *fed, unsigned long jobid, int wait_status, char *err,
+                           size_t errlen);
 /* Root, epilog: publishes the job's checkpoint and a manifest in outbox/round-K/. 0, or -1 for site
  * faults only. */
 int flas_epilog(const flas_job *job, char *err, size_t errlen);

@@ -54,7 +54,8 @@ write_conf() { # ROUNDS MINSITES STEPS
             extra="SITE_EXTRA_$s"
             echo "Site=$s Host=$(addr "$s") User=$P_user Identity=$P_user_key StagingRoot=$(sdir "$s")/stage"
             echo "  Script=$EXAMPLES/flas-train.sbatch Tasks=1 CpusPerTask=1 Time=5"
-            echo "  ScriptArgs=--data,$(sdir "$s")/data/train,--valid,$(sdir "$s")/data/valid,--steps,$steps,--batch,4,--seq,64,--threads,1,--log-every,5 ${!extra:-}"
+            local st="STEPS_$s"
+            echo "  ScriptArgs=--data,$(sdir "$s")/data/train,--valid,$(sdir "$s")/data/valid,--steps,${!st:-$steps},--batch,4,--seq,64,--threads,1,--log-every,5 ${!extra:-}"
         done
     } >"$WORK/coordinator.conf"
 }
@@ -180,7 +181,7 @@ case_scancel_min2() { # the same with MinSites=2: the round fails cleanly, the g
 case_timeout() { # a job hits its time limit: the checkpoint written at the signal is salvaged
     # leonardo's job script trains (stopping at the USR1 warning 20 s before the end, with a checkpoint)
     # and then overruns its 1-minute limit, so Slurm ends it TIMEOUT
-    write_conf 1 2 1000000
+    STEPS_leonardo=1000000 write_conf 1 2 20
     sed -i "0,/Time=5/s//Time=1/; 0,/Script=[^ ]*/s||Script=$BED/coord/overrun.sbatch|" "$WORK/coordinator.conf"
     coord run "$WORK/coordinator.conf" | tee "$WORK/out" || fail "coordinator failed"
     grep -Eq "^round 0: leonardo job [0-9]+ TIMEOUT [0-9]+ tokens" "$WORK/out" || fail "leonardo did not end TIMEOUT with an update"

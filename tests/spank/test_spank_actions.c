@@ -6,6 +6,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,7 @@ static void setup(void)
     job.fed = &fed;
     job.jobid = 42;
     job.uid = TEST_UID;
+    job.exit_known = 1; /* as from SLURM_JOB_EXIT_CODE2 in the epilog's environment */
     job.gid = TEST_GID;
     snprintf(job.user, sizeof job.user, "nobody");
     job.round = -1;
@@ -699,6 +701,37 @@ START_TEST(epilog_records_failed_and_signaled_jobs)
 }
 END_TEST
 
+START_TEST(epilog_prefers_the_batch_steps_record_of_how_the_script_ended)
+{
+    /* A job killed at its time limit: the epilog's environment says 0:0, the batch step saw SIGTERM. */
+    stage_model(3, "three");
+    job.jobid = 44;
+    prolog_ok();
+    char err[512];
+    ck_assert_msg(flas_record_batch_exit(&fed, 44, SIGTERM, err, sizeof err) == 0, "%s", err);
+    ck_assert_str_eq(test_read_file(S("flas/state/44.exit")), "status=15\n");
+    epilog_ok(err, sizeof err);
+    test_json m = manifest(3, 44);
+    ck_assert_str_eq(test_json_string(&m, "job_state"), "SIGNALED");
+    ck_assert_int_eq(test_json_number(&m, "signal"), 15);
+    /* an exit status recorded by the batch step: exit 2 */
+    job.jobid = 45;
+    prolog_ok();
+    ck_assert_int_eq(flas_record_batch_exit(&fed, 45, 2 << 8, err, sizeof err), 0);
+    epilog_ok(err, sizeof err);
+    m = manifest(3, 45);
+    ck_assert_str_eq(test_json_string(&m, "job_state"), "FAILED");
+    ck_assert_int_eq(test_json_number(&m, "exit_code"), 2);
+    /* neither told: the manifest says so rather than guessing */
+    job.jobid = 46;
+    job.exit_known = 0;
+    prolog_ok();
+    epilog_ok(err, sizeof err);
+    m = manifest(3, 46);
+    ck_assert_str_eq(test_json_string(&m, "job_state"), "UNKNOWN");
+}
+END_TEST
+
 /* What a user can put in place of the checkpoint; each must be refused with the manifest saying why. */
 START_TEST(epilog_refuses_symlink_fifo_hardlink_and_foreign_checkpoints)
 {
@@ -888,6 +921,7 @@ int main(void)
     tcase_add_checked_fixture(t, setup, teardown);
     tcase_add_test(t, epilog_publishes_by_hard_link_with_a_manifest);
     tcase_add_test(t, epilog_records_failed_and_signaled_jobs);
+    tcase_add_test(t, epilog_prefers_the_batch_steps_record_of_how_the_script_ended);
     tcase_add_test(t, prolog_and_epilog_work_on_nfs);
     tcase_add_test(t, epilog_refuses_symlink_fifo_hardlink_and_foreign_checkpoints);
     tcase_add_test(t, epilog_of_another_node_keeps_the_first_manifest);
