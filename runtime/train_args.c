@@ -260,31 +260,39 @@ int flas_train_parse_args(flas_train_opts *o, int argc, char **argv, char *err, 
     return 0;
 }
 
+void flas_train_opts_overlay(const flas_train_opts *o, const flas_config *base, flas_config *out)
+{
+    flas_config c = *base;
+    if (o->cfg_given & FLAS_CFG_PRESET)
+        flas_config_preset(o->preset, &c);
+    const flas_config *g = &o->cfg;
+    unsigned k = o->cfg_given;
+    if (k & FLAS_CFG_DIM) c.dim = g->dim;
+    if (k & FLAS_CFG_LAYERS) c.n_layers = g->n_layers;
+    if (k & FLAS_CFG_HEADS) c.n_heads = g->n_heads;
+    if (k & FLAS_CFG_KV_HEADS) c.n_kv_heads = g->n_kv_heads;
+    else if ((k & FLAS_CFG_HEADS) && !(k & FLAS_CFG_PRESET)) c.n_kv_heads = c.n_heads;
+    if (k & FLAS_CFG_HIDDEN) c.hidden_dim = g->hidden_dim;
+    else if (k & FLAS_CFG_DIM) c.hidden_dim = flas_hidden_dim(c.dim, o->multiple_of, 0);
+    if (k & FLAS_CFG_VOCAB) c.vocab_size = g->vocab_size;
+    if (k & FLAS_CFG_SEQ_LEN) c.seq_len = g->seq_len;
+    if (k & FLAS_CFG_NORM_EPS) c.norm_eps = g->norm_eps;
+    if (k & FLAS_CFG_ROPE_THETA) c.rope_theta = g->rope_theta;
+    if (k & FLAS_CFG_TIED) c.tied_embeddings = g->tied_embeddings;
+    *out = c;
+}
+
 int flas_train_opts_config(const flas_train_opts *o, flas_config *c, char *err, size_t errlen)
 {
     /* Without a preset: LLaMA-2's defaults for what the flags leave out. */
-    flas_config base = {0, 0, 0, 0, 0, 0, 0, 1e-5f, 10000.0f, 0};
-    if (o->cfg_given & FLAS_CFG_PRESET)
-        flas_config_preset(o->preset, &base);
-    const flas_config *g = &o->cfg;
-    unsigned k = o->cfg_given;
-    if (k & FLAS_CFG_DIM) base.dim = g->dim;
-    if (k & FLAS_CFG_LAYERS) base.n_layers = g->n_layers;
-    if (k & FLAS_CFG_HEADS) base.n_heads = g->n_heads;
-    if (k & FLAS_CFG_KV_HEADS) base.n_kv_heads = g->n_kv_heads;
-    else if (!(k & FLAS_CFG_PRESET)) base.n_kv_heads = base.n_heads;
-    if (k & FLAS_CFG_HIDDEN) base.hidden_dim = g->hidden_dim;
-    else if (!(k & FLAS_CFG_PRESET) || (k & FLAS_CFG_DIM)) base.hidden_dim = flas_hidden_dim(base.dim, o->multiple_of, 0);
-    if (k & FLAS_CFG_VOCAB) base.vocab_size = g->vocab_size;
-    if (k & FLAS_CFG_SEQ_LEN) base.seq_len = g->seq_len;
-    if (k & FLAS_CFG_NORM_EPS) base.norm_eps = g->norm_eps;
-    if (k & FLAS_CFG_ROPE_THETA) base.rope_theta = g->rope_theta;
-    if (k & FLAS_CFG_TIED) base.tied_embeddings = g->tied_embeddings;
+    const flas_config llama = {0, 0, 0, 0, 0, 0, 0, 1e-5f, 10000.0f, 0};
+    flas_config want;
+    flas_train_opts_overlay(o, &llama, &want);
     char why[256];
-    if (flas_config_validate(&base, o->tp, why, sizeof why))
+    if (flas_config_validate(&want, o->tp, why, sizeof why))
         return fail(err, errlen, "model: %s%s", why,
-                    (k & FLAS_CFG_PRESET) ? "" : " (give --model PRESET or --dim, --layers, --heads, --vocab, --seq-len)");
-    *c = base;
+                    (o->cfg_given & FLAS_CFG_PRESET) ? "" : " (give --model PRESET or --dim, --layers, --heads, --vocab, --seq-len)");
+    *c = want;
     return 0;
 }
 
@@ -317,10 +325,6 @@ int flas_train_opts_check(flas_train_opts *o, char *err, size_t errlen)
         return fail(err, errlen, "no model to start from: set FLAS_GLOBAL_CHECKPOINT (a --federation job), or give --global FILE or --resume FILE");
     if (!o->steps && !o->tokens)
         return fail(err, errlen, "say how much to train this round: --steps N and/or --tokens N");
-    if (o->cfg_given) {
-        flas_config c;
-        return flas_train_opts_config(o, &c, err, errlen);
-    }
     return 0;
 }
 

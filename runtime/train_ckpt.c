@@ -71,8 +71,7 @@ static int check_source(const trainer *t, const flas_ckpt_reader *r, const char 
     if (o->cfg_given) {
         flas_config want;
         char why[512];
-        if (flas_train_opts_config(o, &want, err, errlen))
-            return -1;
+        flas_train_opts_overlay(o, &m->cfg, &want);
         if (flas_ckpt_expect_config(r, &want, why, sizeof why))
             return fail(err, errlen, "model flags do not match the checkpoint: %s", why);
     }

@@ -93,6 +93,23 @@ static void rng_from_seed(uint64_t seed, uint64_t s[4])
     }
 }
 
+/* A killed process can linger as a zombie until its reaper (in containers, often a lazy PID 1) waits
+ * for it: count that as gone. */
+static int process_alive(pid_t pid)
+{
+    if (kill(pid, 0) && errno == ESRCH)
+        return 0;
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold spaces */
+    return !(paren && paren[1] == ' ' && paren[2] == 'Z');
+}
+
 /* Temporaries of the output left by killed writers on this host (".<name>.tmp-<host>-<pid>" whose pid is
  * gone) are garbage: remove them so that repeated kills cannot fill the disk. Rank 0 only. */
 static void remove_stale_temps(const char *output, const flas_train_comm *c)
@@ -114,7 +131,7 @@ static void remove_stale_temps(const char *output, const flas_train_comm *c)
             continue;
         char *end;
         long pid = strtol(e->d_name + n, &end, 10);
-        if (*end || pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+        if (*end || pid <= 0 || pid == (long)getpid() || process_alive((pid_t)pid))
             continue;
         char path[2 * FLAS_TRAIN_PATH_MAX + 300];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
@@ -123,6 +140,23 @@ static void remove_stale_temps(const char *output, const flas_train_comm *c)
     }
     if (d)
         closedir(d);
+}
+
+/* Found out before training, not at the end of the round: the output's directory must take a file. */
+static int output_dir_ok(const char *output, flas_train_comm *c, char *err, size_t errlen)
+{
+    int ok = 1;
+    if (c->rank == 0) {
+        char dir[FLAS_TRAIN_PATH_MAX];
+        const char *slash = strrchr(output, '/');
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - output) : 1, slash ? (slash == output ? "/" : output) : ".");
+        struct stat st;
+        if (stat(dir, &st) || !S_ISDIR(st.st_mode))
+            ok = 0, snprintf(err, errlen, "%.400s: the output directory %.400s does not exist", output, dir);
+        else if (access(dir, W_OK | X_OK))
+            ok = 0, snprintf(err, errlen, "%.400s: the output directory %.400s is not writable: %s", output, dir, strerror(errno));
+    }
+    return flas_train_agree(c->world, ok, err, errlen);
 }
 
 /* resume "auto": the output checkpoint if it exists (a requeued or restarted job), else nothing. */
@@ -151,6 +185,8 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
     t->valid_loss = NAN;
     rng_from_seed(o->seed, t->rng_state);
     char resume[FLAS_TRAIN_PATH_MAX], sha[FLAS_SHA256_HEX] = "";
+    if (output_dir_ok(o->output, c, err, errlen))
+        return free(t), -1;
     remove_stale_temps(o->output, c);
     resolve_resume(o, c, resume, sizeof resume);
     int rc = 0;

@@ -111,8 +111,11 @@ int flas_train_opts_from_env(flas_train_opts *o, char *err, size_t errlen);
 int flas_train_parse_args(flas_train_opts *o, int argc, char **argv, char *err, size_t errlen);
 /* Checks that the options make sense for the mode and fills derived defaults. 0 or -1 with err. */
 int flas_train_opts_check(flas_train_opts *o, char *err, size_t errlen);
-/* The model config the flags describe (preset, then single fields). 0 or -1 with err. */
+/* The model config the flags describe (preset, then single fields; LLaMA-2 defaults for the rest, the
+ * FFN width from --dim unless --hidden). 0 or -1 with err. */
 int flas_train_opts_config(const flas_train_opts *o, flas_config *c, char *err, size_t errlen);
+/* base with the preset and fields the flags give laid over it (what a checkpoint must match). */
+void flas_train_opts_overlay(const flas_train_opts *o, const flas_config *base, flas_config *out);
 void flas_train_usage(FILE *f);
 
 /* The whole program after option parsing, collective over world: the mode's work, messages on rank 0
