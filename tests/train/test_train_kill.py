@@ -10,7 +10,7 @@ sleeps a random 0-150 ms and kills the whole job. After every trial:
 Trials continue until at least 20 kills landed during a write. Finally a normal run resumes the
 survivor, finishes, and leaves no temporary behind.
 
-usage: test_train_kill.py FLAS_TRAIN FIXTURE MPIEXEC WORKDIR [MIN_KILLS]"""
+usage: test_train_kill.py FLAS_TRAIN FIXTURE MPIEXEC WORKDIR   (FLAS_TEST_KILLS=20, FLAS_TEST_SEED)"""
 import glob
 import os
 import random
@@ -51,7 +51,7 @@ def kill_session(proc):
 
 def main():
     e = Env(sys.argv)
-    min_kills = int(e.case) if e.case else 20
+    min_kills = int(os.environ.get("FLAS_TEST_KILLS", "20"))
     e.ensure_fixture()
     g, out = e.path("kill-global.h5"), e.path("kill-local.h5")
     for p in glob.glob(out) + glob.glob(e.path(".kill-local.h5.tmp-*")):

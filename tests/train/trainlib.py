@@ -5,6 +5,7 @@ Every test script takes: FLAS_TRAIN FIXTURE MPIEXEC WORKDIR [CASE]. A missing to
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,15 +23,21 @@ class Env:
     def __init__(self, argv):
         if len(argv) < 5:
             sys.exit("usage: SCRIPT FLAS_TRAIN FIXTURE MPIEXEC WORKDIR [CASE]")
-        self.flas_train, self.fixture, self.mpiexec, self.work = argv[1:5]
+        self.flas_train, self.fixture, self.mpiexec, top = argv[1:5]
         self.case = argv[5] if len(argv) > 5 else None
         for tool in (self.flas_train, self.fixture, self.mpiexec):
             if not os.access(tool, os.X_OK):
                 sys.exit(f"FAIL: missing tool {tool}")
+        # The shared fixture (made once by the train_fixture test) and a fresh directory per test case.
+        fix = os.path.join(top, "fixture")
+        self.data = os.path.join(fix, "data")
+        self.valid = os.path.join(fix, "valid")
+        self.glob = os.path.join(fix, "global.h5")
+        script = os.path.splitext(os.path.basename(argv[0]))[0]
+        self.work = os.path.join(top, f"{script}-{self.case}" if self.case else script)
+        if self.case != "fixture":
+            shutil.rmtree(self.work, ignore_errors=True)
         os.makedirs(self.work, exist_ok=True)
-        self.data = os.path.join(self.work, "data")
-        self.valid = os.path.join(self.work, "valid")
-        self.glob = os.path.join(self.work, "global.h5")
 
     def path(self, *names):
         return os.path.join(self.work, *names)
@@ -51,14 +58,18 @@ class Env:
             fail(f"flas-train {' '.join(args)} (ranks {ranks}) exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
         return p
 
-    def ensure_fixture(self):
+    def make_fixture(self):
         """Token shards (2 training shards, 1 validation) and a round-0 global model of TINY."""
-        if not os.path.exists(os.path.join(self.data, "part-001.flastok")):
-            subprocess.run([self.fixture, "shards", self.data, "200000", str(VOCAB), "1", "2"], check=True)
-        if not os.path.exists(os.path.join(self.valid, "part-000.flastok")):
-            subprocess.run([self.fixture, "shards", self.valid, "20000", str(VOCAB), "2", "1"], check=True)
+        fix = os.path.dirname(self.glob)
+        shutil.rmtree(fix, ignore_errors=True)
+        os.makedirs(fix)
+        subprocess.run([self.fixture, "shards", self.data, "200000", str(VOCAB), "1", "2"], check=True)
+        subprocess.run([self.fixture, "shards", self.valid, "20000", str(VOCAB), "2", "1"], check=True)
+        return self.run(["--init"] + TINY + ["--seed", "7", "--output", self.glob])
+
+    def ensure_fixture(self):
         if not os.path.exists(self.glob):
-            self.run(["--init"] + TINY + ["--seed", "7", "--output", self.glob])
+            fail(f"no fixture at {self.glob}: the train_fixture test makes it")
 
 
 def fail(msg):
