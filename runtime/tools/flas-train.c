@@ -35,8 +35,10 @@ int main(int argc, char **argv)
     flas_train_opts_init(&o);
     /* Signals first: a SIGUSR1 during start-up must not kill the job before it can checkpoint. */
     flas_train_signals_install();
-    int bad = flas_train_parse_args(&o, argc, argv, err, sizeof err) || flas_train_opts_from_env(&o, err, sizeof err) ||
-              flas_train_opts_check(&o, err, sizeof err);
+    int bad = flas_train_parse_args(&o, argc, argv, err, sizeof err) || flas_train_opts_from_env(&o, err, sizeof err);
+    /* FLAS_ERROR comes first: a refused job lacks FLAS_OUTPUT_CHECKPOINT, and its reason is the news. */
+    if (!bad && !(o.mode == FLAS_TRAIN_RUN && o.flas_error[0]))
+        bad = flas_train_opts_check(&o, err, sizeof err);
     if (o.mode == FLAS_TRAIN_HELP) {
         flas_train_usage(stdout);
         return 0;

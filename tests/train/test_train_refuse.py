@@ -107,6 +107,9 @@ def case_env(e):
     refused(e, "FLAS_ERROR", train_args(e, e.glob, out),
             ["refusing to train", "round-000004.h5 failed verification (sha256)"],
             env={"FLAS_ERROR": "global model round-000004.h5 failed verification (sha256)"})
+    # As in a refused job: the plugin exports FLAS_ERROR but no output or global; the reason must show.
+    refused(e, "FLAS_ERROR without output", ["--data", e.data, "--steps", "2"], ["refusing to train", "closed"],
+            env={"FLAS_ERROR": "federation 'flas' is closed"})
     wrong = "0" * 64
     refused(e, "sha256 mismatch", train_args(e, e.glob, out), [e.glob, wrong, "differs from the expected"],
             env={"FLAS_GLOBAL_SHA256": wrong})
