@@ -113,7 +113,7 @@ int train_load(trainer *t, const char *resume, const char *global_sha, char *err
     const flas_train_opts *o = t->o;
     flas_train_comm *c = t->c;
     const char *path = resume[0] ? resume : o->global;
-    flas_ckpt_reader *r = flas_ckpt_open(path, c->world, err, errlen);
+    flas_ckpt_reader *r = flas_ckpt_open(path, train_ckpt_comm(c), err, errlen);
     if (!r)
         return -1; /* the library validated on rank 0 and told everyone */
     const flas_ckpt_meta *m = flas_ckpt_meta_of(r);
@@ -225,7 +225,7 @@ int train_write(trainer *t, const char *reason, char *err, size_t errlen)
     t->meta.step = t->step;
     t->meta.tokens_trained = t->tokens_trained;
     unsigned contents = FLAS_CKPT_OPTIMIZER | FLAS_CKPT_TRAIN_STATE | FLAS_CKPT_METRICS;
-    flas_ckpt_writer *w = flas_ckpt_create(t->o->output, &t->meta, contents, t->c->world, err, errlen);
+    flas_ckpt_writer *w = flas_ckpt_create(t->o->output, &t->meta, contents, train_ckpt_comm(t->c), err, errlen);
     if (!w)
         return -1;
     size_t lo = t->io_lo, hi = t->io_hi, base = t->opt_lo;
@@ -278,7 +278,7 @@ int train_init_global(const flas_train_opts *o, flas_train_comm *c, char *err, s
     size_t lo, hi;
     flas_train_slice(m.table.n_params, c->dp_rank, c->dp_size, &lo, &hi);
     int rc = -1;
-    flas_ckpt_writer *w = flas_ckpt_create(o->output, &meta, 0, c->world, err, errlen);
+    flas_ckpt_writer *w = flas_ckpt_create(o->output, &meta, 0, train_ckpt_comm(c), err, errlen);
     if (w) {
         flas_ckpt_put_flat(w, FLAS_CKPT_PARAMS, &m.table, lo, hi, m.params + lo, err, errlen);
         rc = flas_ckpt_commit(w, err, errlen);

@@ -63,7 +63,7 @@ int train_eval_main(const flas_train_opts *o, flas_train_comm *c, char *err, siz
     int ok = c->rank != 0 || flas_sha256_file(o->eval, sha, NULL, err, errlen) == 0;
     if (flas_train_agree(c->world, ok, err, errlen))
         return -1;
-    flas_ckpt_reader *r = flas_ckpt_open(o->eval, c->world, err, errlen);
+    flas_ckpt_reader *r = flas_ckpt_open(o->eval, train_ckpt_comm(c), err, errlen);
     if (!r)
         return -1;
     flas_ckpt_meta meta = *flas_ckpt_meta_of(r);

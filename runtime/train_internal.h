@@ -57,6 +57,9 @@ typedef struct trainer {
 } trainer;
 
 /* train_ckpt.c: checkpoint glue. */
+/* The communicator for checkpoint I/O: one rank uses HDF5's serial driver (measured faster than MPI-IO
+ * alone, docs/performance.md), more ranks the collective parallel path. */
+static inline MPI_Comm train_ckpt_comm(const flas_train_comm *c) { return c->size > 1 ? c->world : MPI_COMM_NULL; }
 /* rank 0 hashes path and compares with want (if not ""); the hex digest goes to sha on every rank. */
 int train_verify_global(const flas_train_opts *o, flas_train_comm *c, char sha[FLAS_SHA256_HEX], char *err,
                         size_t errlen);

@@ -241,9 +241,11 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
                t->train_seconds > 0 ? 100.0 * c->reduce_seconds / t->train_seconds : 0.0, o->output);
         fflush(stdout);
     }
-    train_log_json(&t->log, "{\"event\":\"end\",\"ok\":%s,\"step\":%ld,\"tokens_trained\":%lld,\"reason\":\"%s\"}",
+    train_log_json(&t->log,
+                   "{\"event\":\"end\",\"ok\":%s,\"step\":%ld,\"tokens_trained\":%lld,\"reason\":\"%s\","
+                   "\"train_seconds\":%.3f,\"dp_reduce_seconds\":%.3f}",
                    rc == 0 ? "true" : "false", t->step, (long long)t->tokens_trained,
-                   t->stop_reason ? t->stop_reason : "error");
+                   t->stop_reason ? t->stop_reason : "error", t->train_seconds, c->reduce_seconds);
     train_free(t);
     free(t);
     return rc;
