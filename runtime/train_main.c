@@ -1,9 +1,11 @@
 /* flas-train after option parsing: the mode's work on every rank, messages on rank 0. Setting up a
  * training round: refuse what the plugin refused, verify the global model's sha256, load it (or the
  * local checkpoint to resume), open the data, size the round, then run it (train_loop.c). */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +24,15 @@ int train_threads(const flas_train_opts *o, const flas_train_comm *c)
 {
     if (o->threads)
         return o->threads;
+    const char *env = getenv("OMP_NUM_THREADS");
+    if (env && atoi(env) > 0)
+        return atoi(env);
+    /* A rank bound to some cores (mpirun --bind-to, srun --cpu-bind, cgroups) uses those; an unbound
+     * rank shares the node's processors with the other ranks there. */
     long procs = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < procs)
+        return CPU_COUNT(&set);
     long n = procs / (c->node_ranks > 0 ? c->node_ranks : 1);
     return n < 1 ? 1 : (int)n;
 }
@@ -189,6 +199,11 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
         return free(t), -1;
     remove_stale_temps(o->output, c);
     resolve_resume(o, c, resume, sizeof resume);
+    if (!resume[0] && !o->global[0]) {
+        snprintf(err, errlen, "--resume auto: %.500s does not exist yet and no global model was given (--global or "
+                 "FLAS_GLOBAL_CHECKPOINT)", o->output);
+        return free(t), -1;
+    }
     int rc = 0;
     if (o->global[0])
         rc = train_verify_global(o, c, sha, err, errlen);

@@ -149,6 +149,8 @@ def case_args(e):
     refused(e, "no global", ["--data", e.data, "--steps", "2", "--output", out], ["FLAS_GLOBAL_CHECKPOINT", "--global"],
             ranks=1)
     refused(e, "no length", ["--global", e.glob, "--data", e.data, "--output", out], ["--steps", "--tokens"], ranks=1)
+    refused(e, "resume auto with nothing to resume", ["--resume", "auto", "--data", e.data, "--steps", "2", "--output",
+                                                      out], ["--resume auto", "does not exist", "global"])
     refused(e, "tp does not divide", train_args(e, e.glob, out, ["--tp", "3"]), ["--tp 3", "2 MPI ranks"])
     refused(e, "seq too long", train_args(e, e.glob, out, ["--seq", "128"]), ["--seq 128", "seq_len 64"])
     wide = e.path("vocab256.h5")
