@@ -69,7 +69,9 @@ static void size_round(trainer *t)
     int64_t per_step = (int64_t)t->B * t->T * t->accum * t->c->dp_size;
     long target = o->steps;
     if (o->tokens) {
-        long by_tokens = (long)((o->tokens + per_step - 1) / per_step);
+        /* From what is left: a resumed round may run with another batch or world size. */
+        int64_t left = o->tokens > t->tokens_trained ? o->tokens - t->tokens_trained : 0;
+        long by_tokens = t->step + (long)((left + per_step - 1) / per_step);
         if (!target || by_tokens < target)
             target = by_tokens;
     }
