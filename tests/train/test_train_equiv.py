@@ -163,9 +163,29 @@ def case_resume(e):
         fail("tokens_trained or validation loss differ after resume")
     ok(f"killed (SIGKILL) after step {done}, resumed from the step-{step} checkpoint: steps {step + 1}..{N} "
        f"losses, final weights, AdamW moments and validation loss bit-identical to the uninterrupted run")
+    tokens_budget(e)
     reshape(e, "tp=2 on 2 ranks", 2, ["--tp", "2"], ["--tp", "1"])
     reshape(e, "dp=2 on 2 ranks", 2, [], ["--accum", "2"])
     reshape(e, "dp=2 with ZeRO-1 on 2 ranks", 2, ["--zero"], ["--accum", "2"])
+
+
+def tokens_budget(e):
+    """--tokens ends the round at the step that reaches it, and a resume at another world size counts
+    what is left in tokens, not steps."""
+    args = ["--global", e.glob, "--data", e.data, "--batch", "2", "--seq", "32", "--threads", "1", "--site", "t",
+            "--peak-gflops", "100", "--tokens", "1280"]
+    whole, half = e.path("tokens-whole.h5"), e.path("tokens-half.h5")
+    e.run(args + ["--output", whole], 2)
+    a, m = attrs(whole), attrs(whole, "metrics")
+    if (a["step"], a["tokens_trained"], m["stop_reason"]) != (10, 1280, "tokens"):
+        fail(f"--tokens 1280 on 2 ranks (128 tokens/step): step {a['step']}, {a['tokens_trained']} tokens, {m['stop_reason']}")
+    e.run(args + ["--steps", "4", "--output", half], 2)
+    e.run(args + ["--resume", half, "--output", half], 1)
+    a = attrs(half)
+    if (a["step"], a["tokens_trained"]) != (4 + 12, 1280):
+        fail(f"--tokens after a resume at 1 rank: step {a['step']}, {a['tokens_trained']} tokens (expected 16, 1280)")
+    ok("--tokens 1280 ends the round at 1280 tokens (10 steps of 128); 4 steps at 2 ranks + a resume at 1 rank "
+       "trains the 768 tokens left (12 steps of 64)")
 
 
 def reshape(e, what, ranks, first, then):
