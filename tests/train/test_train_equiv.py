@@ -19,8 +19,8 @@ import json
 
 import numpy as np
 
-from trainlib import (ROOT_ENV, Env, attrs, check_complete, fail, fro_rel, identical, losses, max_rel, ok,
-                      tensors)
+from trainlib import (ROOT_ENV, Env, attrs, check_complete, fail, fro_rel, identical, losses, max_rel, norms,
+                      ok, tensors)
 
 REL = 1e-5
 # Tensor parallelism splits every row-parallel product into partial sums: the float rounding differs
@@ -49,13 +49,15 @@ def train(e, name, ranks, steps, extra=(), valid=False):
 
 
 def same_losses(m1, m2, steps, rel, what):
-    a, b = losses(m1), losses(m2)
-    for s in steps:
-        if s not in a or s not in b:
-            fail(f"{what}: step {s} missing from the metrics ({sorted(a)}, {sorted(b)})")
-        if abs(a[s] - b[s]) > rel * abs(b[s]):
-            fail(f"{what}: step {s} loss {a[s]!r} vs {b[s]!r} (rel {abs(a[s] - b[s]) / abs(b[s]):.2e} > {rel})")
-    return [a[s] for s in steps]
+    """Losses and pre-clip gradient norms of every step agree within rel."""
+    for kind, get in (("loss", losses), ("grad_norm", norms)):
+        a, b = get(m1), get(m2)
+        for s in steps:
+            if s not in a or s not in b:
+                fail(f"{what}: step {s} missing from the metrics ({sorted(a)}, {sorted(b)})")
+            if abs(a[s] - b[s]) > rel * abs(b[s]):
+                fail(f"{what}: step {s} {kind} {a[s]!r} vs {b[s]!r} (rel {abs(a[s] - b[s]) / abs(b[s]):.2e} > {rel})")
+    return [losses(m1)[s] for s in steps]
 
 
 def case_dp(e):
@@ -72,7 +74,7 @@ def case_dp(e):
     va, vb = attrs(a, "metrics"), attrs(b, "metrics")
     if va["valid_tokens"] != vb["valid_tokens"] or abs(va["valid_loss"] - vb["valid_loss"]) > REL * vb["valid_loss"]:
         fail(f"validation differs: {va['valid_loss']} over {va['valid_tokens']} vs {vb['valid_loss']} over {vb['valid_tokens']}")
-    ok(f"dp=2 == 1 rank x accum 2 over {K} steps: losses rel <= {REL}, weights and AdamW moments max rel {err:.1e}, "
+    ok(f"dp=2 == 1 rank x accum 2 over {K} steps: losses and gradient norms rel <= {REL}, weights and AdamW moments max rel {err:.1e}, "
        f"validation {va['valid_loss']:.6f} vs {vb['valid_loss']:.6f}")
     z, mz = train(e, "dp2zero", 2, K, ["--zero"])
     if not identical(tensors(z), tensors(a)) or losses(mz) != losses(ma):
@@ -152,7 +154,7 @@ def case_resume(e):
     a, b = losses(mu), losses(e.path("resumed.jsonl"))
     if sorted(b) != list(range(step + 1, N + 1)):
         fail(f"resumed run logged steps {min(b)}..{max(b)}, expected {step + 1}..{N}")
-    diff = [s for s in b if a[s] != b[s]]
+    diff = [s for s in b if a[s] != b[s] or norms(mu)[s] != norms(e.path("resumed.jsonl"))[s]]
     if diff:
         s = diff[0]
         fail(f"resumed loss at step {s} is {b[s]!r}, uninterrupted {a[s]!r} (not bit-exact)")

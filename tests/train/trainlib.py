@@ -92,6 +92,17 @@ def losses(path):
     return out
 
 
+def norms(path):
+    """Step -> pre-clip gradient norm (AdamW hides a wrong gradient scale; the norm does not)."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            if "event" not in r:
+                out[r["step"]] = r["grad_norm"]
+    return out
+
+
 def events(path, kind):
     with open(path) as f:
         return [r for r in map(json.loads, f) if r.get("event") == kind]
