@@ -26,6 +26,14 @@ if(NOT SLURM_PLUGIN_DIR)
 endif()
 set(FLAS_SLURM_PLUGIN_DIR ${SLURM_PLUGIN_DIR} CACHE PATH "Where flas.so is installed (Slurm's PluginDir)")
 set(FLAS_SLURM_CONF_DIR /etc/slurm CACHE PATH "Where plugstack.conf.d/ and flas.conf live")
+# libslurm: flas-train only (it asks slurmctld when its job ends); never the plugin.
+find_library(SLURM_LIBRARY NAMES slurm PATHS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE})
+if(NOT SLURM_LIBRARY)
+  message(FATAL_ERROR "flas-train needs libslurm.so (Debian: libslurm-dev)")
+endif()
+add_library(flas::slurm INTERFACE IMPORTED)
+target_include_directories(flas::slurm INTERFACE ${SLURM_INCLUDE_DIR})
+target_link_libraries(flas::slurm INTERFACE ${SLURM_LIBRARY})
 
 # MPI (Open MPI with PMIx).
 find_package(MPI REQUIRED COMPONENTS C)

@@ -18,6 +18,7 @@ struct flas_ckpt_reader {
     flas_ckpt_optimizer opt;
     flas_train_state train;
     flas_server_state server;
+    flas_ckpt_metrics metrics;
 };
 
 /* What rank 0 learns by validating, broadcast to the others. */
@@ -29,6 +30,7 @@ typedef struct validated {
     flas_ckpt_optimizer opt;
     flas_train_state train;
     flas_server_state server;
+    flas_ckpt_metrics metrics;
 } validated;
 
 static const unsigned char hdf5_signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
@@ -239,9 +241,30 @@ static int read_train(hid_t g, flas_train_state *s, char *err, size_t errlen)
         ck_attr_get_u64(g, "rng_seed", &s->rng_seed, 1, err, errlen) ||
         ck_attr_get_u64(g, "rng_state", s->rng_state, 4, err, errlen))
         return -1;
+    /* Optional (added in a compatible revision of version 1): absent means "no loader cursor". */
+    memset(s->loader_cursor, 0, sizeof s->loader_cursor);
+    htri_t has_cursor = H5Aexists(g, "loader_cursor");
+    if (has_cursor < 0 ||
+        (has_cursor > 0 && ck_attr_get_u64(g, "loader_cursor", s->loader_cursor, FLAS_CKPT_CURSOR_WORDS, err, errlen)))
+        return has_cursor < 0 ? ck_fail(err, errlen, "cannot look up attribute loader_cursor") : -1;
     if (s->epoch < 0 || s->shard < 0 || s->offset < 0 || s->samples < 0)
         return ck_fail(err, errlen, "negative data cursor");
     return 0;
+}
+
+static int read_metrics(hid_t g, flas_ckpt_metrics *m, char *err, size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    if (ck_attr_get_f64(g, "train_loss", &m->train_loss, err, errlen) ||
+        ck_attr_get_f64(g, "train_loss_last", &m->train_loss_last, err, errlen) ||
+        ck_attr_get_f64(g, "valid_loss", &m->valid_loss, err, errlen) ||
+        ck_attr_get_f64(g, "valid_perplexity", &m->valid_perplexity, err, errlen) ||
+        ck_attr_get_i64(g, "valid_tokens", &m->valid_tokens, 1, err, errlen) ||
+        ck_attr_get_f64(g, "train_seconds", &m->train_seconds, err, errlen) ||
+        ck_attr_get_f64(g, "tokens_per_second", &m->tokens_per_second, err, errlen) ||
+        ck_attr_get_str(g, "stop_reason", m->stop_reason, sizeof m->stop_reason, err, errlen))
+        return -1;
+    return m->valid_tokens < 0 ? ck_fail(err, errlen, "negative valid_tokens") : 0;
 }
 
 static int read_group(hid_t fid, const char *name, int (*fn)(hid_t, void *, char *, size_t), void *out,
@@ -258,6 +281,7 @@ static int read_group(hid_t fid, const char *name, int (*fn)(hid_t, void *, char
 static int opt_fn(hid_t g, void *o, char *e, size_t n) { return read_optimizer(g, o, e, n); }
 static int train_fn(hid_t g, void *o, char *e, size_t n) { return read_train(g, o, e, n); }
 static int server_fn(hid_t g, void *o, char *e, size_t n) { return ck_get_server_state(g, o, e, n); }
+static int metrics_fn(hid_t g, void *o, char *e, size_t n) { return read_metrics(g, o, e, n); }
 
 /* Everything about the file except tensor data. Leaves the file open in *fid on success. */
 static int validate(const char *path, validated *v, hid_t *fid)
@@ -294,7 +318,8 @@ static int validate(const char *path, validated *v, hid_t *fid)
         {"/params", FLAS_CKPT_HAS(FLAS_CKPT_PARAMS)},    {"/optimizer/m", FLAS_CKPT_HAS(FLAS_CKPT_ADAM_M)},
         {"/optimizer/v", FLAS_CKPT_HAS(FLAS_CKPT_ADAM_V)}, {"/server/m", FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M)},
         {"/server/v", FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V)}, {"/train_state", FLAS_CKPT_TRAIN_STATE},
-        {"/server", FLAS_CKPT_SERVER_STATE},              {"/provenance", FLAS_CKPT_PROVENANCE}};
+        {"/server", FLAS_CKPT_SERVER_STATE},              {"/provenance", FLAS_CKPT_PROVENANCE},
+        {"/metrics", FLAS_CKPT_METRICS}};
     v->contents = 0;
     for (size_t i = 0; rc == 0 && i < sizeof parts / sizeof parts[0]; i++) {
         int e = exists(*fid, parts[i].group);
@@ -316,6 +341,8 @@ static int validate(const char *path, validated *v, hid_t *fid)
         rc = read_group(*fid, "/train_state", train_fn, &v->train, path, err, errlen);
     if (rc == 0 && (v->contents & FLAS_CKPT_SERVER_STATE))
         rc = read_group(*fid, "/server", server_fn, &v->server, path, err, errlen);
+    if (rc == 0 && (v->contents & FLAS_CKPT_METRICS))
+        rc = read_group(*fid, "/metrics", metrics_fn, &v->metrics, path, err, errlen);
     flas_param_table_free(&t);
     if (rc) {
         H5Fclose(*fid);
@@ -374,6 +401,7 @@ flas_ckpt_reader *flas_ckpt_open(const char *path, MPI_Comm comm, char *err, siz
     r->opt = v->opt;
     r->train = v->train;
     r->server = v->server;
+    r->metrics = v->metrics;
     char why[CK_ERR_MAX];
     int ok = flas_param_table_init(&f->table, &r->meta.cfg, 0, 1, why, sizeof why) == 0;
     if (ok && comm == MPI_COMM_NULL) {
@@ -564,5 +592,13 @@ int flas_ckpt_get_server_state(const flas_ckpt_reader *r, flas_server_state *s, 
     if (!(r->contents & FLAS_CKPT_SERVER_STATE))
         return ck_fail(err, errlen, "%s: the checkpoint holds no server state", r->f.path);
     *s = r->server;
+    return 0;
+}
+
+int flas_ckpt_get_metrics(const flas_ckpt_reader *r, flas_ckpt_metrics *m, char *err, size_t errlen)
+{
+    if (!(r->contents & FLAS_CKPT_METRICS))
+        return ck_fail(err, errlen, "%s: the checkpoint holds no metrics", r->f.path);
+    *m = r->metrics;
     return 0;
 }

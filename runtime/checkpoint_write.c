@@ -18,7 +18,7 @@
 #define FLAS_VERSION "unknown"
 #endif
 
-enum { SET_OPTIMIZER = 1, SET_TRAIN = 2, SET_SERVER = 4, SET_PROVENANCE = 8 };
+enum { SET_OPTIMIZER = 1, SET_TRAIN = 2, SET_SERVER = 4, SET_PROVENANCE = 8, SET_METRICS = 16 };
 
 struct flas_ckpt_writer {
     ck_file f;
@@ -121,7 +121,7 @@ static int check_meta(const flas_ckpt_meta *m, unsigned contents, char *err, siz
         return ck_fail(err, errlen, "tp_size and dp_size must be >= 1");
     unsigned known = FLAS_CKPT_HAS(FLAS_CKPT_PARAMS) | FLAS_CKPT_OPTIMIZER | FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M) |
                      FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V) | FLAS_CKPT_TRAIN_STATE | FLAS_CKPT_SERVER_STATE |
-                     FLAS_CKPT_PROVENANCE;
+                     FLAS_CKPT_PROVENANCE | FLAS_CKPT_METRICS;
     if (contents & ~known)
         return ck_fail(err, errlen, "unknown contents bits 0x%x", contents & ~known);
     if (!(contents & FLAS_CKPT_HAS(FLAS_CKPT_ADAM_M)) != !(contents & FLAS_CKPT_HAS(FLAS_CKPT_ADAM_V)))
@@ -170,11 +170,11 @@ static int make_group(hid_t fid, const char *name)
 static int create_layout(ck_file *f, unsigned contents, char *err, size_t errlen)
 {
     static const char *const groups[] = {"/params", "/optimizer", "/optimizer/m", "/optimizer/v", "/train_state",
-                                         "/server", "/server/m", "/server/v", "/provenance"};
+                                         "/server", "/server/m", "/server/v", "/provenance", "/metrics"};
     const unsigned need[] = {FLAS_CKPT_HAS(FLAS_CKPT_PARAMS), FLAS_CKPT_OPTIMIZER, FLAS_CKPT_OPTIMIZER,
                              FLAS_CKPT_OPTIMIZER, FLAS_CKPT_TRAIN_STATE, FLAS_CKPT_SERVER_STATE,
                              FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M), FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V),
-                             FLAS_CKPT_PROVENANCE};
+                             FLAS_CKPT_PROVENANCE, FLAS_CKPT_METRICS};
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
         if ((contents & need[i]) && make_group(f->fid, groups[i]))
             return ck_fail(err, errlen, "%s: cannot create group %s", f->path, groups[i]);
@@ -518,6 +518,21 @@ static int put_train(hid_t g, const void *arg)
     rc |= ck_attr_put(g, "samples", H5T_NATIVE_INT64, 1, &s->samples);
     rc |= ck_attr_put(g, "rng_seed", H5T_NATIVE_UINT64, 1, &s->rng_seed);
     rc |= ck_attr_put(g, "rng_state", H5T_NATIVE_UINT64, 4, s->rng_state);
+    rc |= ck_attr_put(g, "loader_cursor", H5T_NATIVE_UINT64, FLAS_CKPT_CURSOR_WORDS, s->loader_cursor);
+    return rc;
+}
+
+static int put_metrics(hid_t g, const void *arg)
+{
+    const flas_ckpt_metrics *m = arg;
+    int rc = ck_attr_put(g, "train_loss", H5T_NATIVE_DOUBLE, 1, &m->train_loss);
+    rc |= ck_attr_put(g, "train_loss_last", H5T_NATIVE_DOUBLE, 1, &m->train_loss_last);
+    rc |= ck_attr_put(g, "valid_loss", H5T_NATIVE_DOUBLE, 1, &m->valid_loss);
+    rc |= ck_attr_put(g, "valid_perplexity", H5T_NATIVE_DOUBLE, 1, &m->valid_perplexity);
+    rc |= ck_attr_put(g, "valid_tokens", H5T_NATIVE_INT64, 1, &m->valid_tokens);
+    rc |= ck_attr_put(g, "train_seconds", H5T_NATIVE_DOUBLE, 1, &m->train_seconds);
+    rc |= ck_attr_put(g, "tokens_per_second", H5T_NATIVE_DOUBLE, 1, &m->tokens_per_second);
+    rc |= ck_attr_put_str(g, "stop_reason", m->stop_reason);
     return rc;
 }
 
@@ -548,6 +563,21 @@ int flas_ckpt_set_train_state(flas_ckpt_writer *w, const flas_train_state *s, ch
     if (rc == 0)
         rc = set_end(w, SET_TRAIN, with_group(w->f.fid, "/train_state", put_train, &v), "training state", err,
                      errlen);
+    ck_quiet_end(&q);
+    return rc;
+}
+
+int flas_ckpt_set_metrics(flas_ckpt_writer *w, const flas_ckpt_metrics *m, char *err, size_t errlen)
+{
+    ck_quiet q;
+    ck_quiet_begin(&q);
+    flas_ckpt_metrics v = *m;
+    int rc = set_begin(w, FLAS_CKPT_METRICS, SET_METRICS, "metrics", &v, sizeof v, err, errlen);
+    if (rc == 0 && (v.valid_tokens < 0 || !memchr(v.stop_reason, '\0', sizeof v.stop_reason)))
+        rc = -1, ck_fail(err, errlen, "%s: invalid metrics (valid_tokens %lld)", w->f.path, (long long)v.valid_tokens),
+        remember(w, err);
+    if (rc == 0)
+        rc = set_end(w, SET_METRICS, with_group(w->f.fid, "/metrics", put_metrics, &v), "metrics", err, errlen);
     ck_quiet_end(&q);
     return rc;
 }
@@ -668,7 +698,8 @@ static int check_complete(flas_ckpt_writer *w, char *err, size_t errlen)
         {FLAS_CKPT_OPTIMIZER, SET_OPTIMIZER, "optimizer state (flas_ckpt_set_optimizer)"},
         {FLAS_CKPT_TRAIN_STATE, SET_TRAIN, "training state (flas_ckpt_set_train_state)"},
         {FLAS_CKPT_SERVER_STATE, SET_SERVER, "server state (flas_ckpt_set_server_state)"},
-        {FLAS_CKPT_PROVENANCE, SET_PROVENANCE, "provenance (flas_ckpt_set_provenance)"}};
+        {FLAS_CKPT_PROVENANCE, SET_PROVENANCE, "provenance (flas_ckpt_set_provenance)"},
+        {FLAS_CKPT_METRICS, SET_METRICS, "metrics (flas_ckpt_set_metrics)"}};
     for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
         if ((w->contents & states[i].content) && !(w->states_set & states[i].set))
             return ck_fail(err, errlen, "%s: %s was chosen but never set", f->path, states[i].what);

@@ -61,6 +61,7 @@ typedef enum flas_ckpt_section {
 #define FLAS_CKPT_TRAIN_STATE (1u << 8)  /* /train_state: data cursor and RNG */
 #define FLAS_CKPT_SERVER_STATE (1u << 9) /* /server attributes: strategy, round, per-site counts */
 #define FLAS_CKPT_PROVENANCE (1u << 10)  /* /provenance: how an aggregated global was made */
+#define FLAS_CKPT_METRICS (1u << 11)     /* /metrics: losses and timings of the run that wrote it */
 
 typedef enum flas_ckpt_role {
     FLAS_CKPT_GLOBAL = 0, /* a global model: the start of a round (written by the aggregator or an import) */
@@ -89,6 +90,7 @@ typedef struct flas_ckpt_optimizer {
 } flas_ckpt_optimizer;
 
 /* The trainer's resumable state, a fixed struct of integers stored as attributes of /train_state. */
+#define FLAS_CKPT_CURSOR_WORDS 8 /* = FLAS_LOADER_CURSOR_WORDS (flas/loader.h) */
 typedef struct flas_train_state {
     int64_t epoch;          /* passes over the site's token shards completed */
     int64_t shard;          /* token shard being read */
@@ -96,7 +98,23 @@ typedef struct flas_train_state {
     int64_t samples;        /* sequences consumed since the base, all data-parallel ranks together */
     uint64_t rng_seed;      /* seed the run started from */
     uint64_t rng_state[4];  /* generator state at the checkpoint (e.g. xoshiro256**) */
+    /* The data loader's exact cursor (flas_loader_cursor_to_words), attribute loader_cursor. Optional
+     * in files: all zero when absent (written before it existed). */
+    uint64_t loader_cursor[FLAS_CKPT_CURSOR_WORDS];
 } flas_train_state;
+
+/* How the run that wrote a checkpoint went (FLAS_CKPT_METRICS), attributes of /metrics, so that the
+ * coordinator can print per-site losses without a side channel. NaN means "not measured". */
+typedef struct flas_ckpt_metrics {
+    double train_loss;        /* mean training loss over the last steps before the checkpoint */
+    double train_loss_last;   /* loss of the last step */
+    double valid_loss;        /* mean cross-entropy per token on the validation shards */
+    double valid_perplexity;  /* exp(valid_loss) */
+    int64_t valid_tokens;     /* tokens the validation loss was measured on (0: none) */
+    double train_seconds;     /* wall time spent training since the base checkpoint */
+    double tokens_per_second; /* tokens trained / train_seconds, all ranks together */
+    char stop_reason[32];     /* "steps", "tokens", "walltime", "signal", "periodic" */
+} flas_ckpt_metrics;
 
 /* The aggregator's state, stored with the global model (attributes of /server) so a restart gives the
  * same result. Tensor buffers live in FLAS_CKPT_SERVER_M / FLAS_CKPT_SERVER_V. */
@@ -173,6 +191,7 @@ int flas_ckpt_set_optimizer(flas_ckpt_writer *w, const flas_ckpt_optimizer *o, c
 int flas_ckpt_set_train_state(flas_ckpt_writer *w, const flas_train_state *s, char *err, size_t errlen);
 int flas_ckpt_set_server_state(flas_ckpt_writer *w, const flas_server_state *s, char *err, size_t errlen);
 int flas_ckpt_set_provenance(flas_ckpt_writer *w, const flas_ckpt_provenance *p, char *err, size_t errlen);
+int flas_ckpt_set_metrics(flas_ckpt_writer *w, const flas_ckpt_metrics *m, char *err, size_t errlen);
 
 /* Finishes: refuses (and aborts) if any rank failed or some tensor of a chosen section was not fully
  * written or a chosen state was not set; else sets the completion marker, closes, fsyncs, renames onto
@@ -219,6 +238,7 @@ int flas_ckpt_get_flat(flas_ckpt_reader *r, flas_ckpt_section section, const fla
 int flas_ckpt_get_optimizer(const flas_ckpt_reader *r, flas_ckpt_optimizer *o, char *err, size_t errlen);
 int flas_ckpt_get_train_state(const flas_ckpt_reader *r, flas_train_state *s, char *err, size_t errlen);
 int flas_ckpt_get_server_state(const flas_ckpt_reader *r, flas_server_state *s, char *err, size_t errlen);
+int flas_ckpt_get_metrics(const flas_ckpt_reader *r, flas_ckpt_metrics *m, char *err, size_t errlen);
 
 /* Turns HDF5's automatic error-stack printing off for the whole process. The library already reports
  * every failure as one line and silences HDF5 during its own calls; tools call this once at start-up

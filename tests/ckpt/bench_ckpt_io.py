@@ -24,10 +24,13 @@ def meta_tensors(c):
                 (p + "attention.wo.weight", (d, hd * c["n_heads"])), (p + "ffn_norm.weight", (d,)),
                 (p + "feed_forward.w1.weight", (h, d)), (p + "feed_forward.w2.weight", (d, h)),
                 (p + "feed_forward.w3.weight", (h, d))]
-    return out + [("norm.weight", (d,)), ("output.weight", (v, d))]
+    out.append(("norm.weight", (d,)))
+    return out if c.get("tied") else out + [("output.weight", (v, d))]
 
 
 PRESETS = {
+    # Untied here like the others (bench_ckpt_io.c's convention); pass tied=1 for llama2.c's layout.
+    "stories15M": dict(dim=288, n_layers=6, n_heads=6, n_kv_heads=6, hidden_dim=768, vocab_size=32000),
     "stories110M": dict(dim=768, n_layers=12, n_heads=12, n_kv_heads=12, hidden_dim=2048, vocab_size=32000),
     "stories42M": dict(dim=512, n_layers=8, n_heads=8, n_kv_heads=8, hidden_dim=1376, vocab_size=32000),
 }

@@ -42,7 +42,21 @@ void fix_meta(const flas_config *c, int gen, flas_ckpt_meta *m)
 void fix_train(int gen, flas_train_state *s)
 {
     *s = (flas_train_state){gen, gen + 1, 12345 + gen, 99 * gen, 42u + (uint64_t)gen,
-                            {1u + (uint64_t)gen, 2, 3, UINT64_MAX}};
+                            {1u + (uint64_t)gen, 2, 3, UINT64_MAX},
+                            {1, 42u + (uint64_t)gen, 1, 256, 1000000u + (uint64_t)gen, UINT64_MAX - 1, gen, 7}};
+}
+
+void fix_metrics(int gen, flas_ckpt_metrics *m)
+{
+    memset(m, 0, sizeof *m);
+    m->train_loss = 2.5 + gen;
+    m->train_loss_last = 2.25 + gen;
+    m->valid_loss = 3.0 + gen;
+    m->valid_perplexity = 20.0 + gen;
+    m->valid_tokens = 4096 + gen;
+    m->train_seconds = 12.5;
+    m->tokens_per_second = 1000.5;
+    snprintf(m->stop_reason, sizeof m->stop_reason, "walltime");
 }
 
 void fix_optimizer(int gen, flas_ckpt_optimizer *o)
@@ -102,6 +116,12 @@ int fix_set_states(flas_ckpt_writer *w, unsigned contents, int gen, char *err, s
         int rc = flas_ckpt_set_server_state(w, s, err, errlen);
         free(s);
         if (rc)
+            return -1;
+    }
+    if (contents & FLAS_CKPT_METRICS) {
+        flas_ckpt_metrics mt;
+        fix_metrics(gen, &mt);
+        if (flas_ckpt_set_metrics(w, &mt, err, errlen))
             return -1;
     }
     if (contents & FLAS_CKPT_PROVENANCE) {
@@ -223,6 +243,13 @@ int fix_verify(const char *path, int gen, char *err, size_t errlen)
         }
         free(a);
         free(b);
+    }
+    flas_ckpt_metrics mr, mw;
+    fix_metrics(gen, &mw);
+    if (rc == 0 && (flas_ckpt_contents(r) & FLAS_CKPT_METRICS) &&
+        (flas_ckpt_get_metrics(r, &mr, err, errlen) || memcmp(&mr, &mw, sizeof mr))) {
+        snprintf(err, errlen, "%s: metrics differ", path);
+        rc = -1;
     }
     flas_ckpt_close(r);
     return rc;

@@ -9,7 +9,8 @@
 
 /* Everything optional, so that one file exercises the whole format. */
 #define FIX_ALL (FLAS_CKPT_OPTIMIZER | FLAS_CKPT_TRAIN_STATE | FLAS_CKPT_SERVER_STATE | \
-                 FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M) | FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V) | FLAS_CKPT_PROVENANCE)
+                 FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M) | FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V) | FLAS_CKPT_PROVENANCE | \
+                 FLAS_CKPT_METRICS)
 
 float fix_value(int section, int tensor, size_t elem, int gen);
 /* The test model: stories260K with an untied output head (so output.weight exists), or "kill": a
@@ -19,6 +20,7 @@ void fix_meta(const flas_config *c, int gen, flas_ckpt_meta *m);
 void fix_train(int gen, flas_train_state *s);
 void fix_optimizer(int gen, flas_ckpt_optimizer *o);
 void fix_server(int gen, flas_server_state *s);
+void fix_metrics(int gen, flas_ckpt_metrics *m);
 /* Fills a rank's flat buffer laid out by t (any tp layout) with the values of section/gen. */
 void fix_fill(const flas_param_table *t, int section, int gen, float *buf);
 /* Sets every chosen optional state of w; 0 or -1 with err. */

@@ -98,7 +98,7 @@ def main():
     groups = {"optimizer"}
     if kind == "all":
         sections += ["server/m", "server/v"]
-        groups |= {"server", "train_state", "provenance"}
+        groups |= {"server", "train_state", "provenance", "metrics"}
     check(set(f.keys()) == groups | {"params"}, f"top-level groups {sorted(f.keys())}")
     tensors = meta_tensors(CFG)
     n_values = 0
@@ -126,7 +126,13 @@ def main():
         check_attrs(f["train_state"], {
             "epoch": (gen, "<i8"), "shard": (gen + 1, "<i8"), "offset": (12345 + gen, "<i8"),
             "samples": (99 * gen, "<i8"), "rng_seed": (42 + gen, "<u8"),
-            "rng_state": ([1 + gen, 2, 3, 2**64 - 1], "<u8")}, "/train_state")
+            "rng_state": ([1 + gen, 2, 3, 2**64 - 1], "<u8"),
+            "loader_cursor": ([1, 42 + gen, 1, 256, 1000000 + gen, 2**64 - 2, gen, 7], "<u8")}, "/train_state")
+        check_attrs(f["metrics"], {
+            "train_loss": (2.5 + gen, "<f8"), "train_loss_last": (2.25 + gen, "<f8"),
+            "valid_loss": (3.0 + gen, "<f8"), "valid_perplexity": (20.0 + gen, "<f8"),
+            "valid_tokens": (4096 + gen, "<i8"), "train_seconds": (12.5, "<f8"),
+            "tokens_per_second": (1000.5, "<f8"), "stop_reason": ("walltime", "str")}, "/metrics")
         check_attrs(f["server"], {
             "strategy": ("fedadam", "str"), "round": (gen, "<i8"), "step": (gen + 1, "<i8"), "n_sites": (2, "<i8"),
             "site_names": (["site-a", "site-b"], "str[]"), "site_rounds": ([gen, 1], "<i8"),

@@ -1,0 +1,97 @@
+/* Internals of flas-train shared by runtime/train_*.c (not installed). */
+#ifndef FLAS_TRAIN_INTERNAL_H
+#define FLAS_TRAIN_INTERNAL_H
+
+#include <stdio.h>
+
+#include "flas/checkpoint.h"
+#include "flas/llama.h"
+#include "flas/loader.h"
+#include "flas/optim.h"
+#include "flas/train.h"
+
+#define TRAIN_ERR_MAX 1024
+#define TRAIN_LOSS_WINDOW 10 /* steps averaged into the checkpoint's train_loss */
+
+/* rank 0's progress output: the console line and the JSON-lines metrics file. */
+typedef struct train_log {
+    int rank0;
+    FILE *metrics;        /* NULL: no metrics file */
+    double last_time;     /* at the last progress line */
+    long last_step;
+} train_log;
+
+/* One rank's trainer: the model replica shard, its optimizer slice, data, and the round's progress. */
+typedef struct trainer {
+    const flas_train_opts *o;
+    flas_train_comm *c;
+    flas_config cfg;
+    int B, T, accum;
+    flas_model model;
+    size_t opt_lo, opt_hi;        /* the part of the buffer AdamW updates here: ZeRO-1 dp slice, else all */
+    size_t io_lo, io_hi;          /* the dp slice this rank writes into checkpoints */
+    flas_param_table opt_table;   /* model.table restricted to [opt_lo, opt_hi) */
+    flas_adamw opt;
+    flas_lr_schedule sched;
+    flas_loader *train, *valid;
+    int32_t *tokens, *targets;    /* [B*T] */
+    uint64_t *shard_end;          /* cumulative tokens of the training shards (for /train_state) */
+    int n_shards;
+    /* The round so far (restored on resume). */
+    long step, steps_target;
+    int64_t tokens_trained, samples;
+    double train_seconds;
+    float lr;
+    double losses[TRAIN_LOSS_WINDOW];
+    long n_losses;
+    flas_ckpt_meta meta;          /* role local, round, site, base_sha256 */
+    uint64_t rng_state[4];
+    flas_train_clock clock;
+    train_log log;
+    double peak_gflops;           /* per rank */
+    double valid_loss;            /* NaN until measured */
+    int64_t valid_tokens;
+    const char *stop_reason;
+    int resume_cursor_valid;      /* resumed: restore the loader to resume_cursor */
+    uint64_t resume_cursor[FLAS_CKPT_CURSOR_WORDS];
+} trainer;
+
+/* train_ckpt.c: checkpoint glue. */
+/* The communicator for checkpoint I/O: one rank uses HDF5's serial driver (measured faster than MPI-IO
+ * alone, docs/performance.md), more ranks the collective parallel path. */
+static inline MPI_Comm train_ckpt_comm(const flas_train_comm *c) { return c->size > 1 ? c->world : MPI_COMM_NULL; }
+/* rank 0 hashes path and compares with want (if not ""); the hex digest goes to sha on every rank. */
+int train_verify_global(const flas_train_opts *o, flas_train_comm *c, char sha[FLAS_SHA256_HEX], char *err,
+                        size_t errlen);
+/* Sets up the trainer from the global model, or from the local checkpoint resume when not ""; collective. */
+int train_load(trainer *t, const char *resume, const char *global_sha, char *err, size_t errlen);
+/* Writes the local checkpoint (atomic, collective); reason goes into /metrics. */
+int train_write(trainer *t, const char *reason, char *err, size_t errlen);
+int train_init_global(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen);
+void train_free(trainer *t);
+
+/* train_eval.c */
+int train_evaluate(flas_model *m, flas_loader *valid, flas_train_comm *c, long max_batches, int32_t *tokens,
+                   int32_t *targets, double *loss, int64_t *n_tokens, char *err, size_t errlen);
+int train_eval_main(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen);
+/* Opens the validation loader of o->valid for this rank (collective agreement on failure). */
+flas_loader *train_open_valid(const flas_train_opts *o, flas_train_comm *c, const flas_config *cfg, int B, int T,
+                              char *err, size_t errlen);
+
+/* train_main.c: OpenMP threads per rank (--threads, or processors / ranks on the node). */
+int train_threads(const flas_train_opts *o, const flas_train_comm *c);
+
+/* train_loop.c */
+int train_round(trainer *t, char *err, size_t errlen);
+
+/* train_log.c */
+int train_log_open(train_log *l, const flas_train_opts *o, int rank0, char *err, size_t errlen);
+void train_log_close(train_log *l);
+void train_log_json(train_log *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void train_log_step(trainer *t, double loss, float norm, int force);
+/* Best sgemm GFLOP/s of this rank with its OpenMP threads (the MFU denominator). */
+double train_measure_peak(void);
+/* printf on rank 0 only, flushed (progress must show in a batch job's output file at once). */
+void train_say(const flas_train_comm *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
