@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 
 #include "coord_internal.h"
 #include "flas/aggregate.h"
+#include "flas/checkpoint.h"
 #include "flas/staging.h"
 
 int flas_coord_global_path(const flas_coord_conf *c, long round, char *buf, size_t len)
@@ -325,6 +327,21 @@ static int training_done(const coord *k)
     return count(k, FLAS_SITE_FETCHED) + count(k, FLAS_SITE_DROPPED) == k->j.n_sites;
 }
 
+/* The losses flas-train stored in a local checkpoint (/metrics); NaN when absent. */
+static void local_losses(const char *path, double *train, double *valid)
+{
+    char err[512];
+    *train = *valid = NAN;
+    flas_ckpt_reader *r = flas_ckpt_open(path, MPI_COMM_NULL, err, sizeof err);
+    flas_ckpt_metrics m;
+    if (r && flas_ckpt_get_metrics(r, &m, err, sizeof err) == 0) {
+        *train = m.train_loss;
+        *valid = m.valid_loss;
+    }
+    if (r)
+        flas_ckpt_close(r);
+}
+
 static int aggregate(coord *k, char *err, size_t errlen)
 {
     const flas_coord_conf *c = k->c;
@@ -365,9 +382,13 @@ static int aggregate(coord *k, char *err, size_t errlen)
         for (int i = 0, r = 0; i < k->j.n_sites; i++) {
             const flas_journal_site *s = &k->j.site[i];
             if (s->state == FLAS_SITE_FETCHED && r < rep.n_inputs) {
-                const flas_agg_input_report *in = &rep.inputs[r++];
-                printf(" %s job %ld %s %lld tokens weight %.3f fetch %.2fs%s;", c->site[i].name, s->job, s->job_state,
-                       (long long)in->tokens, in->weight, s->seconds_fetch, in->used ? "" : " (dropped by aggregator)");
+                const flas_agg_input_report *in = &rep.inputs[r];
+                double train, valid;
+                local_losses(inputs[r], &train, &valid);
+                r++;
+                printf(" %s job %ld %s loss %.3f valid %.3f, %lld tokens weight %.3f fetch %.2fs%s;", c->site[i].name,
+                       s->job, s->job_state, train, valid, (long long)in->tokens, in->weight, s->seconds_fetch,
+                       in->used ? "" : " (dropped by aggregator)");
             } else {
                 printf(" %s dropped (%s);", c->site[i].name, s->note);
             }

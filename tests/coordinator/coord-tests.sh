@@ -94,7 +94,7 @@ case_two_rounds() { # two full rounds: a new global each round, one job per site
         [ -f "$g" ] || fail "no global model for round $k"
         [ "$(h5attr "$g" round)" = "$k" ] || fail "$g says round $(h5attr "$g" round)"
         [ "$(h5attr "$g" role)" = global ] || fail "$g is not a global model"
-        grep -q "^round $((k - 1)): leonardo job [0-9]* COMPLETED .* karolina job [0-9]* COMPLETED" "$WORK/out" ||
+        grep -Eq "^round $((k - 1)): leonardo job [0-9]+ COMPLETED loss [0-9.]+ valid [0-9.]+, [0-9]+ tokens .* karolina job [0-9]+ COMPLETED loss [0-9.]+ valid [0-9.]+," "$WORK/out" ||
             fail "no progress line for round $((k - 1))"
     done
     local g1 g2
@@ -184,7 +184,8 @@ case_timeout() { # a job hits its time limit: the checkpoint written at the sign
     STEPS_leonardo=1000000 write_conf 1 2 20
     sed -i "0,/Time=5/s//Time=1/; 0,/Script=[^ ]*/s||Script=$BED/coord/overrun.sbatch|" "$WORK/coordinator.conf"
     coord run "$WORK/coordinator.conf" | tee "$WORK/out" || fail "coordinator failed"
-    grep -Eq "^round 0: leonardo job [0-9]+ TIMEOUT [0-9]+ tokens" "$WORK/out" || fail "leonardo did not end TIMEOUT with an update"
+    grep -Eq "^round 0: leonardo job [0-9]+ TIMEOUT loss [0-9.]+ valid [0-9.]+, [0-9]+ tokens" "$WORK/out" ||
+        fail "leonardo did not end TIMEOUT with an update"
     local ljob m
     ljob=$(sed -n 's/^round 0: leonardo job \([0-9]*\).*/\1/p' "$WORK/out")
     m="$(sdir leonardo)/stage/flas/outbox/round-000000/leonardo-job$ljob.manifest.json"
