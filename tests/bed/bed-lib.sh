@@ -209,7 +209,9 @@ wait_for_node() { # SECONDS DIR: until the node is idle; fail fast with the log 
 }
 slurm_up() { # DIR: the node is idle (or allocated) according to its controller
     local state
-    state=$(SLURM_CONF="$1/etc/slurm.conf" sinfo -h -N -o %T 2>/dev/null) || return 1
+    # a client asking a controller that is not there retries for minutes: do not ask then
+    [ "$(daemon_state "$1" slurmctld)" != down ] || return 1
+    state=$(SLURM_CONF="$1/etc/slurm.conf" timeout 15 sinfo -h -N -o %T 2>/dev/null) || return 1
     case "$state" in idle* | alloc* | mix*) return 0 ;; *) return 1 ;; esac
 }
 cancel_all_jobs() { # DIR: cancel every job so no slurmstepd outlives slurmd
