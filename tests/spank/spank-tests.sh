@@ -272,6 +272,33 @@ EOF
     pass "a corrupt staged model is caught by the prolog's sha256 check; job told, node not drained"
 }
 
+case_cli_filter() { # slurm-examples/cli_filter.lua puts a --federation-round=K job in the round's reservation
+    local d job res
+    d=$(workdir cli-filter)
+    stage_model flas 3
+    # a client-side configuration with the cli_filter plugin (only clients read CliFilterPlugins)
+    install -d -m 755 "$d/etc"
+    sed "s|^PlugStackConfig=|CliFilterPlugins=cli_filter/lua\nPlugStackConfig=|" "$CONF" >"$d/etc/slurm.conf"
+    install -m 644 "$HERE/../../slurm-examples/cli_filter.lua" "$d/etc/cli_filter.lua"
+    SLURM_CONF=$CONF scontrol delete reservation=flas-flas-r3 >/dev/null 2>&1 || true
+    SLURM_CONF=$CONF scontrol create reservation ReservationName=flas-flas-r3 StartTime=now Duration=10 \
+        Users="$BED_USER" Nodes=ALL Flags=IGNORE_JOBS >/dev/null || fail "cannot create the reservation"
+    job=$(cd "$d" && runuser -u "$BED_USER" -- env SLURM_CONF="$d/etc/slurm.conf" sbatch --parsable --hold \
+        --federation=flas --federation-round=3 --wrap true) || fail "sbatch with the cli_filter failed"
+    res=$(SLURM_CONF=$CONF scontrol show job "$job" | grep -o 'Reservation=[^ ]*')
+    SLURM_CONF=$CONF scancel "$job"
+    [ "$res" = "Reservation=flas-flas-r3" ] || fail "job $job is in '$res', not flas-flas-r3"
+    # a round without a reservation is left alone
+    stage_model flas 4
+    job=$(cd "$d" && runuser -u "$BED_USER" -- env SLURM_CONF="$d/etc/slurm.conf" sbatch --parsable --hold \
+        --federation=flas --federation-round=4 --wrap true) || fail "sbatch of a round without reservation failed"
+    res=$(SLURM_CONF=$CONF scontrol show job "$job" | grep -o 'Reservation=[^ ]*')
+    SLURM_CONF=$CONF scancel "$job"
+    SLURM_CONF=$CONF scontrol delete reservation=flas-flas-r3 >/dev/null 2>&1 || true
+    [ -z "$res" ] || [ "$res" = "Reservation=(null)" ] || fail "round 4's job was put in '$res'"
+    pass "cli_filter.lua: --federation-round=3 lands in reservation flas-flas-r3; round 4 (no reservation) is left alone"
+}
+
 case="${1:?usage: spank-tests.sh CASE}"
 reset_stage
 "case_${case//-/_}"
