@@ -285,14 +285,14 @@ case_cli_filter() { # slurm-examples/cli_filter.lua puts a --federation-round=K 
         Users="$BED_USER" Nodes=ALL Flags=IGNORE_JOBS >/dev/null || fail "cannot create the reservation"
     job=$(cd "$d" && runuser -u "$BED_USER" -- env SLURM_CONF="$d/etc/slurm.conf" sbatch --parsable --hold \
         --federation=flas --federation-round=3 --wrap true) || fail "sbatch with the cli_filter failed"
-    res=$(SLURM_CONF=$CONF scontrol show job "$job" | grep -o 'Reservation=[^ ]*')
+    res=$(SLURM_CONF=$CONF scontrol show job "$job" | grep -o 'Reservation=[^ ]*' || true)
     SLURM_CONF=$CONF scancel "$job"
     [ "$res" = "Reservation=flas-flas-r3" ] || fail "job $job is in '$res', not flas-flas-r3"
     # a round without a reservation is left alone
     stage_model flas 4
     job=$(cd "$d" && runuser -u "$BED_USER" -- env SLURM_CONF="$d/etc/slurm.conf" sbatch --parsable --hold \
         --federation=flas --federation-round=4 --wrap true) || fail "sbatch of a round without reservation failed"
-    res=$(SLURM_CONF=$CONF scontrol show job "$job" | grep -o 'Reservation=[^ ]*')
+    res=$(SLURM_CONF=$CONF scontrol show job "$job" | grep -o 'Reservation=[^ ]*' || true)
     SLURM_CONF=$CONF scancel "$job"
     SLURM_CONF=$CONF scontrol delete reservation=flas-flas-r3 >/dev/null 2>&1 || true
     [ -z "$res" ] || [ "$res" = "Reservation=(null)" ] || fail "round 4's job was put in '$res'"
