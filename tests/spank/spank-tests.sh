@@ -280,9 +280,11 @@ case_cli_filter() { # slurm-examples/cli_filter.lua puts a --federation-round=K 
     install -d -m 755 "$d/etc"
     sed "s|^PlugStackConfig=|CliFilterPlugins=cli_filter/lua\nPlugStackConfig=|" "$CONF" >"$d/etc/slurm.conf"
     install -m 644 "$HERE/../../slurm-examples/cli_filter.lua" "$d/etc/cli_filter.lua"
+    # (a reservation that held jobs cannot be deleted while they are remembered: reuse it then)
     SLURM_CONF=$CONF scontrol delete reservation=flas-flas-r3 >/dev/null 2>&1 || true
-    SLURM_CONF=$CONF scontrol create reservation ReservationName=flas-flas-r3 StartTime=now Duration=10 \
-        Users="$BED_USER" Nodes=ALL Flags=IGNORE_JOBS >/dev/null || fail "cannot create the reservation"
+    SLURM_CONF=$CONF scontrol show reservation flas-flas-r3 >/dev/null 2>&1 ||
+        SLURM_CONF=$CONF scontrol create reservation ReservationName=flas-flas-r3 StartTime=now Duration=10 \
+            Users="$BED_USER" Nodes=ALL Flags=IGNORE_JOBS >/dev/null || fail "cannot create the reservation"
     job=$(cd "$d" && runuser -u "$BED_USER" -- env SLURM_CONF="$d/etc/slurm.conf" sbatch --parsable --hold \
         --federation=flas --federation-round=3 --wrap true) || fail "sbatch with the cli_filter failed"
     res=$(SLURM_CONF=$CONF scontrol show job "$job" | grep -o 'Reservation=[^ ]*' || true)
