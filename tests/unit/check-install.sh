@@ -12,12 +12,12 @@ dropin="$d$confdir/plugstack.conf.d/flas.conf"
 [ -f "$dropin" ] || fail "no plugstack.conf.d drop-in"
 grep -Eq "^(optional|required) $plugindir/flas.so conf=$confdir/flas.conf$" "$dropin" ||
     fail "the drop-in does not load $plugindir/flas.so with conf=$confdir/flas.conf: $(grep -v '^#' "$dropin")"
-for tool in flas-train flas-prepare flas-corpus flas-vocab flas-aggregate flas-coordinator flas-stage; do
+for tool in flas-train flas-prepare flas-corpus flas-vocab flas-aggregate flas-coordinator flas-stage flas-generate; do
     if [ "$tool" = flas-train ] && [ ! -e "$build/runtime/flas-train" ]; then continue; fi
     [ -x "$d/usr/local/bin/$tool" ] || fail "$tool is not installed in bin"
 done
 for page in man8/flas.so.8 man5/flas.conf.5 man1/flas-aggregate.1 man1/flas-prepare.1 man1/flas-stage.1 \
-    man1/flas-coordinator.1; do
+    man1/flas-coordinator.1 man1/flas-train.1 man1/flas-generate.1; do
     [ -f "$d/usr/local/share/man/$page" ] || fail "man page $page is not installed"
 done
 echo "PASS: plugin in $plugindir, drop-in $confdir/plugstack.conf.d/flas.conf, tools and man pages installed"
