@@ -17,7 +17,7 @@ extern "C" {
 #endif
 
 #define FLAS_COORD_MAX_SITES 32
-#define FLAS_COORD_MAX_ARGS 16
+#define FLAS_COORD_MAX_ARGS 48
 
 typedef enum { FLAS_SYNC_NONE = 0, FLAS_SYNC_BEGIN, FLAS_SYNC_RESERVATION } flas_sync_mode;
 

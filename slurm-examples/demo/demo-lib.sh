@@ -1,0 +1,108 @@
+# Shared by flas-demo.sh and flas-experiment.sh: the two-site test bed (tests/bed/flas-bed) as the
+# "supercomputers", the coordinator on this host, every step through FLaS's real path.
+# shellcheck shell=bash
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BEDCTL="$ROOT/tests/bed/flas-bed"
+BED=${FLAS_BED_DIR:-/var/tmp/flas-bed}
+BIN="$BED/install/usr/local/bin"
+EXAMPLES="$BED/install/usr/local/share/doc/FLaS/slurm-examples"
+SITES=(leonardo karolina)
+declare -A LANG_OF=([leonardo]=it [karolina]=cs)
+
+# Model and round sizes (a 2-core machine finishes the demo in minutes; larger via the environment).
+DIM=${FLAS_DEMO_DIM:-128}
+LAYERS=${FLAS_DEMO_LAYERS:-4}
+HEADS=${FLAS_DEMO_HEADS:-4}
+KV_HEADS=${FLAS_DEMO_KV_HEADS:-2}
+SEQ=${FLAS_DEMO_SEQ:-128}
+BATCH=${FLAS_DEMO_BATCH:-8}
+VOCAB=${FLAS_DEMO_VOCAB:-1024}
+DOCS=${FLAS_DEMO_DOCS:-4000}
+LR=${FLAS_DEMO_LR:-1e-3}
+
+step() { printf '\n== %s\n' "$*"; }
+die() { echo "flas-demo: $*" >&2; exit 1; }
+
+demo_paths() { eval "$("$BEDCTL" paths | sed 's/^/P_/')"; }
+site_dir() { local v="P_${1}_dir"; echo "${!v}"; }
+site_addr() { local v="P_${1}_addr"; echo "${!v}"; }
+site_stage() { echo "$(site_dir "$1")/stage/flas"; }
+
+# Install packages, build, and install FLaS where the bed's sites (and their unprivileged user) find it.
+demo_build() {
+    step "installing packages"
+    bash "$ROOT/tests/bed/install-deps.sh"
+    step "building FLaS"
+    cmake -S "$ROOT" -B "$ROOT/build" >/dev/null
+    cmake --build "$ROOT/build" -j"$(nproc)"
+    "$BEDCTL" install "$ROOT/build"
+}
+
+demo_boot() {
+    step "booting two SLURM sites: leonardo (Italian data) and karolina (Czech data)"
+    "$BEDCTL" restart sites
+    demo_paths
+}
+
+# Each site's private corpus and token shards, made AT the site by a batch job.
+demo_data() {
+    step "preparing each site's private data at the site (flas-corpus + flas-prepare in a batch job)"
+    "$BEDCTL" data --vocab-size "$VOCAB" --max-docs "$DOCS"
+    TOKENIZER=$(cat "$BED/public/tokenizer")
+}
+
+demo_init() { # OUT
+    "$BIN/flas-train" --init --dim "$DIM" --layers "$LAYERS" --heads "$HEADS" --kv-heads "$KV_HEADS" \
+        --vocab "$VOCAB" --seq-len "$SEQ" --seed 1 --output "$1" | sed 's/^/  /'
+}
+
+# The flas-train arguments of one site's round: constant learning rate, so that rounds, local-only and
+# pooled runs of the same token budget are comparable.
+train_args() { # SITE STEPS
+    local d
+    d="$(site_dir "$1")/data"
+    echo "--data,$d/train,--valid,$d/valid,--steps,$2,--batch,$BATCH,--seq,$SEQ,--lr,$LR,--min-lr,$LR,--warmup,0,--threads,1,--log-every,50"
+}
+
+demo_conf() { # WORKDIR STRATEGY ROUNDS STEPS INITIAL
+    local work=$1 strategy=$2 rounds=$3 steps=$4 init=$5 s
+    install -d -m 755 "$work"
+    {
+        echo "Federation=flas WorkDir=$work InitialGlobal=$init KnownHosts=$P_known_hosts"
+        echo "  Rounds=$rounds MinSites=2 Strategy=$strategy Sync=begin BeginDelay=1 PollInterval=1 PollMax=2"
+        echo "  RoundDeadline=3600 Signal=USR1@30"
+        for s in "${SITES[@]}"; do
+            echo "Site=$s Host=$(site_addr "$s") User=$P_user Identity=$P_user_key StagingRoot=$(site_dir "$s")/stage"
+            echo "  Script=$EXAMPLES/flas-train.sbatch Tasks=1 CpusPerTask=1 Time=60"
+            echo "  ScriptArgs=$(train_args "$s" "$steps")"
+        done
+    } >"$work/coordinator.conf"
+}
+
+stage_cmd() { "$BIN/flas-stage" -q -t "$P_user@$(site_addr "$1")" -k "$P_known_hosts" -i "$P_user_key" "${@:2}"; }
+
+# Evaluates MODELS on SITE's held-out text, AT the site (the text never leaves it; the numbers do).
+# Prints the JSON lines of flas-train --eval, one per model, in order.
+demo_eval_at() { # SITE NAME:MODEL...
+    local site=$1 remote job out name model args=()
+    shift
+    remote="/home/$P_user/flas-eval/$(date +%s%N)"
+    stage_cmd "$site" exec "mkdir -p $remote" >/dev/null
+    for nm in "$@"; do
+        name=${nm%%:*} model=${nm#*:}
+        stage_cmd "$site" put "$model" "$remote/$name.h5" >/dev/null
+        args+=("$remote/$name.h5")
+    done
+    job=$(stage_cmd "$site" exec "cd $remote && sbatch --parsable --wait $EXAMPLES/demo/eval-models.sbatch \
+        $(site_dir "$site")/data/valid $remote/eval.jsonl ${args[*]}") || die "evaluation at $site failed"
+    out=$(stage_cmd "$site" exec "cat $remote/eval.jsonl; rm -rf $remote") || die "no evaluation results from $site"
+    echo "$out"
+}
+
+json_num() { sed -n "s/.*\"$2\":\\([-0-9.eE+nai]*\\).*/\\1/p" <<<"$1"; }
+
+demo_stop() {
+    step "stopping the sites"
+    "$BEDCTL" stop sites
+}
