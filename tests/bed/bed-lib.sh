@@ -498,8 +498,15 @@ bed_data() { # [--vocab-size N] [--max-docs N]
         done
         "$bin/flas-vocab" --out "$pub/shared-$vocab" --vocab-size "$vocab" "$pub/vocab-text-it.txt" "$pub/vocab-text-cs.txt" >/dev/null
     fi
-    local home
+    local home want="vocab=$vocab docs=$max"
     home=$(getent passwd "$BED_USER" | cut -d: -f6)
+    # already prepared with the same sizes (the demo and the tests share it)?
+    if [ "$(cat "$pub/prepared" 2>/dev/null)" = "$want" ] &&
+        [ -d "$(cluster_dir leonardo)/data/train" ] && [ -d "$(cluster_dir karolina)/data/train" ]; then
+        say "site data already prepared ($want)"
+        return 0
+    fi
+    rm -f "$pub/prepared"
     for site in "${SITES[@]}"; do
         d=$(cluster_dir "$site")/data
         install -d -m 700 -o "$BED_USER" -g "$BED_USER" "$d"
@@ -518,6 +525,7 @@ bed_data() { # [--vocab-size N] [--max-docs N]
         say "$site: $(du -sh "$d/train" | cut -f1) of training shards in $d/train"
     done
     echo "$pub/shared-$vocab.model" >"$BED/public/tokenizer"
+    echo "$want" >"$pub/prepared"
 }
 site_ssh_cmd() { # SITE CMD: like site_ssh, without exec
     local site=$1 home

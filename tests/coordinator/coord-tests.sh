@@ -24,11 +24,11 @@ coord() { "$BIN/flas-coordinator" "$@"; }
 
 # The fixture: site data (once per bed) and a tiny round-0 model that matches its vocabulary.
 setup() {
-    [ -f "$BED/public/tokenizer" ] && [ -d "$(sdir leonardo)/data/train" ] && [ -d "$(sdir karolina)/data/train" ] ||
-        "$BEDCTL" data --vocab-size 512 --max-docs 3000
+    # the same site data as the demo's defaults, so that both can share it
+    "$BEDCTL" data --vocab-size 1024 --max-docs 4000
     install -d -m 755 "$BED/coord"
     install -m 755 "$HERE/overrun.sbatch" "$BED/coord/overrun.sbatch"
-    "$BIN/flas-train" --init --dim 64 --layers 2 --heads 4 --kv-heads 2 --vocab 512 --seq-len 64 --seed 7 \
+    "$BIN/flas-train" --init --dim 64 --layers 2 --heads 4 --kv-heads 2 --vocab 1024 --seq-len 64 --seed 7 \
         --output "$BED/coord/global0.h5" >/dev/null
     # each test's work, staging areas and published files start empty
     for s in "${SITES[@]}"; do find "$(sdir "$s")/stage/flas" -mindepth 2 -delete 2>/dev/null || true; done
@@ -211,7 +211,7 @@ case_timeout() { # a job hits its time limit: the checkpoint written at the sign
 
 case_link_cut() { # the SSH link is cut while the coordinator stages the global model: it resumes
     # a global big enough to cut mid-transfer (vocabulary rows padded: vocab 512, dim 2048 = 30 MB)
-    "$BIN/flas-train" --init --dim 1024 --layers 2 --heads 8 --kv-heads 8 --vocab 512 --seq-len 64 --seed 3 \
+    "$BIN/flas-train" --init --dim 1024 --layers 2 --heads 8 --kv-heads 8 --vocab 1024 --seq-len 64 --seed 3 \
         --output "$BED/coord/big0.h5" >/dev/null
     write_conf 1 2 2
     sed -i "s|InitialGlobal=[^ ]*|InitialGlobal=$BED/coord/big0.h5|; s|--batch,4|--batch,1|" "$WORK/coordinator.conf"
