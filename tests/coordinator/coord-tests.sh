@@ -210,7 +210,7 @@ case_timeout() { # a job hits its time limit: the checkpoint written at the sign
 }
 
 case_link_cut() { # the SSH link is cut while the coordinator stages the global model: it resumes
-    # a global big enough to cut mid-transfer (vocabulary rows padded: vocab 512, dim 2048 = 30 MB)
+    # a global big enough to cut mid-transfer (dim 1024, 2 layers: about 100 MB)
     "$BIN/flas-train" --init --dim 1024 --layers 2 --heads 8 --kv-heads 8 --vocab 1024 --seq-len 64 --seed 3 \
         --output "$BED/coord/big0.h5" >/dev/null
     write_conf 1 2 2
