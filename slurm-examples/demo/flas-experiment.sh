@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# The bilingual experiment (docs/experiment.md): for the same token budget, trains
+#   local-IT   only Italian, at leonardo            local-CS   only Czech, at karolina
+#   pooled     both languages in one place (the data MOVED: a reference upper bound, not federated)
+#   FedAvg     federated, weighted FedAvg           DiLoCo     federated, outer Nesterov (lr 0.7, mom. 0.9)
+# then measures every model's validation perplexity on Italian (at leonardo) and on Czech (at
+# karolina), writes a table and gnuplot plots of the federated runs' validation loss per round.
+#
+# usage: flas-experiment.sh [--rounds N] [--steps N] [--out DIR] [--skip-build]
+#   --rounds N   federated rounds (default 6)
+#   --steps N    steps per site and round (default 150); local-only and pooled runs train
+#                2 x rounds x steps steps, so every model sees the same number of tokens
+#   --out DIR    results (default: build/experiment)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/demo-lib.sh"
+
+ROUNDS=6 STEPS=150 OUT="$ROOT/build/experiment" BUILD=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --steps) STEPS=$2; shift 2 ;;
+    --out) OUT=$2; shift 2 ;;
+    --skip-build) BUILD=0; shift ;;
+    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
+    esac
+done
+[ "$(id -u)" = 0 ] || die "run as root (it boots SLURM daemons and network namespaces)"
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    demo_stop || rc=1
+    exit $rc
+}
+t0=$(date +%s)
+[ $BUILD = 1 ] && demo_build
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+demo_boot
+demo_data
+EXP="$BED/experiment"
+rm -rf "$EXP"
+install -d -m 755 "$EXP" "$OUT"
+LONG=$((2 * ROUNDS * STEPS)) # steps of the single-place runs: the federated runs' total
+TOKENS=$((LONG * BATCH * SEQ))
+step "the round-0 model, shared by every run"
+demo_init "$EXP/global-0.h5"
+echo "budget: $TOKENS tokens per model ($ROUNDS rounds x 2 sites x $STEPS steps x $BATCH x $SEQ)"
+
+# --- federated runs --------------------------------------------------------------------------------
+for strategy in fedavg diloco; do
+    step "federated: $strategy, $ROUNDS rounds"
+    demo_conf "$EXP/$strategy" "$strategy" "$ROUNDS" "$STEPS" "$EXP/global-0.h5"
+    "$BIN/flas-coordinator" run "$EXP/$strategy/coordinator.conf" 2>"$EXP/$strategy/coordinator.log" |
+        sed 's/^/  /' || die "$strategy failed (log: $EXP/$strategy/coordinator.log)"
+done
+
+# --- single-place runs -----------------------------------------------------------------------------
+# Local-only: a plain batch job at the site (no federation), the data never leaves it; only the model
+# comes back. Both sites train at the same time.
+step "local-only: Italian at leonardo and Czech at karolina ($LONG steps each)"
+declare -A JOB
+for s in "${SITES[@]}"; do
+    remote="/home/$P_user/flas-exp"
+    stage_cmd "$s" exec "mkdir -p $remote" >/dev/null
+    stage_cmd "$s" put "$EXP/global-0.h5" "$remote/global-0.h5" >/dev/null
+    args=$(train_args "$s" "$LONG" | tr ',' ' ')
+    JOB[$s]=$(stage_cmd "$s" exec "cd $remote && sbatch --parsable --ntasks=1 --cpus-per-task=1 --output=local-%j.out \
+        --wrap 'srun --mpi=pmix flas-train --global $remote/global-0.h5 --output $remote/local.h5 --site $s --round 0 $args'")
+done
+for s in "${SITES[@]}"; do
+    remote="/home/$P_user/flas-exp"
+    while [ -n "$(stage_cmd "$s" exec "squeue -h -j ${JOB[$s]} -o %i")" ]; do sleep 2; done
+    stage_cmd "$s" get "$remote/local.h5" "$EXP/local-${LANG_OF[$s]}.h5" >/dev/null ||
+        die "the local-only run at $s produced no model (see $remote/local-${JOB[$s]}.out there)"
+    echo "  local-${LANG_OF[$s]}: job ${JOB[$s]} at $s"
+done
+
+# Pooled: both sites' token shards copied to one place. This is exactly what federated learning
+# avoids; it is here only as the upper bound a centralised run would reach.
+step "pooled (data moved to one place; reference only): $LONG steps on Italian + Czech"
+POOL="$EXP/pooled-data-MOVED-reference-only"
+install -d -m 700 "$POOL/train" "$POOL/valid"
+for s in "${SITES[@]}"; do
+    for part in "$(site_dir "$s")"/data/train/*.flastok; do cp "$part" "$POOL/train/$s-$(basename "$part")"; done
+done
+cp "$(site_dir leonardo)"/data/valid/*.flastok "$POOL/valid/"
+"$BIN/flas-train" --global "$EXP/global-0.h5" --output "$EXP/pooled.h5" --site pooled --round 0 \
+    $(train_args leonardo "$LONG" | tr ',' ' ' | sed "s|--data [^ ]*|--data $POOL/train|; s|--valid [^ ]*|--valid $POOL/valid|") \
+    >"$EXP/pooled.log" 2>&1 || die "the pooled run failed (log: $EXP/pooled.log)"
+rm -rf "$POOL" # the moved data is deleted once used
+
+# --- evaluation at the sites -----------------------------------------------------------------------
+step "validation perplexity of every model, at each site on its held-out text"
+models=("local-it:$EXP/local-it.h5" "local-cs:$EXP/local-cs.h5" "pooled:$EXP/pooled.h5")
+for strategy in fedavg diloco; do
+    for k in $(seq 0 "$ROUNDS"); do models+=("$strategy-r$k:$EXP/$strategy/global/round-$(printf %06d "$k").h5"); done
+done
+declare -A LOSS PPL
+for s in "${SITES[@]}"; do
+    i=0
+    while read -r line; do
+        name=${models[$i]%%:*}
+        LOSS[$name,$s]=$(json_num "$line" loss)
+        PPL[$name,$s]=$(json_num "$line" perplexity)
+        i=$((i + 1))
+    done < <(demo_eval_at "$s" "${models[@]}")
+    [ "$i" = "${#models[@]}" ] || die "$s evaluated $i of ${#models[@]} models"
+done
+
+# --- the table and the plots -----------------------------------------------------------------------
+{
+    echo "| model | data it saw | Italian ppl | Czech ppl |"
+    echo "|---|---|---|---|"
+    row() { printf '| %s | %s | %.1f | %.1f |\n' "$1" "$2" "${PPL[$3,leonardo]}" "${PPL[$3,karolina]}"; }
+    row "round-0 model" "none" fedavg-r0
+    row "local-only Italian" "Italian, at leonardo" local-it
+    row "local-only Czech" "Czech, at karolina" local-cs
+    row "pooled (data moved; reference)" "both, in one place" pooled
+    row "FedAvg, $ROUNDS rounds" "both, each at its site" "fedavg-r$ROUNDS"
+    row "DiLoCo outer Nesterov, $ROUNDS rounds" "both, each at its site" "diloco-r$ROUNDS"
+} | tee "$OUT/table.md"
+{
+    echo "# round fedavg_it fedavg_cs diloco_it diloco_cs"
+    for k in $(seq 0 "$ROUNDS"); do
+        echo "$k ${LOSS[fedavg-r$k,leonardo]} ${LOSS[fedavg-r$k,karolina]} ${LOSS[diloco-r$k,leonardo]} ${LOSS[diloco-r$k,karolina]}"
+    done
+} >"$OUT/rounds.dat"
+{
+    echo "# model it_loss cs_loss it_ppl cs_ppl"
+    for m in local-it local-cs pooled "fedavg-r$ROUNDS" "diloco-r$ROUNDS"; do
+        echo "$m ${LOSS[$m,leonardo]} ${LOSS[$m,karolina]} ${PPL[$m,leonardo]} ${PPL[$m,karolina]}"
+    done
+} >"$OUT/models.dat"
+gnuplot <<GP
+set terminal pngcairo size 900,420 font "sans,10"
+set output "$OUT/validation-loss.png"
+set multiplot layout 1,2 title "FLaS bilingual experiment: validation loss of the global model per round"
+set xlabel "round"; set ylabel "validation loss (nats/token)"; set grid; set key top right
+set title "Italian held-out text (measured at leonardo)"
+plot "$OUT/rounds.dat" u 1:2 w lp lw 2 t "FedAvg", "" u 1:4 w lp lw 2 t "DiLoCo", \
+     ${LOSS[local-it,leonardo]} w l dt 2 t "local-only Italian", ${LOSS[local-cs,leonardo]} w l dt 3 t "local-only Czech", \
+     ${LOSS[pooled,leonardo]} w l dt 4 t "pooled (data moved)"
+set title "Czech held-out text (measured at karolina)"
+plot "$OUT/rounds.dat" u 1:3 w lp lw 2 t "FedAvg", "" u 1:5 w lp lw 2 t "DiLoCo", \
+     ${LOSS[local-it,karolina]} w l dt 2 t "local-only Italian", ${LOSS[local-cs,karolina]} w l dt 3 t "local-only Czech", \
+     ${LOSS[pooled,karolina]} w l dt 4 t "pooled (data moved)"
+unset multiplot
+GP
+
+# --- what the numbers show -------------------------------------------------------------------------
+step "checks"
+better() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a < b)}'; }
+ok=1
+for strategy in fedavg diloco; do
+    f="$strategy-r$ROUNDS"
+    if better "${PPL[$f,karolina]}" "${PPL[local-it,karolina]}" && better "${PPL[$f,leonardo]}" "${PPL[local-cs,leonardo]}"; then
+        echo "$strategy beats local-only Italian on Czech and local-only Czech on Italian"
+    else
+        echo "$strategy does NOT beat each local-only model on the language it never saw"; ok=0
+    fi
+done
+for k in $(seq 1 "$ROUNDS"); do
+    for s in "${SITES[@]}"; do better "${PPL[fedavg-r$k,$s]}" "${PPL[fedavg-r$((k - 1)),$s]}" || { echo "FedAvg perplexity at $s rose in round $k"; ok=0; }; done
+done
+[ $ok = 1 ] && echo "FedAvg's perplexity fell every round on both languages"
+for lang in it:leonardo:"Il " cs:karolina:"Je to "; do
+    IFS=: read -r l s prompt <<<"$lang"
+    echo "FedAvg model, $l prompt: $("$BIN/flas-generate" -m "$EXP/fedavg/global/round-$(printf %06d "$ROUNDS").h5" -t "$TOKENIZER" -n 40 --seed 1 --threads 1 "$prompt")"
+done | tee "$OUT/samples.txt"
+echo "results in $OUT (table.md, rounds.dat, models.dat, validation-loss.png, samples.txt); took $(($(date +%s) - t0)) s"
+[ $ok = 1 ]
