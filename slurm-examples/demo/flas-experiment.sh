@@ -61,7 +61,7 @@ done
 step "local-only: Italian at leonardo and Czech at karolina ($LONG steps each)"
 declare -A JOB
 for s in "${SITES[@]}"; do
-    remote="/home/$P_user/flas-exp"
+    remote="/home/$P_user/flas-exp-$s" # per site: in this bed both sites share the user's home
     stage_cmd "$s" exec "mkdir -p $remote" >/dev/null
     stage_cmd "$s" put "$EXP/global-0.h5" "$remote/global-0.h5" >/dev/null
     args=$(train_args "$s" "$LONG" | tr ',' ' ')
@@ -69,7 +69,7 @@ for s in "${SITES[@]}"; do
         --wrap 'srun --mpi=pmix flas-train --global $remote/global-0.h5 --output $remote/local.h5 --site $s --round 0 $args'")
 done
 for s in "${SITES[@]}"; do
-    remote="/home/$P_user/flas-exp"
+    remote="/home/$P_user/flas-exp-$s" # per site: in this bed both sites share the user's home
     while [ -n "$(stage_cmd "$s" exec "squeue -h -j ${JOB[$s]} -o %i")" ]; do sleep 2; done
     stage_cmd "$s" get "$remote/local.h5" "$EXP/local-${LANG_OF[$s]}.h5" >/dev/null ||
         die "the local-only run at $s produced no model (see $remote/local-${JOB[$s]}.out there)"
