@@ -133,10 +133,10 @@ done
     done
 } >"$OUT/models.dat"
 gnuplot <<GP
-set terminal pngcairo size 900,420 font "sans,10"
+set terminal pngcairo size 1000,480 font "sans,10"
 set output "$OUT/validation-loss.png"
 set multiplot layout 1,2 title "FLaS bilingual experiment: validation loss of the global model per round"
-set xlabel "round"; set ylabel "validation loss (nats/token)"; set grid; set xtics 1; set key bottom left opaque box
+set xlabel "round"; set ylabel "validation loss (nats/token)"; set grid; set xtics 1; set key outside bottom center horizontal maxrows 2
 set title "Italian held-out text (measured at leonardo)"
 plot "$OUT/rounds.dat" u 1:2 w lp lw 2 t "FedAvg", "" u 1:4 w lp lw 2 t "DiLoCo", \
      ${LOSS[local-it,leonardo]} w l dt 2 t "local-only Italian", ${LOSS[local-cs,leonardo]} w l dt 3 t "local-only Czech", \
