@@ -518,5 +518,18 @@ int flas_coord_status(const flas_coord_conf *c, FILE *out, char *err, size_t err
         fprintf(out, "%-12s %-11s %-8ld %-7d %-12s %-12s %s\n", j.site_name[i], flas_site_state_name(s->state), s->job,
                 s->attempt, s->job_state[0] ? s->job_state : "-", fetched, s->note);
     }
+    /* transfers in flight (or the last one), as the running coordinator last noted them */
+    for (int i = 0; i < j.n_sites; i++) {
+        char tpath[FLAS_CONF_PATH_MAX + 96], what[FLAS_CONF_PATH_MAX + 64];
+        long long done, total, when;
+        snprintf(tpath, sizeof tpath, "%s/transfer.%s", c->work_dir, j.site_name[i]);
+        FILE *f = fopen(tpath, "r");
+        if (!f)
+            continue;
+        if (fscanf(f, "%1087s %lld %lld %lld", what, &done, &total, &when) == 4 && total > 0)
+            fprintf(out, "transfer %s: %s %.1f of %.1f MB (%.0f%%), %lld s ago\n", j.site_name[i], what, done / 1e6,
+                    total / 1e6, 100.0 * (double)done / (double)total, (long long)(time(NULL) - when));
+        fclose(f);
+    }
     return 0;
 }

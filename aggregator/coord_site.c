@@ -10,6 +10,31 @@
 #include "coord_internal.h"
 #include "flas/staging.h"
 
+/* Progress of a transfer, for `flas-coordinator status` while it runs: WorkDir/transfer.<site>, one line
+ * rewritten (not fsync'ed: it is a hint, not state) at most every 16 MiB. */
+typedef struct {
+    const coord *k;
+    int site;
+    int64_t last;
+} progress_ctx;
+
+static void note_progress(const char *what, int64_t done, int64_t total, void *vctx)
+{
+    progress_ctx *p = vctx;
+    if (done != total && done - p->last < (16 << 20))
+        return;
+    p->last = done;
+    char path[FLAS_CONF_PATH_MAX + 96], tmp[FLAS_CONF_PATH_MAX + 112];
+    snprintf(path, sizeof path, "%s/transfer.%s", p->k->c->work_dir, p->k->c->site[p->site].name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return;
+    fprintf(f, "%s %lld %lld %lld\n", what, (long long)done, (long long)total, (long long)time(NULL));
+    if (fclose(f) == 0)
+        rename(tmp, path);
+}
+
 flas_ssh *coord_ssh(coord *k, int i)
 {
     if (!k->ssh[i]) {
@@ -62,7 +87,11 @@ int coord_stage_global(coord *k, int i)
     if (!s)
         return -1;
     flas_xfer_stats st;
-    if (flas_stage_upload(s, local, remote, NULL, &st, err, sizeof err)) {
+    progress_ctx pc = {k, i, 0};
+    flas_xfer_opts o = {0};
+    o.progress = note_progress;
+    o.progress_ctx = &pc;
+    if (flas_stage_upload(s, local, remote, &o, &st, err, sizeof err)) {
         coord_note(k, i, "%s", err);
         coord_ssh_lost(k, i);
         return -1;
@@ -275,7 +304,10 @@ int coord_fetch(coord *k, int i, const char *remote, int64_t size, const char *s
     if (!s)
         return -1;
     flas_xfer_opts o = {0};
+    progress_ctx pc = {k, i, 0};
     o.max_size = k->c->max_checkpoint_bytes;
+    o.progress = note_progress;
+    o.progress_ctx = &pc;
     flas_xfer_stats st;
     if (flas_stage_download(s, remote, local, size, sha, &o, &st, err, sizeof err)) {
         coord_note(k, i, "%s", err);
