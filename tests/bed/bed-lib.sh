@@ -130,6 +130,10 @@ write_slurm_conf() { # DIR CLUSTER HOST ADDR SITE
     cpus=$(nproc)
     mem=$(($(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) / 3))
     install -d -m 755 "$d/etc" "$d/log" "$d/state" "$d/spool"
+    # Each cluster is a machine of its own: its own TmpFS. Sites number their jobs from 1 alike, and
+    # slurmstepd's PMIx plugin makes <TmpFS>/spmix_appdir_<uid>_<job>.<step>: on a shared /tmp, job 7
+    # at one site and job 7 at the other collide and the second step fails to launch.
+    install -d -m 1777 "$d/tmp"
     cat >"$d/etc/slurm.conf.new" <<EOF
 # Written by flas-bed for cluster $cluster. Private: its own munge socket, state, logs and plugins.
 ClusterName=$cluster
@@ -155,6 +159,7 @@ MinJobAge=300
 KillWait=5
 StateSaveLocation=$d/state
 SlurmdSpoolDir=$d/spool
+TmpFS=$d/tmp
 SlurmctldPidFile=$d/run/slurmctld.pid
 SlurmdPidFile=$d/run/slurmd.pid
 SlurmctldLogFile=$d/log/slurmctld.log
