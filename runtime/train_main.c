@@ -249,6 +249,10 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
                    (long long)t->meta.round, t->meta.site, o->job_id, resume[0] ? "true" : "false", t->step,
                    t->steps_target, c->size, c->tp_size, c->dp_size, o->zero, t->model.n_threads, t->B, t->T,
                    t->accum, t->model.table.n_params_full, t->peak_gflops, t->meta.base_sha256);
+    /* Rates on the first progress line count from here: from the step a resume starts at, and not
+     * the set-up time (loading, the peak measurement) before it. */
+    t->log.last_step = t->step;
+    t->log.last_time = flas_train_now();
     rc = train_round(t, err, errlen);
     if (rc == 0 && c->rank == 0) {
         printf("flas-train: done: round %lld site %s: %ld steps, %lld tokens trained (%s), loss %.4f, "

@@ -6,7 +6,8 @@
   tp      tp=2 equals tp=1; tp=2 x dp=2 (4 ranks, ZeRO-1) equals 1 rank with accumulation
   resume  checkpoint -> SIGKILL -> resume gives the uninterrupted run's next losses and final weights
           bit for bit (2 ranks, 1 thread each); a round checkpointed by 2 ranks with tp=2 (or dp=2, or
-          ZeRO-1) and continued by 1 rank gives the same losses within fp tolerance
+          ZeRO-1) and continued by 1 rank, or checkpointed by 1 rank and continued by 2 (tp=2, or dp=2
+          with ZeRO-1), gives the same losses within fp tolerance
 
 usage: test_train_equiv.py FLAS_TRAIN FIXTURE MPIEXEC WORKDIR dp|tp|resume"""
 import os
@@ -175,10 +176,19 @@ def case_resume(e):
         fail("tokens_trained or validation loss differ after resume")
     ok(f"killed (SIGKILL) after step {done}, resumed from the step-{step} checkpoint: steps {step + 1}..{N} "
        f"losses, final weights, AdamW moments and validation loss bit-identical to the uninterrupted run")
+    # The first progress record after the resume rates only the steps run since it (a rate counted from
+    # step 0 would be step+1 times too high).
+    rate = lambda path: [r["tok_per_s"] for r in map(json.loads, open(path)) if "tok_per_s" in r]
+    first, usual = rate(e.path("resumed.jsonl"))[0], float(np.median(rate(mu)))
+    if not 0 < first < 3 * usual:
+        fail(f"first tok/s after resuming at step {step}: {first:.0f}, the uninterrupted run's median {usual:.0f}")
+    ok(f"first tok/s after the resume {first:.0f}, uninterrupted median {usual:.0f}")
     tokens_budget(e)
-    reshape(e, "tp=2 on 2 ranks", 2, ["--tp", "2"], ["--tp", "1"])
-    reshape(e, "dp=2 on 2 ranks", 2, [], ["--accum", "2"])
-    reshape(e, "dp=2 with ZeRO-1 on 2 ranks", 2, ["--zero"], ["--accum", "2"])
+    reshape(e, "tp=2 on 2 ranks", 2, ["--tp", "2"], 1, ["--tp", "1"])
+    reshape(e, "dp=2 on 2 ranks", 2, [], 1, ["--accum", "2"])
+    reshape(e, "dp=2 with ZeRO-1 on 2 ranks", 2, ["--zero"], 1, ["--accum", "2"])
+    reshape(e, "1 rank", 1, [], 2, ["--tp", "2"])
+    reshape(e, "1 rank x accum 2", 1, ["--accum", "2"], 2, ["--zero"])
 
 
 def tokens_budget(e):
@@ -200,20 +210,21 @@ def tokens_budget(e):
        "trains the 768 tokens left (12 steps of 64)")
 
 
-def reshape(e, what, ranks, first, then):
-    """A half round written by `ranks` ranks, continued by 1 rank with the same global batch."""
+def reshape(e, what, ranks, first, ranks_then, then):
+    """A half round written by `ranks` ranks, continued by `ranks_then` with the same global batch."""
     full, mfull = train(e, "reshape-full", ranks, 8, first)
     half, _ = train(e, "reshape-half", ranks, 4, first + ["--decay-steps", "8"])
-    mres = e.path("reshape-resumed.jsonl")
-    if os.path.exists(mres):
-        os.unlink(mres)
-    e.run(base(e, 8, then) + ["--resume", half, "--output", e.path("reshape-1.h5"), "--metrics", mres], 1)
-    got = same_losses(mres, mfull, range(5, 9), REL, f"{what} -> 1 rank")
-    err, where = fro_rel(tensors(e.path("reshape-1.h5")), tensors(full))
+    mres, out = e.path("reshape-resumed.jsonl"), e.path("reshape-then.h5")
+    for p in (mres, out):
+        if os.path.exists(p):
+            os.unlink(p)
+    e.run(base(e, 8, then) + ["--resume", half, "--output", out, "--metrics", mres], ranks_then)
+    got = same_losses(mres, mfull, range(5, 9), REL, f"{what} -> {ranks_then} ranks {' '.join(then)}")
+    err, where = fro_rel(tensors(out), tensors(full))
     if err > TP_FRO:
-        fail(f"{what} -> 1 rank: final weights differ by {err:.2e} in {where}")
-    ok(f"checkpoint of {what} (step 4) continued by 1 rank: losses of steps 5-8 {np.round(got, 5).tolist()} "
-       f"match within {REL}, final weights Frobenius rel {err:.1e}")
+        fail(f"{what} -> {ranks_then} ranks {' '.join(then)}: final weights differ by {err:.2e} in {where}")
+    ok(f"checkpoint of {what} {' '.join(first)} (step 4) continued by {ranks_then} rank(s) {' '.join(then)}: "
+       f"losses of steps 5-8 {np.round(got, 5).tolist()} match within {REL}, final weights Frobenius rel {err:.1e}")
 
 
 def main():
