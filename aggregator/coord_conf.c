@@ -210,9 +210,14 @@ static int finish(const char *path, flas_coord_conf *c, char *err, size_t errlen
         snprintf(err, errlen, "%s: MinSites=%d but only %d sites are described", path, c->min_sites, c->n_sites);
         return -1;
     }
-    if (c->sync == FLAS_SYNC_RESERVATION && !strstr(c->reservation, "%d")) {
-        snprintf(err, errlen, "%s: Sync=reservation needs Reservation=NAME with %%d for the round", path);
-        return -1;
+    if (c->sync == FLAS_SYNC_RESERVATION) {
+        /* The name is never used as a format: '%' may only begin the one "%d" that stands for the round. */
+        const char *pct = strchr(c->reservation, '%');
+        if (!c->reservation[0] || (pct && (pct[1] != 'd' || strchr(pct + 1, '%')))) {
+            snprintf(err, errlen, "%s: Sync=reservation needs Reservation=NAME (at most one %%d, for the round, and "
+                     "no other %%)", path);
+            return -1;
+        }
     }
     if (c->poll_max_s < c->poll_min_s)
         c->poll_max_s = c->poll_min_s;
@@ -324,4 +329,12 @@ int flas_coord_conf_load(const char *path, flas_coord_conf *c, char *err, size_t
     }
     text[n] = '\0';
     return flas_coord_conf_parse(path, text, c, err, errlen);
+}
+
+int flas_coord_reservation_name(const flas_coord_conf *c, long round, char *buf, size_t len)
+{
+    const char *pct = strstr(c->reservation, "%d");
+    int n = pct ? snprintf(buf, len, "%.*s%ld%s", (int)(pct - c->reservation), c->reservation, round, pct + 2)
+                : snprintf(buf, len, "%s", c->reservation);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
 }

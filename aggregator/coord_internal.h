@@ -10,6 +10,8 @@ typedef struct coord {
     flas_journal j;
     char journal_path[FLAS_CONF_PATH_MAX + 16];
     flas_ssh *ssh[FLAS_COORD_MAX_SITES]; /* opened on first use, dropped when SSH fails, reopened */
+    int journal_broken;                  /* a save failed: act on nothing more (the journal is the truth) */
+    char journal_err[1024];
     struct {
         double seconds_stage, seconds_aggregate;
         int64_t bytes_staged;

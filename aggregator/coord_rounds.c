@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -68,11 +69,16 @@ static void crash_point(const char *event)
     }
 }
 
+/* Records a transition. When the journal cannot be written (a full disk, say) the coordinator must not
+ * act on the unsaved state: it would submit a job or aggregate a round that a restart does not know of.
+ * So the first failure stops every further action; flas_coord_run then exits with the error. */
 static int save(coord *k, const char *event)
 {
-    char err[1024];
-    if (flas_journal_save(k->journal_path, &k->j, err, sizeof err)) {
-        fprintf(stderr, "flas-coordinator: cannot save the journal: %s\n", err);
+    if (k->journal_broken)
+        return -1;
+    if (flas_journal_save(k->journal_path, &k->j, k->journal_err, sizeof k->journal_err)) {
+        fprintf(stderr, "flas-coordinator: cannot save the journal: %s\n", k->journal_err);
+        k->journal_broken = 1;
         return -1;
     }
     crash_point(event);
@@ -197,7 +203,7 @@ static void drop(coord *k, int i, const char *why)
 /* One pass over the sites in the staging phase; 1 when every site is staged or dropped. */
 static int step_staging(coord *k)
 {
-    for (int i = 0; i < k->j.n_sites; i++) {
+    for (int i = 0; i < k->j.n_sites && !k->journal_broken; i++) {
         if (k->j.site[i].state != FLAS_SITE_PENDING)
             continue;
         if (coord_stage_global(k, i) == 0) {
@@ -209,7 +215,7 @@ static int step_staging(coord *k)
             save(k, "dropped");
         }
     }
-    return count(k, FLAS_SITE_PENDING) == 0;
+    return k->journal_broken || count(k, FLAS_SITE_PENDING) == 0;
 }
 
 static int is_state(const char *s, const char *const *list)
@@ -229,9 +235,10 @@ static int step_training(coord *k)
     int changed = 0;
     if (k->c->sync == FLAS_SYNC_BEGIN && k->j.begin_unix == 0) {
         k->j.begin_unix = time(NULL) + k->c->begin_delay_s; /* one start time for every site */
-        save(k, "begin");
+        if (save(k, "begin"))
+            return 1;
     }
-    for (int i = 0; i < k->j.n_sites; i++) {
+    for (int i = 0; i < k->j.n_sites && !k->journal_broken; i++) {
         flas_journal_site *s = &k->j.site[i];
         if (s->state == FLAS_SITE_STAGED) {
             if (past_deadline(k)) {
@@ -241,7 +248,8 @@ static int step_training(coord *k)
             }
             s->attempt++;
             s->state = FLAS_SITE_SUBMITTING; /* saved before sbatch: see coord_find_job on resume */
-            save(k, "submitting");
+            if (save(k, "submitting"))
+                return 1; /* never sbatch a job the journal does not announce */
         }
         if (s->state == FLAS_SITE_SUBMITTING) {
             long id = coord_find_job(k, i, s->attempt); /* submitted before a crash? */
@@ -298,7 +306,7 @@ static int step_training(coord *k)
         }
     }
     /* Fetch what finished. */
-    for (int i = 0; i < k->j.n_sites; i++) {
+    for (int i = 0; i < k->j.n_sites && !k->journal_broken; i++) {
         flas_journal_site *s = &k->j.site[i];
         if (s->state != FLAS_SITE_FINISHED)
             continue;
@@ -315,6 +323,7 @@ static int step_training(coord *k)
             changed = 1;
             save(k, "dropped");
         } else if (past_deadline(k)) {
+            coord_cancel(k, i, s->job); /* in case it still runs (its state could not be read): it is over */
             drop(k, i, "the checkpoint could not be fetched before the deadline");
             save(k, "dropped");
         }
@@ -324,7 +333,7 @@ static int step_training(coord *k)
 
 static int training_done(const coord *k)
 {
-    return count(k, FLAS_SITE_FETCHED) + count(k, FLAS_SITE_DROPPED) == k->j.n_sites;
+    return k->journal_broken || count(k, FLAS_SITE_FETCHED) + count(k, FLAS_SITE_DROPPED) == k->j.n_sites;
 }
 
 /* The losses flas-train stored in a local checkpoint (/metrics); NaN when absent. */
@@ -411,15 +420,29 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", c->work_dir, strerror(errno));
         return 2;
     }
+    /* One coordinator per WorkDir: two would both act on one journal. The lock goes with the process. */
+    char lock[FLAS_CONF_PATH_MAX + 16];
+    snprintf(lock, sizeof lock, "%s/lock", c->work_dir);
+    int lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB)) {
+        snprintf(err, errlen, "%s: %s", lock,
+                 lock_fd >= 0 && errno == EWOULDBLOCK ? "another flas-coordinator runs this federation" : strerror(errno));
+        if (lock_fd >= 0)
+            close(lock_fd);
+        return 2;
+    }
     if (access(k.journal_path, F_OK) == 0) {
-        if (flas_journal_load(k.journal_path, &k.j, err, errlen) || journal_matches_conf(&k, err, errlen))
+        if (flas_journal_load(k.journal_path, &k.j, err, errlen) || journal_matches_conf(&k, err, errlen)) {
+            close(lock_fd);
             return 2;
+        }
         fprintf(stderr, "flas-coordinator: resuming round %ld (%s)\n", k.j.round, flas_round_phase_name(k.j.phase));
     } else if (init_journal(&k, err, errlen)) {
+        close(lock_fd);
         return 2;
     }
     int rc = 0;
-    while (rc == 0 && k.j.phase != FLAS_PHASE_DONE) {
+    while (rc == 0 && k.j.phase != FLAS_PHASE_DONE && !k.journal_broken) {
         if (k.j.phase == FLAS_PHASE_FAILED) {
             snprintf(err, errlen, "round %ld failed: %s", k.j.round, k.j.failure);
             rc = 1;
@@ -439,6 +462,8 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
                 sleep((unsigned)wait);
                 wait = wait * 2 > c->poll_max_s ? c->poll_max_s : wait * 2;
             }
+            if (k.journal_broken)
+                break;
             k.j.phase = FLAS_PHASE_TRAINING;
             save(&k, "training");
         }
@@ -452,6 +477,8 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
                 if (!training_done(&k))
                     sleep((unsigned)wait);
             }
+            if (k.journal_broken)
+                break;
             if (count(&k, FLAS_SITE_FETCHED) < c->min_sites) {
                 snprintf(k.j.failure, sizeof k.j.failure, "only %d of %d sites delivered an update (MinSites=%d)",
                          count(&k, FLAS_SITE_FETCHED), k.j.n_sites, c->min_sites);
@@ -473,8 +500,10 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
             }
             crash_point("aggregated");
             flas_coord_global_path(c, k.j.round + 1, next, sizeof next);
-            if (flas_sha256_file(next, k.j.global_sha256, NULL, err, errlen))
-                return 2;
+            if (flas_sha256_file(next, k.j.global_sha256, NULL, err, errlen)) {
+                rc = 2;
+                break;
+            }
             k.j.round++;
             if (k.j.round >= c->rounds)
                 k.j.phase = FLAS_PHASE_DONE; /* the sites' records of the last round stay for `status` */
@@ -487,6 +516,11 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
     }
     for (int i = 0; i < FLAS_COORD_MAX_SITES; i++)
         flas_ssh_close(k.ssh[i]);
+    if (k.journal_broken) {
+        snprintf(err, errlen, "cannot save the journal (stopped before acting on unsaved state): %.900s", k.journal_err);
+        rc = 2;
+    }
+    close(lock_fd);
     if (rc == 0)
         printf("flas-coordinator: %ld rounds done; global model: %s/global/round-%06ld.h5\n", k.j.round, c->work_dir,
                k.j.round);

@@ -135,8 +135,10 @@ long coord_submit(coord *k, int i)
     const flas_coord_site *s = &k->c->site[i];
     char cmd[8192], name[200], num[64], q[FLAS_CONF_PATH_MAX + 8], out[256];
     coord_job_name(k, i, k->j.site[i].attempt, name, sizeof name);
-    snprintf(cmd, sizeof cmd, "sbatch --parsable --federation=%s --federation-round=%ld --job-name=%s --signal=B:%s "
-                              "--output=flas-%%x-%%j.out",
+    /* --no-requeue: retries are the coordinator's (a new attempt, within the deadline). A job that Slurm
+     * requeued on its own after a node failure would run again beside the attempt that replaces it. */
+    snprintf(cmd, sizeof cmd, "sbatch --parsable --no-requeue --federation=%s --federation-round=%ld --job-name=%s "
+                              "--signal=B:%s --output=flas-%%x-%%j.out",
              k->c->federation, k->j.round, name, k->c->signal);
     if (k->c->sync == FLAS_SYNC_BEGIN && k->j.begin_unix > 0) {
         /* relative, so the site's time zone does not matter */
@@ -145,8 +147,11 @@ long coord_submit(coord *k, int i)
         append(cmd, sizeof cmd, " --begin=now+%s", num);
     }
     if (k->c->sync == FLAS_SYNC_RESERVATION) {
-        char res[FLAS_CONF_NAME_MAX + 16];
-        snprintf(res, sizeof res, k->c->reservation, (int)k->j.round);
+        char res[FLAS_CONF_NAME_MAX + 24];
+        if (flas_coord_reservation_name(k->c, k->j.round, res, sizeof res)) {
+            coord_note(k, i, "reservation name of round %ld is too long", k->j.round);
+            return -1;
+        }
         append(cmd, sizeof cmd, " --reservation=%s", res);
     }
     if (s->partition[0])
@@ -197,14 +202,27 @@ int coord_job_state(coord *k, int i, long job, char *state, size_t len)
 {
     char cmd[512], out[1024];
     int status = -1;
-    /* squeue knows running and recently finished jobs; scontrol also those kept for MinJobAge. */
-    snprintf(cmd, sizeof cmd,
-             "squeue -h -t all -j %ld -o %%T 2>/dev/null | head -n 1; scontrol show job %ld -o 2>/dev/null | "
-             "tr ' ' '\\n' | sed -n 's/^JobState=//p'",
-             job, job);
-    if (site_exec(k, i, cmd, out, sizeof out, &status))
+    /* squeue lists running jobs and finished ones for MinJobAge. Its exit status and message tell a job
+     * the controller has forgotten ("Invalid job id": UNKNOWN, its manifest tells what happened) from a
+     * controller that did not answer (try again: the job may well be running). */
+    snprintf(cmd, sizeof cmd, "out=$(squeue -h -t all -j %ld -o %%T 2>&1); echo \"$? $out\"", job);
+    if (site_exec(k, i, cmd, out, sizeof out, &status) || status != 0)
         return -1;
-    char *line = strtok(out, "\n");
+    char *end;
+    long rc = strtol(out, &end, 10);
+    if (end == out || *end != ' ') {
+        coord_note(k, i, "squeue answered '%.60s'", out);
+        return -1;
+    }
+    char *line = strtok(end + 1, "\n");
+    if (rc != 0) {
+        if (line && strstr(line, "Invalid job id")) {
+            snprintf(state, len, "UNKNOWN");
+            return 0;
+        }
+        coord_note(k, i, "cannot read the state of job %ld: %.200s", job, line ? line : "squeue failed");
+        return -1;
+    }
     if (!line) {
         snprintf(state, len, "UNKNOWN");
         return 0;

@@ -460,7 +460,12 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
         agg_check_digests(c.in, n_inputs);
         refused |= count_used(&c) != before;
         if (!refused) {
-            if (write_states(&c, w, why, sizeof why) || flas_ckpt_commit(w, why, sizeof why)) {
+            if (write_states(&c, w, why, sizeof why)) {
+                flas_ckpt_abort(w); /* commit frees w in every case; this path must remove its temp file */
+                rc = fail(err, errlen, FLAS_AGG_FAILED, "%s", why);
+                goto out;
+            }
+            if (flas_ckpt_commit(w, why, sizeof why)) {
                 rc = fail(err, errlen, FLAS_AGG_FAILED, "%s", why);
                 goto out;
             }

@@ -47,7 +47,7 @@ typedef struct flas_coord_conf {
     double server_lr, server_momentum;      /* ServerLR=, ServerMomentum= (<0: strategy default) */
     flas_sync_mode sync;                    /* Sync=none|begin|reservation */
     int begin_delay_s;                      /* BeginDelay= seconds (Sync=begin; default 10) */
-    char reservation[FLAS_CONF_NAME_MAX];   /* Reservation= template, %d = round (Sync=reservation) */
+    char reservation[FLAS_CONF_NAME_MAX];   /* Reservation= name; one %d in it = the round (Sync=reservation) */
     char signal[32];                        /* Signal= for sbatch --signal=B:<this> (default USR1@60) */
     int poll_min_s, poll_max_s;             /* PollInterval=, PollMax= (back-off bounds) */
     int64_t max_checkpoint_bytes;           /* MaxCheckpointBytes= (refuse larger downloads) */
@@ -58,6 +58,10 @@ typedef struct flas_coord_conf {
 /* Parses the description at path (strict Key=Value, errors as "file:line: reason"). */
 int flas_coord_conf_load(const char *path, flas_coord_conf *c, char *err, size_t errlen);
 int flas_coord_conf_parse(const char *path, const char *text, flas_coord_conf *c, char *err, size_t errlen);
+
+/* The reservation of a round: Reservation= with its %d (if any) replaced by the round; a name without
+ * %d is one repeating reservation (Flags=DAILY...) used by every round. -1 if it does not fit. */
+int flas_coord_reservation_name(const flas_coord_conf *c, long round, char *buf, size_t len);
 
 /* ---- the journal: where a (re)started coordinator picks up -------------------------------------- */
 

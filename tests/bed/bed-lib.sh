@@ -360,6 +360,25 @@ start_site() { # SITE
     launch "$d" slurmd "$d/log/slurmd.out" "${SITE_WRAP[@]}" /usr/sbin/slurmd -D -f "$d/etc/slurm.conf"
     launch "$d" sshd "$d/log/sshd.out" "${SITE_WRAP[@]}" /usr/sbin/sshd -D -f "$d/ssh/sshd_config" -E "$d/log/sshd.log"
 }
+site_ctld() { # stop|start SITE: only the site's slurmctld (a controller outage; jobs keep running)
+    local action=$1 site=$2 d st
+    d=$(cluster_dir "$site")
+    [ -d "$d" ] || die "no site '$site'"
+    st=$(daemon_state "$d" slurmctld)
+    case "$action" in
+    stop)
+        [ "${st%% *}" = up ] || die "$site: slurmctld is not running"
+        stop_pid "${st#up }" "slurmctld ($site)"
+        say "$site: slurmctld stopped (state saved; slurmd, sshd and jobs go on)" ;;
+    start)
+        [ "${st%% *}" = up ] && { say "$site: slurmctld already running"; return 0; }
+        site_wrap "$site"
+        launch "$d" slurmctld "$d/log/slurmctld.out" "${SITE_WRAP[@]}" /usr/sbin/slurmctld -D -f "$d/etc/slurm.conf"
+        wait_for 60 "slurmctld of $site" slurm_up "$d"
+        say "$site: slurmctld started, node up" ;;
+    *) die "usage: flas-bed ctld stop|start SITE" ;;
+    esac
+}
 start_sites() {
     ensure_user
     install -d -m 755 "$BED/sites"

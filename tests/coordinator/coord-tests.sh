@@ -248,6 +248,104 @@ case_host_key() { # a site presents a changed host key: refused, nothing submitt
     pass "karolina's changed host key was refused; nothing was staged or submitted there"
 }
 
+# Waits up to 60 s for this run's job of attempt N at SITE (round 0) to be in STATE; prints its id.
+wait_job() { # SITE ATTEMPT STATE
+    local run id i
+    for i in $(seq 300); do
+        run=$(sed -n 's/^run_id=//p' "$WORK/coord/journal" 2>/dev/null)
+        if [ -n "$run" ]; then
+            id=$(SLURM_CONF=$(sconf "$1") squeue -h -t "$3" -n "flas-flas-r0-$1-a$2-$run" -o %i 2>/dev/null || true)
+            [ -n "$id" ] && { echo "$id"; return 0; }
+        fi
+        sleep 0.2
+    done
+    return 1
+}
+# Ends the running jobs of this round early (they checkpoint at USR1 and exit 0).
+stop_early() { # SITE:JOB...
+    local sj
+    for sj in "$@"; do SLURM_CONF=$(sconf "${sj%%:*}") scancel --batch --signal=USR1 "${sj#*:}"; done
+}
+input_shas() { # GLOBAL: sha256 of every input merged into it
+    /usr/bin/python3 -c 'import h5py,sys; a=h5py.File(sys.argv[1],"r")["provenance"].attrs; print(" ".join(x.decode() if isinstance(x,bytes) else x for x,u in zip(a["input_sha256"], a["input_used"]) if u))' "$1"
+}
+
+case_reservation() { # Sync=reservation: the admins' reservation of round 0 at each site takes the jobs
+    local s r="flas-flas-r0" k
+    for s in "${SITES[@]}"; do
+        SLURM_CONF=$(sconf "$s") scontrol delete ReservationName=$r >/dev/null 2>&1 || true
+        SLURM_CONF=$(sconf "$s") scontrol create reservation ReservationName=$r StartTime=now Duration=30 \
+            Users="$P_user" Nodes=ALL Flags=IGNORE_JOBS >/dev/null || fail "cannot create reservation $r at $s"
+    done
+    # shellcheck disable=SC2064
+    trap "SLURM_CONF=$(sconf leonardo) scontrol delete ReservationName=$r >/dev/null 2>&1;
+          SLURM_CONF=$(sconf karolina) scontrol delete ReservationName=$r >/dev/null 2>&1; true" EXIT
+    write_conf 1 2 10
+    sed -i "s/Sync=begin/Sync=reservation Reservation=flas-flas-r%d/" "$WORK/coordinator.conf"
+    coord run "$WORK/coordinator.conf" | tee "$WORK/out" || fail "coordinator failed"
+    [ -f "$WORK/coord/global/round-000001.h5" ] || fail "no new global"
+    for s in "${SITES[@]}"; do
+        k=$(SLURM_CONF=$(sconf "$s") squeue -h -t all -o '%j %v' | grep "^flas-flas-r0-$s-a1-$(sed -n 's/^run_id=//p' "$WORK/coord/journal") " | cut -d' ' -f2)
+        SLURM_CONF=$(sconf "$s") scontrol delete ReservationName=$r >/dev/null 2>&1 || true
+        [ "$k" = "$r" ] || fail "$s's job ran in reservation '$k', not $r"
+    done
+    pass "Sync=reservation: both sites' round-0 jobs ran in the admins' reservation $r; new global made"
+}
+
+case_ctld_down() { # a site's controller is down for a while: its running job is neither lost nor dropped
+    write_conf 1 2 4000
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" &
+    local pid=$! kjob ljob
+    kjob=$(wait_job karolina 1 R) || fail "karolina's job never ran"
+    ljob=$(wait_job leonardo 1 all) || fail "no job at leonardo"
+    # a second coordinator on the same WorkDir is refused while this one runs
+    local rc=0
+    coord run "$WORK/coordinator.conf" >/dev/null 2>"$WORK/err-second" || rc=$?
+    [ $rc = 2 ] && grep -q "another flas-coordinator runs this federation" "$WORK/err-second" ||
+        fail "a second coordinator on the same WorkDir was not refused (exit $rc: $(cat "$WORK/err-second"))"
+    "$BEDCTL" ctld stop karolina >/dev/null
+    local i
+    for i in $(seq 120); do grep -q "cannot read the state of job $kjob" "$WORK/err" && break; sleep 0.5; done
+    grep -q "cannot read the state of job $kjob" "$WORK/err" || { "$BEDCTL" ctld start karolina; fail "the outage was not noticed"; }
+    sleep 5 # a few more polls without a controller
+    "$BEDCTL" ctld start karolina >/dev/null
+    grep -q "karolina: job $kjob UNKNOWN" "$WORK/err" && fail "an unreachable controller was taken for a forgotten job"
+    grep -q "karolina: dropped" "$WORK/err" && fail "karolina was dropped during its controller's outage"
+    [ "$(SLURM_CONF=$(sconf karolina) squeue -h -j "$kjob" -o %T)" = RUNNING ] || fail "karolina's job did not survive"
+    stop_early "karolina:$kjob" "leonardo:$ljob"
+    wait $pid || fail "round failed after the outage: $(tail -3 "$WORK/err")"
+    [ -f "$WORK/coord/global/round-000001.h5" ] || fail "no new global"
+    [ "$(jobs_at karolina 0)" = 1 ] || fail "karolina's job was resubmitted"
+    pass "karolina's slurmctld down mid-job: the coordinator kept asking, then fetched the same job's update"
+}
+
+case_node_fail() { # the node fails under a job: the coordinator submits a new attempt, merges only that one
+    write_conf 1 2 4000
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" &
+    local pid=$! k1 k2 ljob
+    k1=$(wait_job karolina 1 R) || fail "karolina's job never ran"
+    ljob=$(wait_job leonardo 1 all) || fail "no job at leonardo"
+    # shellcheck disable=SC2064
+    trap "SLURM_CONF=$(sconf karolina) scontrol update NodeName=karolina State=RESUME >/dev/null 2>&1 || true" EXIT
+    SLURM_CONF=$(sconf karolina) scontrol update NodeName=karolina State=DOWN Reason=flas-node-fail-test
+    local i
+    for i in $(seq 120); do grep -q "karolina: job $k1 NODE_FAIL" "$WORK/err" && break; sleep 0.5; done
+    grep -q "karolina: job $k1 NODE_FAIL" "$WORK/err" || fail "NODE_FAIL not seen: $(tail -3 "$WORK/err")"
+    SLURM_CONF=$(sconf karolina) scontrol update NodeName=karolina State=RESUME
+    k2=$(wait_job karolina 2 R) || fail "no second attempt ran at karolina: $(tail -3 "$WORK/err")"
+    [ "$(SLURM_CONF=$(sconf karolina) squeue -h -t all -j "$k1" -o %T)" = NODE_FAIL ] || fail "Slurm requeued attempt 1 as well"
+    stop_early "karolina:$k2" "leonardo:$ljob"
+    wait $pid || fail "round failed after the node failure: $(tail -3 "$WORK/err")"
+    local g="$WORK/coord/global/round-000001.h5" m2
+    [ -f "$g" ] || fail "no new global"
+    [ "$(jobs_at karolina 0)" = 2 ] || fail "karolina ran $(jobs_at karolina 0) jobs, expected 2 attempts"
+    m2="$(sdir karolina)/stage/flas/outbox/round-000000/karolina-job$k2.manifest.json"
+    input_shas "$g" | tr ' ' '\n' | grep -qx "$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sha256"])' "$m2")" ||
+        fail "the new global does not merge attempt 2's checkpoint"
+    [ "$(input_shas "$g" | wc -w)" = 2 ] || fail "the new global merges $(input_shas "$g" | wc -w) inputs, expected 2"
+    pass "karolina's node failed under job $k1 (NODE_FAIL): attempt 2 (job $k2) was submitted and only its update merged"
+}
+
 # Kill the coordinator (SIGKILL) at EVENT, run it again: one job per site, the same model as REF.
 crash_and_resume() { # EVENT REF
     local event=$1 ref=$2

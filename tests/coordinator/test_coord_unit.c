@@ -66,11 +66,37 @@ START_TEST(refuses_bad_descriptions_with_file_and_line)
     refused(HEAD, "Site= is required");
     refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 MinSites=2\n" SITE, "MinSites=2");
     refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 Sync=reservation\n" SITE,
-            "Reservation=NAME with %d");
+            "Sync=reservation needs Reservation=NAME");
+    /* the name is never a format: only one %d may be in it */
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 Sync=reservation Reservation=r-%s-%d\n"
+            SITE, "at most one %d");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 Sync=reservation Reservation=r%d%d\n"
+            SITE, "at most one %d");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 Sync=reservation Reservation=r%\n"
+            SITE, "at most one %d");
     refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 Sync=sometimes\n" SITE, "Sync=sometimes");
     refused(SITE HEAD, "t.conf:1: Site= before Federation=");
     refused(HEAD "Site=a Port=99999 Host=h User=u StagingRoot=/s Script=/j.sh\n", "Port=99999");
     refused(HEAD "Site=-a Host=h User=u StagingRoot=/s Script=/j.sh\n", "Site=-a");
+}
+END_TEST
+
+START_TEST(reservation_names_per_round)
+{
+    static flas_coord_conf c;
+    char err[512] = "", name[64];
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 "
+                                        "Sync=reservation Reservation=flas-f-r%d-gpu\n" SITE, &c, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert_int_eq(flas_coord_reservation_name(&c, 12, name, sizeof name), 0);
+    ck_assert_str_eq(name, "flas-f-r12-gpu");
+    ck_assert_int_eq(flas_coord_reservation_name(&c, 12, name, 10), -1); /* does not fit: refused, not cut */
+    /* a repeating reservation (Flags=DAILY) serves every round under one name */
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 "
+                                        "Sync=reservation Reservation=flas-daily\n" SITE, &c, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert_int_eq(flas_coord_reservation_name(&c, 3, name, sizeof name), 0);
+    ck_assert_str_eq(name, "flas-daily");
 }
 END_TEST
 
@@ -134,6 +160,7 @@ int main(void)
     TCase *tc = tcase_create("unit");
     tcase_add_test(tc, parses_a_description);
     tcase_add_test(tc, refuses_bad_descriptions_with_file_and_line);
+    tcase_add_test(tc, reservation_names_per_round);
     tcase_add_test(tc, journal_round_trips_and_refuses_damage);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

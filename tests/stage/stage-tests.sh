@@ -139,14 +139,41 @@ case_host_keys() { # unknown and changed host keys are refused; trust-new-host r
 }
 
 case_jump() { # ProxyJump-style: reach karolina through leonardo
-    local out
+    local out log="$P_karolina_dir/log/sshd.log" before after
+    # karolina is reachable directly too: its sshd's log tells where each session came from
+    before=$(grep -c "Accepted publickey for $P_user from $LEO " "$log" || true)
     out=$(fs -J "$P_user@$LEO" -t "$P_user@$KAR" exec hostname) || fail "jump connection failed"
     [ "$out" = karolina ] || fail "jump reached '$out'"
     fresh_remote
     make_file "$LOCAL/j.h5" 5000000
     fs -J "$P_user@$LEO" -t "$P_user@$KAR" put "$LOCAL/j.h5" "$WORK/j.h5" >/dev/null || fail "upload through the jump host failed"
     [ "$(sha "$WORK/j.h5")" = "$(sha "$LOCAL/j.h5")" ] || fail "jump upload differs"
-    pass "jump host: command and verified upload at karolina through leonardo"
+    after=$(grep -c "Accepted publickey for $P_user from $LEO " "$log" || true)
+    [ "$after" -ge $((before + 2)) ] || fail "karolina's sshd saw $((after - before)) sessions from leonardo, expected 2"
+    pass "jump host: command and verified upload at karolina through leonardo (karolina's sshd saw both sessions come from $LEO)"
+}
+
+case_agent() { # no key file: authentication through ssh-agent
+    local sock="$LOCAL/agent.sock" apid out
+    ssh-agent -a "$sock" >/dev/null
+    apid=$(pgrep -f -- "ssh-agent -a $sock" | head -n 1)
+    # shellcheck disable=SC2064
+    trap "kill $apid 2>/dev/null; rm -rf '$LOCAL'" EXIT
+    # the bed user's key is not in the agent yet: refused
+    env -u SSH_AUTH_SOCK "$STAGE_BIN" -q -k "$P_known_hosts" -t "$P_user@$LEO" exec true 2>"$LOCAL/err" &&
+        fail "authenticated with no key file and no agent"
+    SSH_AUTH_SOCK=$sock "$STAGE_BIN" -q -k "$P_known_hosts" -t "$P_user@$LEO" exec true 2>"$LOCAL/err" &&
+        fail "authenticated with an empty agent"
+    grep -q "public-key authentication failed (ssh-agent)" "$LOCAL/err" || fail "unclear refusal: $(cat "$LOCAL/err")"
+    SSH_AUTH_SOCK=$sock ssh-add -q "$P_user_key" 2>/dev/null || fail "ssh-add failed"
+    out=$(SSH_AUTH_SOCK=$sock "$STAGE_BIN" -q -k "$P_known_hosts" -t "$P_user@$LEO" exec hostname) || fail "agent authentication failed"
+    [ "$out" = leonardo ] || fail "agent session reached '$out'"
+    fresh_remote
+    make_file "$LOCAL/a.h5" 3000000
+    SSH_AUTH_SOCK=$sock "$STAGE_BIN" -q -k "$P_known_hosts" -t "$P_user@$LEO" put "$LOCAL/a.h5" "$WORK/a.h5" >/dev/null ||
+        fail "upload with agent authentication failed"
+    [ "$(sha "$WORK/a.h5")" = "$(sha "$LOCAL/a.h5")" ] || fail "agent upload differs"
+    pass "ssh-agent: refused while the agent lacks the key, then command and verified upload with the agent's key"
 }
 
 "case_${CASE//-/_}"
