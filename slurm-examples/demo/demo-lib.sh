@@ -24,6 +24,27 @@ LR=${FLAS_DEMO_LR:-1e-3}
 step() { printf '\n== %s\n' "$*"; }
 die() { echo "flas-demo: $*" >&2; exit 1; }
 
+# Signals. Bash runs a trap only once the foreground command has finished, so a SIGTERM would wait for
+# a whole federated run. Long steps therefore run in the background under `bg_wait` (a trapped signal
+# interrupts `wait` at once), and the handler ends every process this script started before exiting
+# (the EXIT trap then stops the sites, which cancels their jobs).
+bg_wait() { "$@" & wait $!; }
+kill_tree() { # PID: its descendants, deepest first
+    local child
+    for child in $(pgrep -P "$1" 2>/dev/null); do
+        kill_tree "$child"
+        kill -TERM "$child" 2>/dev/null || true
+    done
+}
+on_signal() { # SIGNAL-NAME EXIT-CODE
+    trap - INT TERM
+    echo "flas-demo: SIG$1: stopping what the demo started" >&2
+    kill_tree $$
+    exit "$2"
+}
+trap 'on_signal INT 130' INT
+trap 'on_signal TERM 143' TERM
+
 demo_paths() { eval "$("$BEDCTL" paths | sed 's/^/P_/')"; }
 site_dir() { local v="P_${1}_dir"; echo "${!v}"; }
 site_addr() { local v="P_${1}_addr"; echo "${!v}"; }
@@ -32,10 +53,10 @@ site_stage() { echo "$(site_dir "$1")/stage/flas"; }
 # Install packages, build, and install FLaS where the bed's sites (and their unprivileged user) find it.
 demo_build() {
     step "installing packages"
-    bash "$ROOT/tests/bed/install-deps.sh"
+    bg_wait bash "$ROOT/tests/bed/install-deps.sh"
     step "building FLaS"
-    cmake -S "$ROOT" -B "$ROOT/build" >/dev/null
-    cmake --build "$ROOT/build" -j"$(nproc)"
+    bg_wait cmake -S "$ROOT" -B "$ROOT/build" >/dev/null
+    bg_wait cmake --build "$ROOT/build" -j"$(nproc)"
     "$BEDCTL" install "$ROOT/build"
 }
 
@@ -48,7 +69,7 @@ demo_boot() {
 # Each site's private corpus and token shards, made AT the site by a batch job.
 demo_data() {
     step "preparing each site's private data at the site (flas-corpus + flas-prepare in a batch job)"
-    "$BEDCTL" data --vocab-size "$VOCAB" --max-docs "$DOCS"
+    bg_wait "$BEDCTL" data --vocab-size "$VOCAB" --max-docs "$DOCS"
     TOKENIZER=$(cat "$BED/public/tokenizer")
 }
 

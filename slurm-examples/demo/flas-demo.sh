@@ -43,8 +43,7 @@ cleanup() {
 t0=$(date +%s)
 [ $BUILD = 1 ] && demo_build
 if [ $BOOT = 1 ]; then
-    trap cleanup EXIT
-    trap 'exit 130' INT TERM
+    trap cleanup EXIT # INT and TERM: on_signal (demo-lib.sh), which exits through this
     demo_boot
 else
     "$BEDCTL" status sites >/dev/null || die "--running-sites: the sites are not up (tests/bed/flas-bed start sites)"
@@ -61,7 +60,7 @@ demo_init "$DEMO/global-0.h5"
 demo_conf "$WORK" "$STRATEGY" "$ROUNDS" "$STEPS" "$DEMO/global-0.h5"
 
 step "$ROUNDS federated rounds ($STRATEGY): $STEPS steps x $BATCH x $SEQ tokens per site and round"
-"$BIN/flas-coordinator" run "$WORK/coordinator.conf" 2>"$WORK/coordinator.log" ||
+bg_wait "$BIN/flas-coordinator" run "$WORK/coordinator.conf" 2>"$WORK/coordinator.log" ||
     { tail -5 "$WORK/coordinator.log" >&2; die "the federated run failed (log: $WORK/coordinator.log)"; }
 
 step "validation perplexity of each round's global model, measured at each site on its held-out text"

@@ -34,8 +34,7 @@ cleanup() {
 }
 t0=$(date +%s)
 [ $BUILD = 1 ] && demo_build
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap cleanup EXIT # INT and TERM: on_signal (demo-lib.sh), which exits through this
 demo_boot
 demo_data
 EXP="$BED/experiment"
@@ -51,8 +50,9 @@ echo "budget: $TOKENS tokens per model ($ROUNDS rounds x 2 sites x $STEPS steps 
 for strategy in fedavg diloco; do
     step "federated: $strategy, $ROUNDS rounds"
     demo_conf "$EXP/$strategy" "$strategy" "$ROUNDS" "$STEPS" "$EXP/global-0.h5"
-    "$BIN/flas-coordinator" run "$EXP/$strategy/coordinator.conf" 2>"$EXP/$strategy/coordinator.log" |
-        sed 's/^/  /' || die "$strategy failed (log: $EXP/$strategy/coordinator.log)"
+    bg_wait "$BIN/flas-coordinator" run "$EXP/$strategy/coordinator.conf" 2>"$EXP/$strategy/coordinator.log" \
+        >"$EXP/$strategy/rounds.txt" || die "$strategy failed (log: $EXP/$strategy/coordinator.log)"
+    sed 's/^/  /' "$EXP/$strategy/rounds.txt"
 done
 
 # --- single-place runs -----------------------------------------------------------------------------
@@ -85,7 +85,7 @@ for s in "${SITES[@]}"; do
     for part in "$(site_dir "$s")"/data/train/*.flastok; do cp "$part" "$POOL/train/$s-$(basename "$part")"; done
 done
 cp "$(site_dir leonardo)"/data/valid/*.flastok "$POOL/valid/"
-"$BIN/flas-train" --global "$EXP/global-0.h5" --output "$EXP/pooled.h5" --site pooled --round 0 \
+bg_wait "$BIN/flas-train" --global "$EXP/global-0.h5" --output "$EXP/pooled.h5" --site pooled --round 0 \
     $(train_args leonardo "$LONG" | tr ',' ' ' | sed "s|--data [^ ]*|--data $POOL/train|; s|--valid [^ ]*|--valid $POOL/valid|") \
     >"$EXP/pooled.log" 2>&1 || die "the pooled run failed (log: $EXP/pooled.log)"
 rm -rf "$POOL" # the moved data is deleted once used

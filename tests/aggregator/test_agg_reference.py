@@ -33,11 +33,19 @@ def check_close(what, got, want, rtol, atol, failures):
     return float(np.max(err / (np.abs(want) + atol / rtol)))
 
 
-def run_strategy(binary, work, strategy, failures):
-    d = os.path.join(work, strategy)
+# Hyper-parameters other than the defaults (given on the command line), and --uniform weights.
+VARIANTS = {"fedavgm": dict(lr=0.6, momentum=0.5), "diloco": dict(lr=0.4, momentum=0.7),
+            "fedadam": dict(lr=0.05, beta1=0.8, beta2=0.95, tau=1e-2),
+            "fedyogi": dict(lr=0.03, beta1=0.7, beta2=0.9, tau=3e-3)}
+
+
+def run_strategy(binary, work, strategy, failures, hp=None, uniform=False):
+    label = strategy + ("-custom" if hp else "") + ("-uniform" if uniform else "")
+    d = os.path.join(work, label)
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
-    hp = L.DEFAULTS[strategy]
+    flags = [f"--{k}={v!r}" for k, v in (hp or {}).items()] + (["--uniform"] if uniform else [])
+    hp = {**L.DEFAULTS[strategy], **(hp or {})}
     glob = os.path.join(d, "global-0.h5")
     L.write_ckpt(glob, L.random_params(1), role="global", rnd=0)
     state = {"m": {}, "v": {}}
@@ -58,11 +66,11 @@ def run_strategy(binary, work, strategy, failures):
             site_rounds[site] = site_rounds.get(site, 0) + 1
             site_tokens[site] = site_tokens.get(site, 0) + tok
         out = os.path.join(d, f"global-{r + 1}.h5")
-        rc, so, se = L.run_aggregate(binary, glob, out, inputs, "-s", strategy, "--chunk-kib", "4")
+        rc, so, se = L.run_aggregate(binary, glob, out, inputs, "-s", strategy, "--chunk-kib", "4", *flags)
         if rc != 0:
             failures.append(f"{strategy} round {r}: exit {rc}: {se.strip()}")
             return
-        want, state, p = L.reference_step(strategy, x, xs, tokens, state, hp)
+        want, state, p = L.reference_step(strategy, x, xs, tokens, state, hp, uniform=uniform)
         got = L.read_section(out)
         if sorted(got) != sorted(want):
             failures.append(f"{strategy} round {r}: tensor names differ")
@@ -105,7 +113,7 @@ def run_strategy(binary, work, strategy, failures):
                     failures.append(f"{strategy} r{r}: hyper.{k} = {pv[f'hyper.{k}']}, want {v}")
         glob = out
     if len(failures) == before:
-        print(f"{strategy}: 3 rounds match the float64 reference (worst relative error {worst:.2e})")
+        print(f"{label} {' '.join(flags)}: 3 rounds match the float64 reference (worst relative error {worst:.2e})")
 
 
 def main():
@@ -115,6 +123,11 @@ def main():
     failures = []
     for s in strategies:
         run_strategy(binary, work, s, failures)
+        if s in VARIANTS:
+            run_strategy(binary, work, s, failures, hp=VARIANTS[s])
+    if "fedavg" in strategies:
+        run_strategy(binary, work, "fedavg", failures, uniform=True)
+        run_strategy(binary, work, "diloco", failures, hp=VARIANTS["diloco"], uniform=True)
     for f in failures[:30]:
         print("FAIL:", f)
     if failures:

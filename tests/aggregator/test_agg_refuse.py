@@ -151,6 +151,26 @@ def main():
         R.refused(name, R.good + [bad], needle)
         R.dropped(name, bad, needle)
 
+    # Non-finite values under the server optimizers too (their momentum and moment buffers must not
+    # take in a NaN): refused, or dropped with the good three merged exactly as the reference does.
+    nan_path = next(c[1] for c in cases if c[0] == "NaN")
+    for strat in ("diloco", "fedadam"):
+        R.refused(f"NaN with {strat}", R.good + [nan_path], "non-finite values", 1, ("-s", strat))
+        rc, so, se = L.run_aggregate(binary, R.glob, R.out, R.good + [nan_path], "-s", strat, "--policy",
+                                     "drop-bad", "--min-sites", "3")
+        if check(rc == 0, f"NaN with {strat} (drop-bad): exit {rc}: {se.strip()}"):
+            want, state, _ = L.reference_step(strat, R.x, R.good_x, R.tokens, {"m": {}, "v": {}}, L.DEFAULTS[strat])
+            got = L.read_section(R.out)
+            with h5py.File(R.out, "r") as f:
+                bufs = {b: {n: f["server"][b][n][...] for n in want} for b in ("m", "v") if b in f["server"]}
+            for n in want:
+                check(np.allclose(got[n], want[n], rtol=2e-6, atol=1e-7), f"NaN with {strat} (drop-bad): {n} differs")
+                for b in bufs:
+                    check(np.all(np.isfinite(bufs[b][n])) and np.allclose(bufs[b][n], state[b][n], rtol=1e-5, atol=1e-8),
+                          f"NaN with {strat} (drop-bad): server/{b}/{n} differs from the reference")
+            os.unlink(R.out)
+            R.untouched(f"NaN with {strat} (drop-bad)")
+
     # Problems that no policy can drop: the previous global itself, and the output path.
     rc, so, se = L.run_aggregate(binary, R.good[0], R.out, R.good[1:])
     check(rc == 2 and "is a local checkpoint" in se, f"previous local: {rc} {se}")
