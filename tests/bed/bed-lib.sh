@@ -199,9 +199,21 @@ EOF
     done
 }
 wait_for_node() { # SECONDS DIR: until the node is idle; fail fast with the log if a daemon died
-    local secs=$1 d=$2 i name
+    local secs=$1 d=$2 i name state resumed=0
     for i in $(seq $((secs * 10))); do
         slurm_up "$d" && return 0
+        # A fresh boot recovers the controller's saved state: a node drained or set down in an earlier
+        # session (an epilog failure, a test's State=DOWN) would keep this cluster unusable. Say so and
+        # return it to service once.
+        if [ $resumed = 0 ] && [ $((i % 10)) = 0 ]; then
+            state=$(SLURM_CONF="$d/etc/slurm.conf" timeout 15 sinfo -h -N -o '%T|%E' 2>/dev/null || true)
+            case "$state" in
+            drain* | down*)
+                say "$(basename "$d"): node was ${state%%|*} from an earlier session (reason: ${state#*|}); resuming it"
+                SLURM_CONF="$d/etc/slurm.conf" scontrol update NodeName=ALL State=RESUME 2>/dev/null || true
+                resumed=1 ;;
+            esac
+        fi
         for name in munged slurmctld slurmd; do
             if [ "$(daemon_state "$d" "$name")" = down ]; then
                 tail -n 5 "$d/log/$name.out" >&2 2>/dev/null || true

@@ -14,6 +14,27 @@ CASE=${1:?usage: coord-tests.sh CASE}
 WORK="$BED/coord/$CASE"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# What a case leaves behind is undone on any exit, also on failure: a coordinator still running in the
+# background, this run's jobs at the sites, reservations, a node set down.
+AT_EXIT=()
+at_exit() { AT_EXIT+=("$1"); }
+run_at_exit() { local c; for c in "${AT_EXIT[@]}"; do eval "$c" >/dev/null 2>&1 || true; done; }
+trap run_at_exit EXIT
+# The coordinator in the background (sets COORD_PID); killed and its jobs cancelled at exit.
+coord_bg() {
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" &
+    COORD_PID=$!
+    at_exit "kill $COORD_PID; cancel_run_jobs"
+}
+cancel_run_jobs() {
+    local run s
+    run=$(sed -n 's/^run_id=//p' "$WORK/coord/journal" 2>/dev/null)
+    [ -n "$run" ] || return 0
+    for s in "${SITES[@]}"; do
+        SLURM_CONF=$(sconf "$s") squeue -h -o '%i %j' | awk -v r="-$run" 'index($2, r) {print $1}' |
+            xargs -r env SLURM_CONF="$(sconf "$s")" scancel
+    done
+}
 pass() { echo "PASS: $*"; }
 addr() { local v="P_${1}_addr"; echo "${!v}"; }
 sdir() { local v="P_${1}_dir"; echo "${!v}"; }
@@ -144,8 +165,8 @@ check_privacy() {
 
 case_scancel_min1() { # a site's job is cancelled: with MinSites=1 the round completes with the other
     SITE_EXTRA_karolina="" write_conf 1 1 4000
-    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" &
-    local pid=$! job=""
+    coord_bg
+    local pid=$COORD_PID job=""
     for _ in $(seq 300); do
         job=$(job_named karolina 0 R)
         [ -n "$job" ] && break
@@ -168,8 +189,8 @@ case_scancel_min1() { # a site's job is cancelled: with MinSites=1 the round com
 
 case_scancel_min2() { # the same with MinSites=2: the round fails cleanly, the global stays
     write_conf 1 2 4000
-    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" &
-    local pid=$! job=""
+    coord_bg
+    local pid=$COORD_PID job=""
     for _ in $(seq 300); do
         job=$(job_named karolina 0 R)
         [ -n "$job" ] && break
@@ -215,8 +236,8 @@ case_link_cut() { # the SSH link is cut while the coordinator stages the global 
         --output "$BED/coord/big0.h5" >/dev/null
     write_conf 1 2 2
     sed -i "s|InitialGlobal=[^ ]*|InitialGlobal=$BED/coord/big0.h5|; s|--batch,4|--batch,1|" "$WORK/coordinator.conf"
-    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" &
-    local pid=$! part="$(sdir leonardo)/stage/flas/global/.round-000000.h5.part" sshd child
+    coord_bg
+    local pid=$COORD_PID part="$(sdir leonardo)/stage/flas/global/.round-000000.h5.part" sshd child
     for _ in $(seq 500); do
         [ "$(stat -c %s "$part" 2>/dev/null || echo 0)" -gt 20000000 ] && break
         sleep 0.01
@@ -277,9 +298,7 @@ case_reservation() { # Sync=reservation: the admins' reservation of round 0 at e
         SLURM_CONF=$(sconf "$s") scontrol create reservation ReservationName=$r StartTime=now Duration=30 \
             Users="$P_user" Nodes=ALL Flags=IGNORE_JOBS >/dev/null || fail "cannot create reservation $r at $s"
     done
-    # shellcheck disable=SC2064
-    trap "SLURM_CONF=$(sconf leonardo) scontrol delete ReservationName=$r >/dev/null 2>&1;
-          SLURM_CONF=$(sconf karolina) scontrol delete ReservationName=$r >/dev/null 2>&1; true" EXIT
+    for s in "${SITES[@]}"; do at_exit "SLURM_CONF=$(sconf "$s") scontrol delete ReservationName=$r"; done
     write_conf 1 2 10
     sed -i "s/Sync=begin/Sync=reservation Reservation=flas-flas-r%d/" "$WORK/coordinator.conf"
     coord run "$WORK/coordinator.conf" | tee "$WORK/out" || fail "coordinator failed"
@@ -294,8 +313,8 @@ case_reservation() { # Sync=reservation: the admins' reservation of round 0 at e
 
 case_ctld_down() { # a site's controller is down for a while: its running job is neither lost nor dropped
     write_conf 1 2 4000
-    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" &
-    local pid=$! kjob ljob
+    coord_bg
+    local pid=$COORD_PID kjob ljob
     kjob=$(wait_job karolina 1 R) || fail "karolina's job never ran"
     ljob=$(wait_job leonardo 1 all) || fail "no job at leonardo"
     # a second coordinator on the same WorkDir is refused while this one runs
@@ -303,10 +322,11 @@ case_ctld_down() { # a site's controller is down for a while: its running job is
     coord run "$WORK/coordinator.conf" >/dev/null 2>"$WORK/err-second" || rc=$?
     [ $rc = 2 ] && grep -q "another flas-coordinator runs this federation" "$WORK/err-second" ||
         fail "a second coordinator on the same WorkDir was not refused (exit $rc: $(cat "$WORK/err-second"))"
+    at_exit "$BEDCTL ctld start karolina"
     "$BEDCTL" ctld stop karolina >/dev/null
     local i
     for i in $(seq 120); do grep -q "cannot read the state of job $kjob" "$WORK/err" && break; sleep 0.5; done
-    grep -q "cannot read the state of job $kjob" "$WORK/err" || { "$BEDCTL" ctld start karolina; fail "the outage was not noticed"; }
+    grep -q "cannot read the state of job $kjob" "$WORK/err" || fail "the outage was not noticed"
     sleep 5 # a few more polls without a controller
     "$BEDCTL" ctld start karolina >/dev/null
     grep -q "karolina: job $kjob UNKNOWN" "$WORK/err" && fail "an unreachable controller was taken for a forgotten job"
@@ -321,19 +341,20 @@ case_ctld_down() { # a site's controller is down for a while: its running job is
 
 case_node_fail() { # the node fails under a job: the coordinator submits a new attempt, merges only that one
     write_conf 1 2 4000
-    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" &
-    local pid=$! k1 k2 ljob
+    coord_bg
+    local pid=$COORD_PID k1 k2 ljob
     k1=$(wait_job karolina 1 R) || fail "karolina's job never ran"
     ljob=$(wait_job leonardo 1 all) || fail "no job at leonardo"
-    # shellcheck disable=SC2064
-    trap "SLURM_CONF=$(sconf karolina) scontrol update NodeName=karolina State=RESUME >/dev/null 2>&1 || true" EXIT
+    at_exit "SLURM_CONF=$(sconf karolina) scontrol update NodeName=karolina State=RESUME"
     SLURM_CONF=$(sconf karolina) scontrol update NodeName=karolina State=DOWN Reason=flas-node-fail-test
     local i
     for i in $(seq 120); do grep -q "karolina: job $k1 NODE_FAIL" "$WORK/err" && break; sleep 0.5; done
     grep -q "karolina: job $k1 NODE_FAIL" "$WORK/err" || fail "NODE_FAIL not seen: $(tail -3 "$WORK/err")"
-    SLURM_CONF=$(sconf karolina) scontrol update NodeName=karolina State=RESUME
+    # ReturnToService=2 may already have brought the node back when slurmd registered again
+    SLURM_CONF=$(sconf karolina) scontrol update NodeName=karolina State=RESUME 2>/dev/null || true
     k2=$(wait_job karolina 2 R) || fail "no second attempt ran at karolina: $(tail -3 "$WORK/err")"
     [ "$(SLURM_CONF=$(sconf karolina) squeue -h -t all -j "$k1" -o %T)" = NODE_FAIL ] || fail "Slurm requeued attempt 1 as well"
+    sleep 3 # some steps of attempt 2 (a job stopped before its first step has no update to give)
     stop_early "karolina:$k2" "leonardo:$ljob"
     wait $pid || fail "round failed after the node failure: $(tail -3 "$WORK/err")"
     local g="$WORK/coord/global/round-000001.h5" m2

@@ -19,14 +19,22 @@ pass() { echo "PASS: $*"; }
 leftovers() { # prints what of the demo is still alive
     "$BEDCTL" status sites 2>/dev/null | grep ' up ' || true
     ip netns list 2>/dev/null | grep '^flas-' || true
-    pgrep -a -f "flas-coordinator run $BED/demo/" || true
-    pgrep -a -x slurmstepd || true
+    # processes, not zombies (an exited daemon waits for PID 1 to reap it)
+    local procs
+    procs=$(ps -eo pid=,stat=,args=) # taken first, so the filter does not see itself
+    awk -v c="flas-coordinator run $BED/demo/" '$2 !~ /^Z/ && (index($0, c) || $3 ~ /slurmstepd/)' <<<"$procs" || true
 }
 
 interrupt() { # SIGNAL WHOM(shell|group) EXPECTED-EXIT
     local sig=$1 whom=$2 want=$3 out="$LOG/$1.out" pid i rc=0 left
-    # setsid: the demo leads its own process group, as in a terminal
-    setsid "$ROOT/slurm-examples/demo/flas-demo.sh" --skip-build --rounds 3 --steps 2000 >"$out" 2>&1 &
+    # The demo leads its own process group, as in a terminal. A background job of a script starts with
+    # SIGINT ignored (and bash cannot trap a signal ignored at entry): give it the default back, as a
+    # terminal's foreground job has it.
+    /usr/bin/python3 -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.setsid()
+os.execv(sys.argv[1], sys.argv[1:])' "$ROOT/slurm-examples/demo/flas-demo.sh" --skip-build --rounds 3 --steps 2000 \
+        >"$out" 2>&1 &
     pid=$!
     # wait until round 0's jobs run at both sites under the coordinator
     for i in $(seq 1200); do
