@@ -13,10 +13,11 @@
 
 /* When the Slurm job ends, in unix seconds, or 0 outside a job / when slurmctld cannot say.
  * SLURM_JOB_END_TIME (newer Slurm exports it) is used when present; else libslurm asks slurmctld. */
-static double job_end(void)
+static double job_end(const char **source)
 {
     double end = flas_train_job_end_from_env();
     const char *id = getenv("SLURM_JOB_ID");
+    *source = "SLURM_JOB_END_TIME";
     if (end > 0 || !id || !*id)
         return end;
     char *tail;
@@ -28,6 +29,7 @@ static double job_end(void)
     slurm_init(NULL);
     long left = slurm_get_rem_time((uint32_t)jobid);
     slurm_fini();
+    *source = "libslurm slurm_get_rem_time";
     return left >= 0 ? flas_train_now() + (double)left : 0;
 }
 
@@ -59,8 +61,12 @@ int main(int argc, char **argv)
             fprintf(stderr, "flas-train: error: %s\n", err);
     } else {
         double end = 0;
-        if (o.mode == FLAS_TRAIN_RUN && rank == 0)
-            end = job_end();
+        const char *source = NULL;
+        if (o.mode == FLAS_TRAIN_RUN && rank == 0) {
+            end = job_end(&source);
+            if (end > 0)
+                printf("flas-train: the job ends in %.0f s (%s)\n", end - flas_train_now(), source);
+        }
         MPI_Bcast(&end, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
         rc = flas_train_main(&o, MPI_COMM_WORLD, end);
     }

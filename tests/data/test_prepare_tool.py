@@ -77,6 +77,13 @@ for what, args, path, needle in bad_cases:
     leftovers = [n for n in os.listdir(SCRATCH) if n.startswith(".")]
     check(not leftovers, f"{what}: left {leftovers}")
 
+# --replace-invalid-utf8: the byte is replaced, counted, and the count is in the summary.
+r = run(["-t", MODEL, "--replace-invalid-utf8", "-o", os.path.join(SCRATCH, "replaced-out"),
+         os.path.join(SCRATCH, "latin1.txt")])
+check(r.returncode == 0 and "1 invalid UTF-8 bytes replaced" in r.stdout,
+      f"--replace-invalid-utf8: rc {r.returncode} {r.stdout!r} {r.stderr!r}")
+shutil.rmtree(os.path.join(SCRATCH, "replaced-out"), ignore_errors=True)
+
 # Shards from one tokenizer checked against another.
 r = run(["--verify", "-t", OTHER, os.path.join(SCRATCH, "good-out")])
 check(r.returncode == 1 and "vocabulary mismatch" in r.stderr, f"--verify mismatch: {r.stderr!r}")
@@ -100,6 +107,22 @@ def interrupted(sig, name):
     _, err = p.communicate(timeout=60)
     return p.returncode, err, out
 
+
+# Bounded memory: peak RSS does not grow with the input (one file of the corpus, then one of 6 times
+# it, one thread). What it may hold: the tokenizer, one document, the shard writer's buffer.
+def peak_rss_kib(path, name):
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", TOOL, "-q", "-t", MODEL, "-j", "1", "-o",
+                        os.path.join(SCRATCH, name), path], capture_output=True, text=True)
+    check(r.returncode == 0, f"{name}: {r.stderr}")
+    shutil.rmtree(os.path.join(SCRATCH, name), ignore_errors=True)
+    return int(r.stderr.strip().split("\n")[-1])
+
+
+small = peak_rss_kib(write("x1.txt", text), "rss-1x")
+large = peak_rss_kib(write("x6.txt", text * 6), "rss-6x")
+check(large - small < 16 * 1024, f"peak RSS grows with the input: {small} KiB for {len(text)} bytes, "
+      f"{large} KiB for {6 * len(text)} bytes")
+print(f"peak RSS {small} KiB for {len(text) / 1e6:.1f} MB of text, {large} KiB for {6 * len(text) / 1e6:.1f} MB")
 
 rc, err, out = interrupted(signal.SIGTERM, "term-out")
 check(rc == 1 and "interrupted" in err, f"SIGTERM: rc {rc} stderr {err!r}")

@@ -121,6 +121,9 @@ case_sbatch_signal() {
     grep -Eq "walltime: [0-9]+ s left" "$d/out" || fail "flas-train did not learn the job's end from Slurm: $(cat "$d/out")"
     left=$(grep -Eo "walltime: [0-9]+ s left" "$d/out" | grep -Eo "[0-9]+")
     [ "$left" -le 60 ] || fail "walltime $left s for a --time=1 job"
+    # Slurm 22.05 exports no SLURM_JOB_END_TIME: the end must come from slurmctld through libslurm
+    src=$(sed -n 's/^flas-train: the job ends in [0-9]* s (\(.*\))$/\1/p' "$d/out")
+    [ "$src" = "libslurm slurm_get_rem_time" ] || fail "the job's end came from '$src', not libslurm"
     ck=$(published 0 "$job" "$sha")
     reason=$(h5_attr "$ck" metrics stop_reason)
     [ "$reason" = signal ] || fail "stop_reason $reason (expected signal): $(cat "$d/out")"
