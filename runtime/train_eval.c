@@ -32,9 +32,14 @@ int train_evaluate(flas_model *m, flas_loader *valid, flas_train_comm *c, long m
      * the ranks leave the loop together; a rank that fails leaves early and only the final allreduce,
      * which every rank reaches exactly once, is shared across replicas. */
     for (long b = 0; ok && (max_batches <= 0 || b < max_batches); b++) {
-        int rc = flas_loader_next(valid, tokens, targets, err, errlen);
-        if (rc <= 0) {
-            ok = rc == 0;
+        int rc = flas_loader_next(valid, tokens, targets, err, errlen), all = rc;
+        /* The forward pass is collective within a tp group: its ranks go on together or stop together. */
+        if (c->tp_size > 1)
+            MPI_Allreduce(&rc, &all, 1, MPI_INT, MPI_MIN, c->tp);
+        if (all <= 0) {
+            ok = all == 0;
+            if (rc == 1)
+                snprintf(err, errlen, "validation: a tensor-parallel peer could not read its batch");
             break;
         }
         float l;

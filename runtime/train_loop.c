@@ -36,9 +36,16 @@ static int train_step(trainer *t, double *loss_out, float *norm_out, int *stop, 
     for (int k = 0; k < t->accum && ok; k++) {
         float loss;
         int rc = flas_loader_next(t->train, t->tokens, t->targets, err, errlen);
-        if (rc != 1) {
-            if (rc == 0)
-                snprintf(err, errlen, "internal: the training loader ended");
+        if (rc == 0)
+            snprintf(err, errlen, "internal: the training loader ended");
+        /* The forward pass of a tp group is collective (an allreduce after wo and w2): its ranks read
+         * the same batch, but one of them may still fail to (an I/O error): then none may start it. */
+        int loaded = rc == 1;
+        if (c->tp_size > 1)
+            MPI_Allreduce(MPI_IN_PLACE, &loaded, 1, MPI_INT, MPI_MIN, c->tp);
+        if (!loaded) {
+            if (rc == 1)
+                snprintf(err, errlen, "step %ld: a tensor-parallel peer could not read its batch", t->step + 1);
             ok = 0;
         } else if (flas_model_forward(m, t->tokens, t->targets, t->B, t->T, &loss, NULL) ||
                    flas_model_backward(m, scale)) {

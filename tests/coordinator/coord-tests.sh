@@ -21,8 +21,8 @@ at_exit() { AT_EXIT+=("$1"); }
 run_at_exit() { local c; for c in "${AT_EXIT[@]}"; do eval "$c" >/dev/null 2>&1 || true; done; }
 trap run_at_exit EXIT
 # The coordinator in the background (sets COORD_PID); killed and its jobs cancelled at exit.
-coord_bg() {
-    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" &
+coord_bg() { # the binary itself, not a subshell around it: its PID is what gets killed
+    "$BIN/flas-coordinator" run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" &
     COORD_PID=$!
     at_exit "kill $COORD_PID; cancel_run_jobs"
 }
@@ -140,6 +140,8 @@ case_two_rounds() { # two full rounds: a new global each round, one job per site
     [ "$a" = "$b" ] || fail "flas-generate is not deterministic for a seed"
     [ "$a" != "$c" ] || fail "flas-generate gave the same text for two seeds"
     echo "the round-2 model writes: $a"
+    /usr/bin/python3 "$HERE/../e2e/oracle_generate.py" "$BIN/flas-generate" "$WORK/coord/global/round-000002.h5" "$tok" 24 \
+        "Il " "Je to " "" || fail "flas-generate disagrees with PyTorch's greedy decoding"
     pass "two rounds across leonardo and karolina: new global each round, one job per site and round, no data moved"
 }
 
@@ -283,9 +285,9 @@ wait_job() { # SITE ATTEMPT STATE
     return 1
 }
 # Ends the running jobs of this round early (they checkpoint at USR1 and exit 0).
-stop_early() { # SITE:JOB...
+stop_early() { # SITE:JOB... (a job that has already ended by itself is fine)
     local sj
-    for sj in "$@"; do SLURM_CONF=$(sconf "${sj%%:*}") scancel --batch --signal=USR1 "${sj#*:}"; done
+    for sj in "$@"; do SLURM_CONF=$(sconf "${sj%%:*}") scancel --batch --signal=USR1 "${sj#*:}" 2>/dev/null || true; done
 }
 input_shas() { # GLOBAL: sha256 of every input merged into it
     /usr/bin/python3 -c 'import h5py,sys; a=h5py.File(sys.argv[1],"r")["provenance"].attrs; print(" ".join(x.decode() if isinstance(x,bytes) else x for x,u in zip(a["input_sha256"], a["input_used"]) if u))' "$1"
@@ -322,9 +324,14 @@ case_ctld_down() { # a site's controller is down for a while: its running job is
     coord run "$WORK/coordinator.conf" >/dev/null 2>"$WORK/err-second" || rc=$?
     [ $rc = 2 ] && grep -q "another flas-coordinator runs this federation" "$WORK/err-second" ||
         fail "a second coordinator on the same WorkDir was not refused (exit $rc: $(cat "$WORK/err-second"))"
+    # the job's srun step must be running: a step cannot be created while the controller is away
+    local i
+    for i in $(seq 300); do
+        SLURM_CONF=$(sconf karolina) squeue -h -s -j "$kjob" -o %i 2>/dev/null | grep -qx "$kjob\.0" && break
+        sleep 0.2
+    done
     at_exit "$BEDCTL ctld start karolina"
     "$BEDCTL" ctld stop karolina >/dev/null
-    local i
     for i in $(seq 120); do grep -q "cannot read the state of job $kjob" "$WORK/err" && break; sleep 0.5; done
     grep -q "cannot read the state of job $kjob" "$WORK/err" || fail "the outage was not noticed"
     sleep 5 # a few more polls without a controller
