@@ -11,7 +11,14 @@ build=build
 cmake_args=()
 while [ $# -gt 0 ]; do
     case "$1" in
-    --sanitize) build=build-asan; cmake_args+=(-DFLAS_SANITIZE=ON) ;;
+    --sanitize)
+        build=build-asan
+        cmake_args+=(-DFLAS_SANITIZE=ON)
+        # For every FLaS process the suite starts, also the ones inside Slurm jobs (the bed's sshd and
+        # sbatch pass these on): full stacks, so that allocations MPI and OpenSSL keep for the life of
+        # the process are recognised by tests/lsan.supp. Tests that set their own options keep them.
+        export ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0
+        export LSAN_OPTIONS="suppressions=$(pwd)/tests/lsan.supp:print_suppressions=0" ;;
     --) shift; break ;;
     *) echo "usage: tests/run.sh [--sanitize] [-- CTEST_ARGS...]" >&2; exit 2 ;;
     esac

@@ -319,8 +319,12 @@ site_wrap() { # SITE -> sets SITE_WRAP
         sh "$d/etc/hosts" "$d/etc/resolv.conf" "$site")
 }
 write_sshd_conf() { # SITE
-    local site=$1 d
+    local site=$1 d sanitizer=""
     d=$(cluster_dir "$site")
+    # A sanitizer build of FLaS (tests/run.sh --sanitize) needs its options in jobs submitted over SSH
+    # too: the suppressions of what MPI and OpenSSL keep for the life of a process.
+    [ -n "${LSAN_OPTIONS:-}" ] && sanitizer+=" LSAN_OPTIONS=$LSAN_OPTIONS"
+    [ -n "${ASAN_OPTIONS:-}" ] && sanitizer+=" ASAN_OPTIONS=$ASAN_OPTIONS"
     install -d -m 755 "$d/ssh"
     [ -f "$d/ssh/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C "$site-host" -f "$d/ssh/ssh_host_ed25519_key"
     cat >"$d/ssh/sshd_config" <<EOF
@@ -336,7 +340,7 @@ PermitRootLogin no
 AllowUsers $BED_USER
 AuthorizedKeysFile .ssh/authorized_keys
 # A site's login environment: its Slurm, and FLaS installed in PATH (as a module would do).
-SetEnv SLURM_CONF=$d/etc/slurm.conf PATH=$(installed_bin):/usr/local/bin:/usr/bin:/bin
+SetEnv SLURM_CONF=$d/etc/slurm.conf PATH=$(installed_bin):/usr/local/bin:/usr/bin:/bin$sanitizer
 Subsystem sftp internal-sftp
 EOF
 }

@@ -120,9 +120,14 @@ def peak_rss_kib(path, name):
 
 small = peak_rss_kib(write("x1.txt", text), "rss-1x")
 large = peak_rss_kib(write("x6.txt", text * 6), "rss-6x")
-check(large - small < 16 * 1024, f"peak RSS grows with the input: {small} KiB for {len(text)} bytes, "
-      f"{large} KiB for {6 * len(text)} bytes")
 print(f"peak RSS {small} KiB for {len(text) / 1e6:.1f} MB of text, {large} KiB for {6 * len(text) / 1e6:.1f} MB")
+if "libasan" in subprocess.run(["ldd", TOOL], capture_output=True, text=True).stdout:
+    # AddressSanitizer keeps freed memory in quarantine (256 MB by default): RSS then follows the
+    # amount allocated, not what is live. The bound is checked in the normal build.
+    print("peak RSS bound not checked in this AddressSanitizer build")
+else:
+    check(large - small < 16 * 1024, f"peak RSS grows with the input: {small} KiB for {len(text)} bytes, "
+          f"{large} KiB for {6 * len(text)} bytes")
 
 rc, err, out = interrupted(signal.SIGTERM, "term-out")
 check(rc == 1 and "interrupted" in err, f"SIGTERM: rc {rc} stderr {err!r}")

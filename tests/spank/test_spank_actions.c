@@ -709,7 +709,9 @@ START_TEST(epilog_prefers_the_batch_steps_record_of_how_the_script_ended)
     prolog_ok();
     char err[512];
     ck_assert_msg(flas_record_batch_exit(&fed, 44, SIGTERM, err, sizeof err) == 0, "%s", err);
-    ck_assert_str_eq(test_read_file(S("flas/state/44.exit")), "status=15\n");
+    char *exit_record = test_read_file(S("flas/state/44.exit"));
+    ck_assert_str_eq(exit_record, "status=15\n");
+    free(exit_record);
     epilog_ok(err, sizeof err);
     test_json m = manifest(3, 44);
     ck_assert_str_eq(test_json_string(&m, "job_state"), "SIGNALED");
