@@ -37,7 +37,7 @@ status=0
 # check's own totals, summed over every check runner that ran ("100%: Checks: N, Failures: F, Errors: E").
 log="$build/Testing/Temporary/LastTest.log"
 if [ -f "$log" ]; then
-    grep -Eo 'Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' "$log" |
+    { grep -Eo 'Checks: [0-9]+, Failures: [0-9]+, Errors: [0-9]+' "$log" || true; } |
         awk -F'[:,] *' '{c += $2; f += $4; e += $6; n++}
             END {printf "check totals: %d runners, %d checks, %d failures, %d errors\n", n, c, f, e}'
 fi
