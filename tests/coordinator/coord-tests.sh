@@ -148,21 +148,31 @@ case_two_rounds() { # two full rounds: a new global each round, one job per site
 # No training text or token shard of a site exists outside that site's data directory: not at the
 # other site, not at the coordinator, not in the public vocabulary text, nowhere in the bed.
 check_privacy() {
-    local s needle found
+    local s needle found home places
+    home=$(getent passwd "$P_user" | cut -d: -f6)
+    # the bed (both sites, the coordinator, the public files), the jobs' user's home that both sites
+    # share here (job outputs, evaluations), and the machine's temporary directories
+    places=("$BED" "$home" /tmp /var/tmp)
+    local lines line
     for s in "${SITES[@]}"; do
-        needle=$(awk 'length > 80 {print substr($0, 1, 60); exit}' "$(sdir "$s")/data/text/train.txt")
-        [ -n "$needle" ] || fail "no text to look for at $s"
-        found=$(grep -rlF -- "$needle" "$BED" 2>/dev/null | grep -v "^$(sdir "$s")/data/" || true)
-        [ -z "$found" ] || fail "training text of $s found outside its data directory: $found"
+        # three lines from different places of the site's training text
+        lines=$(awk 'length > 80 {n++; if (n == 1 || n == 500 || n == 2000) print NR}' "$(sdir "$s")/data/text/train.txt")
+        [ "$(echo "$lines" | wc -w)" = 3 ] || fail "fewer than 3 probe lines in $s's training text"
+        for line in $lines; do
+            needle=$(sed -n "${line}p" "$(sdir "$s")/data/text/train.txt" | cut -c1-60)
+            [ -n "$needle" ] || fail "no text to look for at $s"
+            found=$(grep -rlF -- "$needle" "${places[@]}" 2>/dev/null | grep -v "^$(sdir "$s")/data/" || true)
+            [ -z "$found" ] || fail "training text of $s found outside its data directory: $found"
+        done
     done
     # any token shard outside the sites' data directories (other tests keep their own) that is one of a
     # site's shards
     local mine f
     mine=$(find "$BED"/sites/*/data -name '*.flastok' -exec sha256sum {} + | cut -d' ' -f1 | sort -u)
-    for f in $(grep -rl "^FLASTOK" "$BED" 2>/dev/null | grep -Ev "^$BED/sites/[a-z]+/data/" || true); do
+    for f in $(grep -rl "^FLASTOK" "${places[@]}" 2>/dev/null | grep -Ev "^$BED/sites/[a-z]+/data/" || true); do
         echo "$mine" | grep -qx "$(sha "$f")" && fail "a site's token shard was copied to $f"
     done
-    echo "privacy: no training text or token shard of a site outside its data directory"
+    echo "privacy: no training text (3 probes per site) or token shard of a site outside its data directory (searched: ${places[*]})"
 }
 
 case_scancel_min1() { # a site's job is cancelled: with MinSites=1 the round completes with the other
