@@ -431,16 +431,14 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
             close(lock_fd);
         return 2;
     }
-    if (access(k.journal_path, F_OK) == 0) {
-        if (flas_journal_load(k.journal_path, &k.j, err, errlen) || journal_matches_conf(&k, err, errlen)) {
-            close(lock_fd);
-            return 2;
-        }
-        fprintf(stderr, "flas-coordinator: resuming round %ld (%s)\n", k.j.round, flas_round_phase_name(k.j.phase));
-    } else if (init_journal(&k, err, errlen)) {
+    int resume = access(k.journal_path, F_OK) == 0;
+    if (resume ? flas_journal_load(k.journal_path, &k.j, err, errlen) || journal_matches_conf(&k, err, errlen)
+               : init_journal(&k, err, errlen)) {
         close(lock_fd);
         return 2;
     }
+    if (resume)
+        fprintf(stderr, "flas-coordinator: resuming round %ld (%s)\n", k.j.round, flas_round_phase_name(k.j.phase));
     int rc = 0;
     while (rc == 0 && k.j.phase != FLAS_PHASE_DONE && !k.journal_broken) {
         if (k.j.phase == FLAS_PHASE_FAILED) {

@@ -28,7 +28,7 @@ coord_bg() { # the binary itself, not a subshell around it: its PID is what gets
 }
 cancel_run_jobs() {
     local run s
-    run=$(sed -n 's/^run_id=//p' "$WORK/coord/journal" 2>/dev/null)
+    run=$(run_id)
     [ -n "$run" ] || return 0
     for s in "${SITES[@]}"; do
         SLURM_CONF=$(sconf "$s") squeue -h -o '%i %j' | awk -v r="-$run" 'index($2, r) {print $1}' |
@@ -83,17 +83,19 @@ write_conf() { # ROUNDS MINSITES STEPS
 
 # Jobs this coordinator run (its run id, from the journal) submitted at a site for round K, all
 # attempts, as Slurm itself lists them.
+# This coordinator run's id (job names end with it); empty before the journal exists.
+run_id() { sed -n 's/^run_id=//p' "$WORK/coord/journal" 2>/dev/null; }
 jobs_at() { # SITE ROUND
     local run
-    run=$(sed -n 's/^run_id=//p' "$WORK/coord/journal")
+    run=$(run_id)
     SLURM_CONF=$(sconf "$1") squeue -h -t all -o %j | grep -c "^flas-flas-r$2-$1-a[0-9]*-$run\$" || true
 }
 last_job() { SLURM_CONF=$(sconf "$1") squeue -h -t all -o %i | sort -n | tail -n 1; }
-job_named() { # SITE ROUND STATE: id of this run's job at SITE in STATE
+job_named() { # SITE ROUND STATE [ATTEMPT]: id of this run's job at SITE in STATE (attempt 1 by default)
     local run
-    run=$(sed -n 's/^run_id=//p' "$WORK/coord/journal" 2>/dev/null)
+    run=$(run_id)
     [ -n "$run" ] || return 0
-    SLURM_CONF=$(sconf "$1") squeue -h -t "$3" -n "flas-flas-r$2-$1-a1-$run" -o %i 2>/dev/null || true
+    SLURM_CONF=$(sconf "$1") squeue -h -t "$3" -n "flas-flas-r$2-$1-a${4:-1}-$run" -o %i 2>/dev/null || true
 }
 # Same weights (the new global's params) as another file: provenance and timestamps differ per run.
 same_params() {
@@ -283,13 +285,10 @@ case_host_key() { # a site presents a changed host key: refused, nothing submitt
 
 # Waits up to 60 s for this run's job of attempt N at SITE (round 0) to be in STATE; prints its id.
 wait_job() { # SITE ATTEMPT STATE
-    local run id i
+    local id i
     for i in $(seq 300); do
-        run=$(sed -n 's/^run_id=//p' "$WORK/coord/journal" 2>/dev/null)
-        if [ -n "$run" ]; then
-            id=$(SLURM_CONF=$(sconf "$1") squeue -h -t "$3" -n "flas-flas-r0-$1-a$2-$run" -o %i 2>/dev/null || true)
-            [ -n "$id" ] && { echo "$id"; return 0; }
-        fi
+        id=$(job_named "$1" 0 "$3" "$2")
+        [ -n "$id" ] && { echo "$id"; return 0; }
         sleep 0.2
     done
     return 1
@@ -316,7 +315,7 @@ case_reservation() { # Sync=reservation: the admins' reservation of round 0 at e
     coord run "$WORK/coordinator.conf" | tee "$WORK/out" || fail "coordinator failed"
     [ -f "$WORK/coord/global/round-000001.h5" ] || fail "no new global"
     for s in "${SITES[@]}"; do
-        k=$(SLURM_CONF=$(sconf "$s") squeue -h -t all -o '%j %v' | grep "^flas-flas-r0-$s-a1-$(sed -n 's/^run_id=//p' "$WORK/coord/journal") " | cut -d' ' -f2)
+        k=$(SLURM_CONF=$(sconf "$s") squeue -h -t all -o '%j %v' | grep "^flas-flas-r0-$s-a1-$(run_id) " | cut -d' ' -f2)
         SLURM_CONF=$(sconf "$s") scontrol delete ReservationName=$r >/dev/null 2>&1 || true
         [ "$k" = "$r" ] || fail "$s's job ran in reservation '$k', not $r"
     done

@@ -60,6 +60,5 @@ os.execv(sys.argv[1], sys.argv[1:])' "$ROOT/slurm-examples/demo/flas-demo.sh" --
     pass "SIG$sig to the demo's $whom during round 0: exit $rc, sites stopped, nothing left running"
 }
 
-"$BEDCTL" status sites >/dev/null 2>&1 || true
 interrupt TERM shell 143
 interrupt INT group 130
