@@ -57,6 +57,10 @@ setup() {
     pass "site data prepared at the sites, round-0 model $(sha "$BED/coord/global0.h5" | cut -c1-12)"
 }
 
+# Steps no test job finishes by itself: such jobs are ended by the test (stop_early, scancel, a node
+# failure), so a fast machine cannot end them before the fault is injected.
+LONG=1000000
+
 # A coordinator description. Extra federation keys in $FED_EXTRA, per-site extras in $SITE_EXTRA_<site>.
 write_conf() { # ROUNDS MINSITES STEPS
     local rounds=$1 min=$2 steps=$3 s extra
@@ -181,7 +185,7 @@ check_privacy() {
 }
 
 case_scancel_min1() { # a site's job is cancelled: with MinSites=1 the round completes with the other
-    SITE_EXTRA_karolina="" write_conf 1 1 4000
+    SITE_EXTRA_karolina="" write_conf 1 1 $LONG
     coord_bg
     local pid=$COORD_PID job=""
     for _ in $(seq 300); do
@@ -206,7 +210,7 @@ case_scancel_min1() { # a site's job is cancelled: with MinSites=1 the round com
 }
 
 case_scancel_min2() { # the same with MinSites=2: the round fails cleanly, the global stays
-    write_conf 1 2 4000
+    write_conf 1 2 $LONG
     coord_bg
     local pid=$COORD_PID job=""
     for _ in $(seq 300); do
@@ -327,7 +331,7 @@ case_reservation() { # Sync=reservation: the admins' reservation of round 0 at e
 }
 
 case_ctld_down() { # a site's controller is down for a while: its running job is neither lost nor dropped
-    write_conf 1 2 4000
+    write_conf 1 2 $LONG
     coord_bg
     local pid=$COORD_PID kjob ljob
     kjob=$(wait_job karolina 1 R) || fail "karolina's job never ran"
@@ -360,7 +364,7 @@ case_ctld_down() { # a site's controller is down for a while: its running job is
 }
 
 case_node_fail() { # the node fails under a job: the coordinator submits a new attempt, merges only that one
-    write_conf 1 2 4000
+    write_conf 1 2 $LONG
     coord_bg
     local pid=$COORD_PID k1 k2 ljob
     k1=$(wait_job karolina 1 R) || fail "karolina's job never ran"
