@@ -58,7 +58,7 @@ setup() {
 }
 
 # Steps no test job finishes by itself: such jobs are ended by the test (stop_early, scancel, a node
-# failure), so a fast machine cannot end them before the fault is injected.
+# failure) or by their time limit, so a fast machine cannot end them before the fault is injected.
 LONG=1000000
 
 # A coordinator description. Extra federation keys in $FED_EXTRA, per-site extras in $SITE_EXTRA_<site>.
@@ -85,10 +85,9 @@ write_conf() { # ROUNDS MINSITES STEPS
     } >"$WORK/coordinator.conf"
 }
 
-# Jobs this coordinator run (its run id, from the journal) submitted at a site for round K, all
-# attempts, as Slurm itself lists them.
 # This coordinator run's id (job names end with it); empty before the journal exists.
 run_id() { sed -n 's/^run_id=//p' "$WORK/coord/journal" 2>/dev/null; }
+# Jobs this coordinator run submitted at a site for round K, all attempts, as Slurm itself lists them.
 jobs_at() { # SITE ROUND
     local run
     run=$(run_id)
@@ -169,8 +168,8 @@ check_privacy() {
         for line in $lines; do
             needle=$(sed -n "${line}p" "$(sdir "$s")/data/text/train.txt" | cut -c1-60)
             [ -n "$needle" ] || fail "no text to look for at $s"
-            found=$(grep -rlF -- "$needle" "${places[@]}" 2>/dev/null | grep -v "^$(sdir "$s")/data/" |
-                grep -v "/tests/data/work/" || true)
+            found=$(grep -rlF -- "$needle" "${places[@]}" 2>/dev/null |
+                grep -v -e "^$(sdir "$s")/data/" -e "/tests/data/work/" || true)
             [ -z "$found" ] || fail "training text of $s found outside its data directory: $found"
         done
     done
@@ -195,8 +194,7 @@ case_scancel_min1() { # a site's job is cancelled: with MinSites=1 the round com
     done
     [ -n "$job" ] || fail "karolina's job never ran"
     SLURM_CONF=$(sconf karolina) scancel "$job"
-    # leonardo's long job: stop it early through the walltime signal path rather than waiting (when
-    # karolina's job waited for the backfill scheduler, leonardo's may have finished by itself already)
+    # leonardo's long job: stop it early through the walltime signal path
     local ljob
     ljob=$(job_named leonardo 0 all)
     sleep 3
@@ -238,7 +236,7 @@ case_scancel_min2() { # the same with MinSites=2: the round fails cleanly, the g
 case_timeout() { # a job hits its time limit: the checkpoint written at the signal is salvaged
     # leonardo's job script trains (stopping at the USR1 warning 20 s before the end, with a checkpoint)
     # and then overruns its 1-minute limit, so Slurm ends it TIMEOUT
-    STEPS_leonardo=1000000 write_conf 1 2 20
+    STEPS_leonardo=$LONG write_conf 1 2 20
     sed -i "0,/Time=5/s//Time=1/; 0,/Script=[^ ]*/s||Script=$BED/coord/overrun.sbatch|" "$WORK/coordinator.conf"
     coord run "$WORK/coordinator.conf" | tee "$WORK/out" || fail "coordinator failed"
     grep -Eq "^round 0: leonardo job [0-9]+ TIMEOUT loss [0-9.]+ valid ([0-9.]+|nan), [0-9]+ tokens" "$WORK/out" ||
@@ -301,10 +299,28 @@ wait_job() { # SITE ATTEMPT STATE
     done
     return 1
 }
-# Ends the running jobs of this round early (they checkpoint at USR1 and exit 0).
-stop_early() { # SITE:JOB... (a job that has already ended by itself is fine)
-    local sj
-    for sj in "$@"; do SLURM_CONF=$(sconf "${sj%%:*}") scancel --batch --signal=USR1 "${sj#*:}" 2>/dev/null || true; done
+# Whether JOB's srun step (the training) has been created at SITE.
+step_runs() { SLURM_CONF=$(sconf "$1") squeue -h -s -j "$2" -o %i 2>/dev/null | grep -qx "$2\.0"; }
+# Ends the jobs of this round early (they checkpoint at USR1 and exit 0). A job still pending is
+# waited for until its training step runs, and then a second more: scancel retries a signal to a
+# pending job until the job starts, and a USR1 that reaches flas-train while it is still being loaded,
+# before its handler is installed, kills it. A job that has already ended by itself is fine.
+stop_early() { # SITE:JOB...
+    local sj conf job i waited
+    for sj in "$@"; do
+        conf=$(sconf "${sj%%:*}") job=${sj#*:} waited=0
+        for i in $(seq 300); do
+            case $(SLURM_CONF=$conf squeue -h -j "$job" -o %T 2>/dev/null) in
+            PENDING | CONFIGURING) ;;
+            RUNNING) step_runs "${sj%%:*}" "$job" && break ;;
+            *) break ;;
+            esac
+            waited=1
+            sleep 0.2
+        done
+        [ $waited = 0 ] || sleep 1
+        SLURM_CONF=$conf scancel --batch --signal=USR1 "$job" 2>/dev/null || true
+    done
 }
 input_shas() { # GLOBAL: sha256 of every input merged into it
     /usr/bin/python3 -c 'import h5py,sys; a=h5py.File(sys.argv[1],"r")["provenance"].attrs; print(" ".join(x.decode() if isinstance(x,bytes) else x for x,u in zip(a["input_sha256"], a["input_used"]) if u))' "$1"
@@ -344,7 +360,7 @@ case_ctld_down() { # a site's controller is down for a while: its running job is
     # the job's srun step must be running: a step cannot be created while the controller is away
     local i
     for i in $(seq 300); do
-        SLURM_CONF=$(sconf karolina) squeue -h -s -j "$kjob" -o %i 2>/dev/null | grep -qx "$kjob\.0" && break
+        step_runs karolina "$kjob" && break
         sleep 0.2
     done
     at_exit "$BEDCTL ctld start karolina"
