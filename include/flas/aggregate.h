@@ -40,6 +40,16 @@ typedef struct flas_agg_options {
                                    OMP_WAIT_POLICY=passive on shared ones). Files are hashed in parallel
                                    regardless. 0: the OpenMP default */
     int progress;               /* progress lines on stderr */
+    /* Robust merging (docs/aggregation.md): an input whose update norm ||x_k - x_prev||_2 over all
+     * parameters exceeds max_update_norm (0: no bound), or exceeds max_update_ratio times the lower
+     * median of the inputs' update norms (0: no bound), is refused like any bad input (the policy then
+     * drops it or refuses the round). */
+    double max_update_norm;
+    double max_update_ratio;
+    /* NULL, or n_inputs entries: the site each input was fetched from (NULL or "" entries: unknown). A
+     * site's identity is where its file came from, never what the file says about itself: an input
+     * whose `site` attribute differs is refused, and the duplicate check uses these names. */
+    const char *const *input_sites;
 } flas_agg_options;
 
 /* Result codes of flas_aggregate (also flas-aggregate's exit status). */
@@ -58,6 +68,7 @@ typedef struct flas_agg_input_report {
     double weight;        /* p_k used, 0 when dropped */
     int used;
     char reason[512];     /* why it was refused/dropped, "" when merged */
+    double update_norm;   /* ||x_k - x_prev||_2 when it was measured (a norm bound is set), else -1 */
 } flas_agg_input_report;
 
 typedef struct flas_agg_report {
