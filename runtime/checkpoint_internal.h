@@ -45,6 +45,10 @@ void ck_quiet_end(const ck_quiet *q);
 /* The most specific message on HDF5's error stack (e.g. "truncated file: eof = 100, ..."). */
 void ck_h5_detail(char *buf, size_t len);
 
+/* The gate (checkpoint_gate.c): refuses any file whose bytes could come from elsewhere than itself, or
+ * that is not built the way FLaS writes, before any attribute or tensor is read. 0 or -1 with err. */
+int ck_gate(hid_t fid, const char *path, char *err, size_t errlen);
+
 int ck_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 hid_t ck_fapl(MPI_Comm comm);

@@ -302,6 +302,12 @@ static int validate(const char *path, validated *v, hid_t *fid)
             return ck_fail(err, errlen, "%s: truncated file (HDF5: %s)", path, detail);
         return ck_fail(err, errlen, "%s: damaged HDF5 file, cannot open it (HDF5: %s)", path, detail);
     }
+    /* Where the bytes come from, before anything is read: see checkpoint_gate.c. */
+    if (ck_gate(*fid, path, err, errlen)) {
+        H5Fclose(*fid);
+        *fid = -1;
+        return -1;
+    }
     hid_t root = H5Gopen2(*fid, "/", H5P_DEFAULT);
     int rc = root < 0 ? ck_fail(err, errlen, "%s: damaged HDF5 file (no root group)", path) : 0;
     if (rc == 0)
@@ -423,6 +429,15 @@ flas_ckpt_reader *flas_ckpt_open(const char *path, MPI_Comm comm, char *err, siz
         if (ok && !all)
             snprintf(why, sizeof why, "%s: parallel open failed on another rank", path);
         ok = all;
+        /* The file at path may have been replaced since rank 0 validated it: the gate again, on what every
+         * rank now has open (collective metadata reads, so all ranks walk it together). */
+        if (ok) {
+            ok = ck_gate(f->fid, path, why, sizeof why) == 0;
+            MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, comm);
+            if (ok && !all)
+                snprintf(why, sizeof why, "%s: refused by another rank's checkpoint gate", path);
+            ok = all;
+        }
     }
     if (!ok) {
         ck_fail(err, errlen, "%s", why);
