@@ -253,6 +253,107 @@ typedef struct {
     char error[512];
 } published;
 
+/* Limits on hashing the checkpoint. The epilog runs as root and Slurm keeps the node COMPLETING (no new
+ * job starts on it) until it ends, but the file is the user's: its size, its holes and whether it is
+ * still being written are the user's choice, and the node must not pay for a user's mistake.
+ *
+ * 300 s hashes ~500 GB at the 1.8 GB/s one core reaches from memory (docs/admin.md), or ~150 GB from a
+ * shared file system that delivers 0.5 GB/s; a 7B model in fp32 with its AdamW moments is ~81 GB. A
+ * checkpoint that takes longer is refused: the job's result is lost, the node is not held. */
+#define CHECKPOINT_HASH_LIMIT_S 300
+/* The deadline is checked between chunks: 8 MiB hashes in ~5 ms, and one pread of a 1 MiB block cannot
+ * be interrupted anyway (flas_sha256_update_fd). */
+#define CHECKPOINT_HASH_CHUNK ((int64_t)8 << 20)
+
+static int64_t monotonic_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static int same_time(struct timespec a, struct timespec b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; }
+
+/* Did the file change between the fstat() before hashing (a) and the one after (b)? Size and mtime show
+ * a write, ctime (which the user cannot set) a write whose mtime was put back. A write within the clock
+ * tick of the previous one can keep all three; the coordinator checks the file against the manifest's
+ * sha256 when it fetches it, so that costs a refetch, not a wrong model. One change is not the user's: in
+ * a multi-node job every node runs the epilog, and the first to finish links the inode into the outbox
+ * (one more link, new ctime) while the others are still hashing. Only root can link there. */
+static int changed_while_hashed(const struct stat *a, const struct stat *b, int round_dir, const char *name)
+{
+    if (a->st_size != b->st_size || !same_time(a->st_mtim, b->st_mtim))
+        return 1;
+    if (same_time(a->st_ctim, b->st_ctim) && a->st_nlink == b->st_nlink)
+        return 0;
+    struct stat out;
+    return !(b->st_nlink == a->st_nlink + 1 && fstatat(round_dir, name, &out, AT_SYMLINK_NOFOLLOW) == 0 &&
+             out.st_dev == b->st_dev && out.st_ino == b->st_ino);
+}
+
+/* Hashes exactly st->st_size bytes of fd (a user's checkpoint that st describes, name its published name
+ * in round_dir), within CHECKPOINT_HASH_LIMIT_S. 0 and sha filled, or -1 with the reason in why. */
+static int hash_checkpoint(int fd, const struct stat *st, int round_dir, const char *name,
+                           char sha[FLAS_SHA256_HEX_LEN + 1], char *why, size_t whylen)
+{
+    /* A sparse file costs the user neither time nor quota (truncate -s 1T) and root hours of hashing
+     * zeros. FLaS checkpoints are dense: every byte of every tensor is written, and the only holes are
+     * the parallel writer's alignment gaps (under 1 MiB per tensor of 1 MiB or more: 8% of a 537 MB model,
+     * docs/performance.md). Half leaves room for those, for metadata not yet counted and for file systems
+     * that report compressed allocation (float data rarely compresses to half), and still refuses a file
+     * that is mostly holes. Files of one chunk or less cost nothing to hash whatever their allocation
+     * (small ones may live inside the inode with no blocks of their own), so they are not judged. */
+    int64_t allocated = (int64_t)st->st_blocks * 512;
+    if (st->st_size > CHECKPOINT_HASH_CHUNK && allocated < st->st_size / 2) {
+        snprintf(why, whylen, "checkpoint refused: sparse file (%lld bytes allocated for %lld bytes)",
+                 (long long)allocated, (long long)st->st_size);
+        return -1;
+    }
+    flas_sha256_ctx *c = flas_sha256_begin();
+    if (!c) {
+        snprintf(why, whylen, "cannot publish the checkpoint: no sha256 context");
+        return -1;
+    }
+    int64_t deadline = monotonic_ns() + (int64_t)CHECKPOINT_HASH_LIMIT_S * 1000000000;
+    int64_t done = 0;
+    int timed_out = 0, read_errno = 0;
+    while (done < st->st_size) {
+        if (monotonic_ns() >= deadline) {
+            timed_out = 1;
+            break;
+        }
+        int64_t n = st->st_size - done < CHECKPOINT_HASH_CHUNK ? st->st_size - done : CHECKPOINT_HASH_CHUNK;
+        errno = 0;
+        if (flas_sha256_update_fd(c, fd, done, n)) {
+            read_errno = errno ? errno : EIO; /* 0: the file ended early (truncated) */
+            break;
+        }
+        done += n;
+    }
+    char hex[FLAS_SHA256_HEX_LEN + 1];
+    int hashed = flas_sha256_end(c, hex) == 0 && done == st->st_size;
+    struct stat after;
+    if (timed_out) {
+        snprintf(why, whylen, "checkpoint refused: not hashed within %d s (%lld of %lld bytes read)",
+                 CHECKPOINT_HASH_LIMIT_S, (long long)done, (long long)st->st_size);
+        return -1;
+    }
+    /* The published sha256 must be that of the published file: a file written to meanwhile (or a read
+     * that failed because it was truncated) is refused, not published with a hash of neither version. */
+    if (fstat(fd, &after) == 0 && changed_while_hashed(st, &after, round_dir, name)) {
+        snprintf(why, whylen, "checkpoint changed while it was being hashed (%lld bytes, then %lld)",
+                 (long long)st->st_size, (long long)after.st_size);
+        return -1;
+    }
+    if (!hashed) {
+        snprintf(why, whylen, "cannot publish the checkpoint: read error: %s",
+                 read_errno ? strerror(read_errno) : "sha256 failed");
+        return -1;
+    }
+    memcpy(sha, hex, sizeof hex);
+    return 0;
+}
+
 /* Links jobs/<jobid>/local.h5 into the round's outbox if it is a plain file of the job's user. */
 static void publish_checkpoint(const flas_job *job, int fed, int round_dir, published *p)
 {
@@ -282,10 +383,15 @@ static void publish_checkpoint(const flas_job *job, int fed, int round_dir, publ
         close(fd);
         return;
     }
-    p->size = flas_sha256_fd(fd, p->sha256);
     flas_stage_published_name(p->name, sizeof p->name, job->fed->site, job->jobid, ".h5");
-    if (p->size != st.st_size || safefs_link_fd(fd, round_dir, p->name, 1, e, sizeof e) < 0) {
-        snprintf(p->error, sizeof p->error, "cannot publish the checkpoint: %s", p->size < 0 ? "read error" : e);
+    if (hash_checkpoint(fd, &st, round_dir, p->name, p->sha256, p->error, sizeof p->error)) {
+        p->name[0] = '\0';
+        close(fd);
+        return;
+    }
+    p->size = st.st_size;
+    if (safefs_link_fd(fd, round_dir, p->name, 1, e, sizeof e) < 0) {
+        snprintf(p->error, sizeof p->error, "cannot publish the checkpoint: %s", e);
         p->name[0] = '\0';
     }
     close(fd);

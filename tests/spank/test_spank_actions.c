@@ -33,6 +33,33 @@ int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpa
     return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
 }
 
+/* Stand in for libc's pread and clock_gettime, so that what happens while the epilog hashes a checkpoint
+ * is decided by the test, not by a race with a writer process or by how fast this machine reads (only
+ * the hashing reads with pread, and only its deadline asks the monotonic clock). on_first_read runs at
+ * the first pread, as a job still writing or another node's epilog would act mid-hash; each MiB read
+ * then moves the monotonic clock on by read_s_per_mib, as a slow file system would. */
+static void (*on_first_read)(void);
+static long long preads, read_s_per_mib, clock_ahead_ns;
+
+ssize_t pread(int fd, void *buf, size_t count, off_t offset)
+{
+    if (preads++ == 0 && on_first_read)
+        on_first_read();
+    clock_ahead_ns += (long long)(count * (double)read_s_per_mib * 1e9 / (1 << 20));
+    return (ssize_t)syscall(SYS_pread64, fd, buf, count, offset);
+}
+
+int clock_gettime(clockid_t id, struct timespec *ts)
+{
+    int rc = (int)syscall(SYS_clock_gettime, id, ts);
+    if (rc == 0 && id == CLOCK_MONOTONIC && clock_ahead_ns) {
+        long long ns = ts->tv_nsec + clock_ahead_ns % 1000000000;
+        ts->tv_sec += clock_ahead_ns / 1000000000 + ns / 1000000000;
+        ts->tv_nsec = ns % 1000000000;
+    }
+    return rc;
+}
+
 static char root[128];
 static flas_federation_conf fed;
 static flas_job job;
@@ -785,6 +812,159 @@ START_TEST(epilog_refuses_symlink_fifo_hardlink_and_foreign_checkpoints)
 }
 END_TEST
 
+/* What a refused checkpoint leaves: a manifest that says why, and nothing in the outbox. */
+static void assert_refused(unsigned long jobid, const char *error_prefix)
+{
+    test_json m = manifest(3, jobid);
+    const char *error = test_json_string(&m, "error");
+    ck_assert_msg(!strncmp(error, error_prefix, strlen(error_prefix)), "job %lu: error '%s', want '%s...'", jobid,
+                  error, error_prefix);
+    ck_assert_msg(test_json_is_null(&m, "checkpoint"), "job %lu: a checkpoint was published", jobid);
+    ck_assert_int_eq(test_json_number(&m, "size"), -1);
+    ck_assert_str_eq(test_json_string(&m, "sha256"), "");
+    ck_assert_int_eq(test_count_entries(S("flas/outbox/round-000003"), ".h5"), 0);
+}
+
+/* truncate -s 1T costs the user nothing and would keep root hashing zeros for minutes (the test's alarm
+ * ends it long before). */
+START_TEST(epilog_refuses_a_sparse_checkpoint_without_reading_it)
+{
+    stage_model(3, "three");
+    prolog_ok();
+    char block[4096];
+    memset(block, 'x', sizeof block);
+    test_write_file(S("flas/jobs/42/local.h5"), block, sizeof block, 0644, TEST_UID, TEST_GID);
+    ck_assert_int_eq(truncate(S("flas/jobs/42/local.h5"), 1LL << 40), 0);
+    char err[512];
+    epilog_ok(err, sizeof err);
+    assert_refused(42, "checkpoint refused: sparse file (");
+    test_json m = manifest(3, 42);
+    ck_assert_msg(strstr(test_json_string(&m, "error"), " bytes allocated for 1099511627776 bytes)") != NULL, "%s",
+                  test_json_string(&m, "error"));
+    ck_assert_int_eq(preads, 0);
+    /* a file of one chunk or less is not judged by its allocation: hashing it costs nothing */
+    job.jobid = 43;
+    prolog_ok();
+    test_write_file(S("flas/jobs/43/local.h5"), block, sizeof block, 0644, TEST_UID, TEST_GID);
+    ck_assert_int_eq(truncate(S("flas/jobs/43/local.h5"), 8 << 20), 0);
+    epilog_ok(err, sizeof err);
+    m = manifest(3, 43);
+    ck_assert_str_eq(test_json_string(&m, "error"), "");
+    ck_assert_str_eq(test_json_string(&m, "checkpoint"), "siteA-job43.h5");
+}
+END_TEST
+
+static void append_to_checkpoint(void)
+{
+    int fd = open(S(test_path("flas/jobs/%lu/local.h5", job.jobid)), O_WRONLY | O_APPEND);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "more", 4), 4);
+    close(fd);
+}
+
+static void truncate_checkpoint(void)
+{
+    ck_assert_int_eq(truncate(S(test_path("flas/jobs/%lu/local.h5", job.jobid)), 5), 0);
+}
+
+static void link_checkpoint_into_the_job_directory(void)
+{
+    ck_assert_int_eq(link(S(test_path("flas/jobs/%lu/local.h5", job.jobid)),
+                          S(test_path("flas/jobs/%lu/second-name", job.jobid))), 0);
+}
+
+/* The published sha256 must be the published file's: a checkpoint the job (or anything of the user's)
+ * still writes to while root hashes it is refused. */
+START_TEST(epilog_refuses_a_checkpoint_that_changes_while_it_is_hashed)
+{
+    stage_model(3, "three");
+    struct {
+        void (*act)(void);
+        const char *error;
+    } cases[] = {
+        {append_to_checkpoint, "checkpoint changed while it was being hashed (20 bytes, then 24)"},
+        {truncate_checkpoint, "checkpoint changed while it was being hashed (20 bytes, then 5)"},
+        {link_checkpoint_into_the_job_directory, "checkpoint changed while it was being hashed (20 bytes, then 20)"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        job.jobid = 100 + i;
+        prolog_ok();
+        test_write_file(S(test_path("flas/jobs/%lu/local.h5", job.jobid)), "the local checkpoint", 20, 0644,
+                        TEST_UID, TEST_GID);
+        preads = 0;
+        on_first_read = cases[i].act;
+        char err[512];
+        epilog_ok(err, sizeof err);
+        on_first_read = NULL;
+        ck_assert_msg(preads > 0, "case %zu: the pread stand-in was not reached", i);
+        assert_refused(job.jobid, cases[i].error);
+        test_json m = manifest(3, job.jobid);
+        ck_assert_str_eq(test_json_string(&m, "error"), cases[i].error);
+    }
+}
+END_TEST
+
+static void publish_from_another_node(void)
+{
+    ck_assert_int_eq(link(S("flas/jobs/42/local.h5"), S("flas/outbox/round-000003/siteA-job42.h5")), 0);
+}
+
+/* Every node of a multi-node job runs the epilog; the first to finish links the checkpoint into the outbox
+ * while the others still hash it. That link (one more, new ctime) is root's doing, not a change. */
+START_TEST(epilog_publishes_although_another_node_linked_the_checkpoint_meanwhile)
+{
+    stage_model(3, "three");
+    prolog_ok();
+    write_checkpoint("the local checkpoint");
+    on_first_read = publish_from_another_node;
+    char err[512];
+    epilog_ok(err, sizeof err);
+    ck_assert_int_gt(preads, 0);
+    test_json m = manifest(3, 42);
+    ck_assert_str_eq(test_json_string(&m, "error"), "");
+    ck_assert_str_eq(test_json_string(&m, "checkpoint"), "siteA-job42.h5");
+    ck_assert_str_eq(test_json_string(&m, "sha256"), sha_of("the local checkpoint"));
+    struct stat st;
+    ck_assert_int_eq(lstat(S("flas/outbox/round-000003/siteA-job42.h5"), &st), 0);
+    ck_assert_int_eq(st.st_nlink, 2);
+}
+END_TEST
+
+/* A checkpoint that cannot be hashed in 300 s is refused rather than holding the node in COMPLETING. The
+ * clock is the test's: reading 8 MiB (one chunk) "takes" 320 s, then 240 s. */
+START_TEST(epilog_gives_up_hashing_after_its_time_limit)
+{
+    stage_model(3, "three");
+    size_t len = (8 << 20) + 1; /* two chunks: the deadline is checked between them */
+    char *data = malloc(len);
+    ck_assert_ptr_nonnull(data);
+    unsigned x = 1; /* no two chunks alike, so a chunk hashed from the wrong offset shows */
+    for (size_t i = 0; i < len; i++)
+        data[i] = (char)((x = x * 1103515245u + 12345u) >> 16);
+    char want[FLAS_SHA256_HEX_LEN + 1], err[512];
+    flas_sha256_buffer(data, len, want);
+    prolog_ok();
+    test_write_file(S("flas/jobs/42/local.h5"), data, len, 0644, TEST_UID, TEST_GID);
+    read_s_per_mib = 40;
+    epilog_ok(err, sizeof err);
+    assert_refused(42, "checkpoint refused: not hashed within 300 s (8388608 of 8388609 bytes read)");
+    /* within the limit, the same file is published, hashed across both chunks */
+    job.jobid = 43;
+    prolog_ok();
+    test_write_file(S("flas/jobs/43/local.h5"), data, len, 0644, TEST_UID, TEST_GID);
+    read_s_per_mib = 30;
+    epilog_ok(err, sizeof err);
+    read_s_per_mib = 0;
+    clock_ahead_ns = 0;
+    test_json m = manifest(3, 43);
+    ck_assert_str_eq(test_json_string(&m, "error"), "");
+    ck_assert_str_eq(test_json_string(&m, "checkpoint"), "siteA-job43.h5");
+    ck_assert_int_eq(test_json_number(&m, "size"), (long long)len);
+    ck_assert_str_eq(test_json_string(&m, "sha256"), want);
+    free(data);
+}
+END_TEST
+
 START_TEST(epilog_of_another_node_keeps_the_first_manifest)
 {
     stage_model(3, "three");
@@ -927,6 +1107,10 @@ int main(void)
     tcase_add_test(t, prolog_and_epilog_work_on_nfs);
     tcase_add_test(t, epilog_refuses_symlink_fifo_hardlink_and_foreign_checkpoints);
     tcase_add_test(t, epilog_of_another_node_keeps_the_first_manifest);
+    tcase_add_test(t, epilog_refuses_a_sparse_checkpoint_without_reading_it);
+    tcase_add_test(t, epilog_refuses_a_checkpoint_that_changes_while_it_is_hashed);
+    tcase_add_test(t, epilog_publishes_although_another_node_linked_the_checkpoint_meanwhile);
+    tcase_add_test(t, epilog_gives_up_hashing_after_its_time_limit);
     tcase_add_test(t, epilog_without_a_usable_record_publishes_nothing);
     tcase_add_test(t, epilog_after_a_refused_model_files_the_reason);
     tcase_add_test(t, epilog_escapes_free_text_in_the_manifest);
