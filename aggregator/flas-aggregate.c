@@ -9,11 +9,12 @@
 
 #include "flas/aggregate.h"
 #include "flas/checkpoint.h"
+#include "flas/conf.h"
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: flas-aggregate --previous GLOBAL.h5 --output NEXT.h5 [options] LOCAL.h5...\n"
+            "usage: flas-aggregate --previous GLOBAL.h5 --output NEXT.h5 [options] [--input SITE=]LOCAL.h5...\n"
             "Merge the local checkpoints of one round into the next global checkpoint, streaming\n"
             "tensor by tensor (memory: (inputs + 4) x chunk, not the model size).\n"
             "\n"
@@ -36,6 +37,11 @@ static void usage(FILE *f)
             "      --threads N          OpenMP threads of the merge kernel (default 1; files are\n"
             "                           hashed in parallel anyway; on shared nodes with N > 1 set\n"
             "                           OMP_WAIT_POLICY=passive)\n"
+            "      --max-update-norm X  refuse an input whose update ||x_k - x_prev||_2 exceeds X\n"
+            "      --max-update-ratio R refuse an input whose update norm exceeds R (>= 1) times the\n"
+            "                           lower median of the inputs' norms (both: the policy decides)\n"
+            "  -i, --input SITE=FILE    a local checkpoint fetched from SITE: refused if the file claims\n"
+            "                           another site (repeatable; LOCAL.h5 arguments name no site)\n"
             "  -q, --quiet              no progress lines\n"
             "  -h, --help               this help;  --version  the version\n"
             "\n"
@@ -72,7 +78,7 @@ static int parse_long(const char *opt, const char *s, long long lo, long long *o
 int main(int argc, char **argv)
 {
     enum { O_LR = 256, O_MOM, O_B1, O_B2, O_TAU, O_UNIFORM, O_POLICY, O_MIN, O_MAXTOK, O_RESET, O_CHUNK, O_THREADS,
-           O_VERSION };
+           O_VERSION, O_MAXNORM, O_MAXRATIO };
     static const struct option longopts[] = {
         {"previous", required_argument, 0, 'p'}, {"output", required_argument, 0, 'o'},
         {"strategy", required_argument, 0, 's'}, {"lr", required_argument, 0, O_LR},
@@ -82,13 +88,41 @@ int main(int argc, char **argv)
         {"min-sites", required_argument, 0, O_MIN}, {"max-tokens", required_argument, 0, O_MAXTOK},
         {"reset-server-state", no_argument, 0, O_RESET}, {"chunk-kib", required_argument, 0, O_CHUNK},
         {"threads", required_argument, 0, O_THREADS}, {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
+        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, O_VERSION},
+        {"max-update-norm", required_argument, 0, O_MAXNORM}, {"max-update-ratio", required_argument, 0, O_MAXRATIO},
+        {"input", required_argument, 0, 'i'}, {0, 0, 0, 0}};
+    /* Inputs: --input SITE=FILE in the order given, then the plain LOCAL.h5 arguments. */
+    static const char **paths, **sites; /* static: still reachable at every early exit (leak checkers) */
+    paths = calloc((size_t)argc + 1, sizeof *paths);
+    sites = calloc((size_t)argc + 1, sizeof *sites);
+    int n = 0;
+    double max_norm = 0, max_ratio = 0;
+    if (!paths || !sites) {
+        fprintf(stderr, "flas-aggregate: error: out of memory\n");
+        return 3;
+    }
     const char *previous = NULL, *output = NULL, *strategy = "fedavg", *policy = "refuse-round";
     double lr = NAN, mom = NAN, b1 = NAN, b2 = NAN, tau = NAN;
     long long min_sites = 1, max_tokens = -1, chunk_kib = 4096, threads = 1;
     int uniform = 0, reset = 0, quiet = 0, c;
-    while ((c = getopt_long(argc, argv, "p:o:s:qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "p:o:s:i:qh", longopts, NULL)) != -1) {
         switch (c) {
+        case 'i': {
+            /* Site names never hold '=' (flas_name_valid), so the first one splits. */
+            char *eq = strchr(optarg, '=');
+            if (eq)
+                *eq = '\0';
+            if (!eq || !flas_name_valid(optarg) || !eq[1]) {
+                fprintf(stderr, "flas-aggregate: error: --input needs SITE=FILE with a valid site name, got '%s%s%s'\n",
+                        optarg, eq ? "=" : "", eq ? eq + 1 : "");
+                return 2;
+            }
+            sites[n] = optarg;
+            paths[n++] = eq + 1;
+            break;
+        }
+        case O_MAXNORM: if (parse_double("--max-update-norm", optarg, &max_norm)) return 2; break;
+        case O_MAXRATIO: if (parse_double("--max-update-ratio", optarg, &max_ratio)) return 2; break;
         case 'p': previous = optarg; break;
         case 'o': output = optarg; break;
         case 's': strategy = optarg; break;
@@ -110,7 +144,9 @@ int main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (!previous || !output || optind >= argc) {
+    for (int a = optind; a < argc; a++)
+        paths[n++] = argv[a];
+    if (!previous || !output || n == 0) {
         fprintf(stderr, "flas-aggregate: error: %s\n", !previous ? "--previous GLOBAL.h5 is required"
                                                     : !output  ? "--output NEXT.h5 is required"
                                                                : "no local checkpoints given");
@@ -150,18 +186,22 @@ int main(int argc, char **argv)
     o.chunk_elems = (size_t)chunk_kib << 8; /* KiB of float32 */
     o.threads = (int)(threads > 4096 ? 4096 : threads);
     o.progress = !quiet;
+    o.max_update_norm = max_norm;
+    o.max_update_ratio = max_ratio;
+    o.input_sites = sites;
     flas_ckpt_hdf5_quiet();
 
-    int n = argc - optind;
     char err[2048];
     flas_agg_report rep;
     if (!quiet)
         fprintf(stderr, "flas-aggregate: %s of %d local checkpoint%s onto %s\n", flas_agg_strategy_name(s), n,
                 n == 1 ? "" : "s", previous);
-    int rc = flas_aggregate(previous, (const char *const *)argv + optind, n, output, &o, &rep, err, sizeof err);
+    int rc = flas_aggregate(previous, paths, n, output, &o, &rep, err, sizeof err);
     if (rc != FLAS_AGG_OK) {
         fprintf(stderr, "flas-aggregate: error: %s\n", err);
         flas_agg_report_free(&rep);
+        free(paths);
+        free(sites);
         return rc;
     }
     printf("flas-aggregate: round %lld written to %s: %s of %d/%d inputs in %.2f s (merge %.2f s at %.0f MB/s of "
@@ -171,11 +211,16 @@ int main(int argc, char **argv)
            rep.seconds_hash);
     for (int i = 0; i < rep.n_inputs; i++) {
         const flas_agg_input_report *x = &rep.inputs[i];
-        printf("  %-8s %-16s tokens %-12lld weight %.6f sha256 %.16s... %s\n", x->used ? "merged" : "dropped",
-               x->site[0] ? x->site : "?", (long long)x->tokens, x->weight, x->sha256, argv[optind + i]);
+        char norm[48] = "";
+        if (x->update_norm >= 0)
+            snprintf(norm, sizeof norm, " update norm %.4g", x->update_norm);
+        printf("  %-8s %-16s tokens %-12lld weight %.6f%s sha256 %.16s... %s\n", x->used ? "merged" : "dropped",
+               x->site[0] ? x->site : "?", (long long)x->tokens, x->weight, norm, x->sha256, paths[i]);
         if (!x->used)
             printf("           reason: %s\n", x->reason);
     }
     flas_agg_report_free(&rep);
+    free(paths);
+    free(sites);
     return 0;
 }

@@ -12,7 +12,9 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { PASS_OK = 0, PASS_NONFINITE = 1, PASS_FAILED = 2 };
+/* PASS_INPUT_REFUSED: some inputs got a reason mid-pass (non-finite values, an overflow they cause, an
+ * update norm out of bounds); the output is discarded and the policy decides whether to go on. */
+enum { PASS_OK = 0, PASS_INPUT_REFUSED = 1, PASS_FAILED = 2 };
 
 typedef struct agg_ctx {
     const flas_agg_options *o;
@@ -26,6 +28,7 @@ typedef struct agg_ctx {
     const float **used_in;
     double *p;
     int *used_idx;
+    double *norm2;  /* per used input: sum of (x_k - x)^2 so far in this pass */
 } agg_ctx;
 
 static double now(void)
@@ -57,6 +60,10 @@ static int check_options(const flas_agg_options *o, int n, char *err, size_t err
         return fail(err, errlen, FLAS_AGG_USAGE, "chunk of %zu elements is outside 1 Ki..1 Gi", o->chunk_elems);
     if (o->max_tokens < 1)
         return fail(err, errlen, FLAS_AGG_USAGE, "--max-tokens must be >= 1");
+    if (!(o->max_update_norm >= 0 && isfinite(o->max_update_norm)) ||
+        !(o->max_update_ratio == 0 || (o->max_update_ratio >= 1 && isfinite(o->max_update_ratio))))
+        return fail(err, errlen, FLAS_AGG_USAGE, "--max-update-norm must be >= 0 and --max-update-ratio 0 or >= 1 "
+                    "(got %g, %g)", o->max_update_norm, o->max_update_ratio);
     flas_agg_strategy s = o->strategy;
     if ((s == FLAS_AGG_FEDAVGM || s == FLAS_AGG_DILOCO || s == FLAS_AGG_FEDADAM || s == FLAS_AGG_FEDYOGI) &&
         !(o->lr > 0 && isfinite(o->lr)))
@@ -192,8 +199,84 @@ static size_t buffer_elems(const flas_param_table *t, size_t chunk)
     return need;
 }
 
+static int bounds_on(const flas_agg_options *o) { return o->max_update_norm > 0 || o->max_update_ratio > 0; }
+
+static double sq_diff(const float *a, const float *x, size_t n)
+{
+    double s = 0;
+    for (size_t e = 0; e < n; e++) {
+        double d = (double)a[e] - (double)x[e];
+        s += d * d;
+    }
+    return s;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* After a full pass: inputs whose update norm breaks a bound get a reason. Returns how many. The
+ * relative bound uses the LOWER median, so that with two sites the larger update is measured against
+ * the smaller one, not against a median it dominates itself. */
+static int apply_norm_bounds(agg_ctx *c, int k)
+{
+    const flas_agg_options *o = c->o;
+    double sorted[k > 0 ? k : 1], median = 0;
+    for (int j = 0; j < k; j++)
+        sorted[j] = sqrt(c->norm2[j]);
+    qsort(sorted, (size_t)k, sizeof *sorted, cmp_double);
+    if (k > 0)
+        median = sorted[(k - 1) / 2];
+    int refused = 0;
+    for (int j = 0; j < k; j++) {
+        agg_input *x = &c->in[c->used_idx[j]];
+        double norm = sqrt(c->norm2[j]);
+        x->rep->update_norm = norm;
+        if (o->max_update_norm > 0 && norm > o->max_update_norm) {
+            snprintf(x->rep->reason, sizeof x->rep->reason, "%s: update norm %.4g exceeds --max-update-norm %g",
+                     x->path, norm, o->max_update_norm);
+            refused++;
+        } else if (o->max_update_ratio > 0 && k > 1 && norm > o->max_update_ratio * median) {
+            snprintf(x->rep->reason, sizeof x->rep->reason, "%s: update norm %.4g exceeds %g x the sites' median "
+                     "%.4g (--max-update-ratio)", x->path, norm, o->max_update_ratio, median);
+            refused++;
+        }
+    }
+    return refused;
+}
+
+/* The result of a chunk overflowed. If one input's change dominates the first overflowing element, that
+ * input caused it: it gets the reason (and the policy decides), not the whole round. Returns 1 if an
+ * input was blamed, 0 if no input stands out (then the server step itself is to blame). */
+static int blame_overflow(agg_ctx *c, int k, size_t nn, const float *x, const float *m, const float *v,
+                          const char *tensor)
+{
+    size_t e = 0;
+    while (e < nn && isfinite(c->out[e]) && (!m || isfinite(m[e])) && (!v || isfinite(v[e])))
+        e++;
+    if (e == nn || k < 1)
+        return 0;
+    int worst = 0;
+    double total = 0, big = -1;
+    for (int j = 0; j < k; j++) {
+        double d = c->p[j] * fabs((double)c->used_in[j][e] - (x ? (double)x[e] : 0.0));
+        total += d;
+        if (d > big)
+            big = d, worst = j;
+    }
+    if (!(big >= 0.5 * total) || big == 0)
+        return 0;
+    agg_input *in = &c->in[c->used_idx[worst]];
+    snprintf(in->rep->reason, sizeof in->rep->reason, "%s: params/%s[%zu] = %g makes the %s server step overflow "
+             "(an update far larger than the others)", in->path, tensor, e, (double)c->used_in[worst][e],
+             flas_agg_strategy_name(c->o->strategy));
+    return 1;
+}
+
 /* One streaming pass over every tensor into a new writer, left uncommitted in *wout on PASS_OK.
- * PASS_NONFINITE marks the offending inputs' reasons. */
+ * PASS_INPUT_REFUSED marks the offending inputs' reasons. */
 static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t errlen)
 {
     const flas_agg_options *o = c->o;
@@ -214,7 +297,10 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
         c->used_in[j] = c->buf[j];
     }
     const int has_m = flas_agg_strategy_has_m(o->strategy), has_v = flas_agg_strategy_has_v(o->strategy);
-    const int needs_x = o->strategy != FLAS_AGG_FEDAVG && o->strategy != FLAS_AGG_MEAN;
+    /* The update norms need the previous global's weights even where the strategy does not. */
+    const int needs_x = (o->strategy != FLAS_AGG_FEDAVG && o->strategy != FLAS_AGG_MEAN) || bounds_on(o);
+    for (int j = 0; j < k; j++)
+        c->norm2[j] = 0;
     flas_agg_kernel kp = {o->strategy, k, c->p, o->lr, o->momentum, o->beta1, o->beta2, o->tau};
 
     flas_ckpt_meta meta = {0};
@@ -261,6 +347,9 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
                 rc = fail(err, errlen, PASS_FAILED, "%s", why);
                 break;
             }
+            if (bounds_on(o))
+                for (int j = 0; j < k; j++)
+                    c->norm2[j] += sq_diff(c->used_in[j], c->x, nn);
             int out_bad = 0;
             int nbad = flas_agg_combine(&kp, nn, c->used_in, c->x, has_m ? c->m : NULL, has_v ? c->v : NULL, c->out,
                                         bad, &out_bad);
@@ -271,7 +360,12 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
                         snprintf(x->rep->reason, sizeof x->rep->reason,
                                  "%s: non-finite values (NaN or Inf) in params/%s", x->path, tn->name);
                     }
-                rc = nbad > 0 ? PASS_NONFINITE : fail(err, errlen, PASS_FAILED, "out of memory");
+                rc = nbad > 0 ? PASS_INPUT_REFUSED : fail(err, errlen, PASS_FAILED, "out of memory");
+                break;
+            }
+            if (out_bad && blame_overflow(c, k, nn, needs_x ? c->x : NULL, has_m ? c->m : NULL, has_v ? c->v : NULL,
+                                          tn->name)) {
+                rc = PASS_INPUT_REFUSED;
                 break;
             }
             if (out_bad) {
@@ -296,6 +390,8 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
         }
     }
     free(bad);
+    if (rc == PASS_OK && bounds_on(o) && apply_norm_bounds(c, k) > 0)
+        rc = PASS_INPUT_REFUSED; /* like non-finite values: the offending inputs have reasons, the pass restarts */
     if (rc != PASS_OK) {
         flas_ckpt_abort(w);
         return rc;
@@ -354,6 +450,7 @@ static void release(agg_ctx *c)
     free(c->used_in);
     free(c->p);
     free(c->used_idx);
+    free(c->norm2);
     free(c->in);
 }
 
@@ -383,6 +480,7 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
     for (int i = 0; i < n_inputs; i++) {
         c.in[i].path = inputs[i];
         c.in[i].rep = &rep->inputs[i];
+        rep->inputs[i].update_norm = -1;
     }
 
     /* The previous global's digest is needed up front (inputs must name it as their base); the
@@ -417,11 +515,12 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
     c.used_in = calloc((size_t)n_inputs, sizeof *c.used_in);
     c.p = calloc((size_t)n_inputs, sizeof *c.p);
     c.used_idx = calloc((size_t)n_inputs, sizeof *c.used_idx);
+    c.norm2 = calloc((size_t)n_inputs, sizeof *c.norm2);
     c.x = malloc(ch * sizeof(float));
     c.m = malloc(ch * sizeof(float));
     c.v = malloc(ch * sizeof(float));
     c.out = malloc(ch * sizeof(float));
-    int oom = !c.buf || !c.used_in || !c.p || !c.used_idx || !c.x || !c.m || !c.v || !c.out;
+    int oom = !c.buf || !c.used_in || !c.p || !c.used_idx || !c.norm2 || !c.x || !c.m || !c.v || !c.out;
     for (int i = 0; i < n_inputs && !oom; i++)
         oom = !(c.buf[i] = malloc(ch * sizeof(float)));
     if (oom) {
@@ -445,11 +544,15 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
             goto out;
         }
         int refused = 0;
-        if (pr == PASS_NONFINITE) {
-            /* Non-finite values found mid-stream: the unfinished output was discarded. */
+        if (pr == PASS_INPUT_REFUSED) {
+            /* Inputs refused mid-stream: the unfinished output was discarded. */
             for (int i = 0; i < n_inputs; i++)
                 if (c.in[i].rep->used && c.in[i].rep->reason[0])
                     c.in[i].rep->used = 0, c.in[i].rep->weight = 0, refused = 1;
+            if (!refused) {
+                rc = fail(err, errlen, FLAS_AGG_FAILED, "internal error: a merge pass refused no input");
+                goto out;
+            }
         }
         if (hasher) {
             agg_hash_join(hasher);

@@ -152,11 +152,17 @@ void agg_validate_inputs(const agg_previous *prev, agg_input *in, int n, const f
             continue;
         }
         const flas_ckpt_meta *m = flas_ckpt_meta_of(x->r);
-        snprintf(x->rep->site, sizeof x->rep->site, "%s", m->site);
+        /* Who sent a file is where it was fetched from; the file's own `site` only has to agree. */
+        const char *fetched = o->input_sites && o->input_sites[i] && o->input_sites[i][0] ? o->input_sites[i] : NULL;
+        snprintf(x->rep->site, sizeof x->rep->site, "%s", fetched ? fetched : m->site);
         x->rep->round = m->round;
         x->rep->tokens = m->tokens_trained;
         if (m->role != FLAS_CKPT_LOCAL) {
             reason(x, "%s: is a global checkpoint, not a site's local one", x->path);
+            continue;
+        }
+        if (fetched && strcmp(m->site, fetched) != 0) {
+            reason(x, "%s: fetched from site '%s' but claims to be site '%s'; refused", x->path, fetched, m->site);
             continue;
         }
         if (flas_ckpt_expect_config(x->r, &prev->meta->cfg, why, sizeof why)) {

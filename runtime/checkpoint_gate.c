@@ -74,7 +74,9 @@ static int gate_dataset(hid_t d, const char *name, gate *g)
         goto out;
     }
     if (H5Tget_class(ty) != H5T_FLOAT || (H5Tequal(ty, H5T_IEEE_F32LE) <= 0 && H5Tequal(ty, H5T_IEEE_F32BE) <= 0)) {
-        rc = ck_fail(g->err, g->errlen, "%s: /%s is not an IEEE float32 dataset; refused", g->path, name);
+        H5T_class_t cls = H5Tget_class(ty);
+        rc = ck_fail(g->err, g->errlen, "%s: tensor %s has dtype %s%zu, expected IEEE float32; refused", g->path, name,
+                     cls == H5T_FLOAT ? "float" : cls == H5T_INTEGER ? "int" : "non-numeric size ", H5Tget_size(ty) * 8);
         goto out;
     }
     int nd = H5Sget_simple_extent_ndims(sp);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +47,23 @@ int flas_ckpt_temp_path(const char *path, char *out, size_t outlen)
             *p = '_';
     int n = snprintf(out, outlen, "%.*s.%s.tmp-%s-%ld", dirlen, path, base, host, (long)getpid());
     return (*base && n > 0 && (size_t)n < outlen) ? 0 : -1;
+}
+
+/* The temporary actually written: the prefix above, then 16 random hex digits, so that nobody can plant
+ * a symlink or a file at the name in advance. HDF5 then creates it with O_CREAT|O_EXCL (H5F_ACC_EXCL),
+ * which never follows a symlink and never truncates an existing file. */
+static int temp_name(const char *path, char *out, size_t outlen)
+{
+    unsigned char r[8];
+    if (flas_ckpt_temp_path(path, out, outlen) || getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+        return -1;
+    size_t n = strlen(out);
+    if (n + 1 + 2 * sizeof r + 1 > outlen)
+        return -1;
+    out[n++] = '.';
+    for (size_t i = 0; i < sizeof r; i++)
+        n += (size_t)snprintf(out + n, outlen - n, "%02x", r[i]);
+    return 0;
 }
 
 static int fsync_path(const char *path, int directory)
@@ -285,7 +303,7 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
             ok = 0, ck_fail(msg, sizeof msg, "%s: directory %s is not writable: %s", path, dir, strerror(errno));
         else if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
             ok = 0, ck_fail(msg, sizeof msg, "%s: is a directory", path);
-        else if (flas_ckpt_temp_path(path, w->temp, sizeof w->temp))
+        else if (temp_name(path, w->temp, sizeof w->temp))
             ok = 0, ck_fail(msg, sizeof msg, "%s: cannot form a temporary name", path);
     }
     if (is_parallel(f)) {
@@ -310,7 +328,7 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
     }
 
     hid_t fapl = ck_fapl(comm);
-    f->fid = fapl < 0 ? -1 : H5Fcreate(w->temp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    f->fid = fapl < 0 ? -1 : H5Fcreate(w->temp, H5F_ACC_EXCL, H5P_DEFAULT, fapl);
     char detail[256];
     ck_h5_detail(detail, sizeof detail); /* before the next HDF5 call clears the error stack */
     if (fapl >= 0)

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE /* sched_getaffinity */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <sched.h>
 #include <signal.h>
@@ -122,8 +123,8 @@ static int process_alive(pid_t pid)
     return !(paren && paren[1] == ' ' && paren[2] == 'Z');
 }
 
-/* Temporaries of the output left by killed writers on this host (".<name>.tmp-<host>-<pid>" whose pid is
- * gone) are garbage: remove them so that repeated kills cannot fill the disk. Rank 0 only. */
+/* Temporaries of the output left by killed writers on this host (".<name>.tmp-<host>-<pid>.<random>"
+ * whose pid is gone) are garbage: remove them so that repeated kills cannot fill the disk. Rank 0 only. */
 static void remove_stale_temps(const char *output, const flas_train_comm *c)
 {
     char mine[FLAS_TRAIN_PATH_MAX + 128];
@@ -143,7 +144,10 @@ static void remove_stale_temps(const char *output, const flas_train_comm *c)
             continue;
         char *end;
         long pid = strtol(e->d_name + n, &end, 10);
-        if (*end || pid <= 0 || pid == (long)getpid() || process_alive((pid_t)pid))
+        if ((*end && *end != '.') || pid <= 0 || pid == (long)getpid() || process_alive((pid_t)pid))
+            continue;
+        struct stat st; /* only plain files: a symlink at such a name is someone else's, not a temporary */
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode))
             continue;
         char path[2 * FLAS_TRAIN_PATH_MAX + 300];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);

@@ -203,8 +203,10 @@ int flas_ckpt_commit(flas_ckpt_writer *w, char *err, size_t errlen);
 /* Gives up: closes and removes the temporary file; the destination is untouched. Frees w. Collective. */
 void flas_ckpt_abort(flas_ckpt_writer *w);
 
-/* The temporary name used while writing path (hidden, same directory, per host and process):
- * "<dir>/.<name>.tmp-<host>-<pid>". */
+/* The prefix of the temporary names used while writing path (hidden, same directory, per host and
+ * process): "<dir>/.<name>.tmp-<host>-<pid>". The writer appends "." and 16 random hex digits and
+ * creates the file exclusively (never through a planted symlink); the prefix lets a later run of the
+ * same host find the temporaries of writers that died. */
 int flas_ckpt_temp_path(const char *path, char *out, size_t outlen);
 
 /* ---- reading ----------------------------------------------------------------------------------- */

@@ -42,7 +42,7 @@ def sha256(path):
 def write_ckpt(path, params, role="local", rnd=0, site="", tokens=0, base="", cfg=CFG, complete=True,
                fmt="flas-checkpoint", version=1, server=None, tensor_dtype=np.float32):
     """A checkpoint as the format document describes it (h5py defaults: str attrs are UTF-8 vlen)."""
-    with h5py.File(path, "w") as f:
+    with h5py.File(path, "w", libver=("v108", "v108")) as f:  # the checksummed format FLaS reads
         a = f.attrs
         a["format"] = fmt
         a["format_version"] = np.int32(version)
