@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "flas/coordinator.h"
 
 static const char *const site_states[] = {"pending", "staged", "submitting", "submitted", "finished", "fetched", "dropped"};
@@ -33,11 +34,13 @@ static void one_line(char *s)
 
 int flas_journal_save(const char *path, const flas_journal *j, char *err, size_t errlen)
 {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "we");
+    /* Built in memory, then written through the one atomic-write rule (an exclusive, unpredictable
+     * temporary: nothing planted in WorkDir can redirect the write). */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
     if (!f) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     char failure[sizeof j->failure];
@@ -57,25 +60,23 @@ int flas_journal_save(const char *path, const flas_journal *j, char *err, size_t
                 i, j->site_name[i], i, flas_site_state_name(s->state), i, s->attempt, i, s->job, i, s->job_state, i,
                 s->local_sha256, i, (long long)s->local_bytes, i, s->seconds_fetch, i, note);
     }
-    int ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path)) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        unlink(tmp);
+    if (fclose(f) != 0 || !text) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        free(text);
         return -1;
     }
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash) {
-        *slash = '\0';
-        int d = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (d >= 0) {
-            fsync(d);
-            close(d);
-        }
+    char *tmp = NULL;
+    int fd = flas_atomic_create(path, &tmp, err, errlen), rc = -1;
+    if (fd >= 0 && flas_atomic_write_all(fd, text, len) != 0) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+    } else if (fd >= 0) {
+        rc = flas_atomic_commit(fd, tmp, path, err, errlen);
     }
-    return 0;
+    free(tmp);
+    free(text);
+    return rc;
 }
 
 static int set_field(flas_journal *j, const char *key, const char *v)

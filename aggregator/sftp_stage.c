@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -373,10 +374,17 @@ int flas_stage_download(flas_ssh *s, const char *remote, const char *local, int6
 
 int flas_stage_put_text(flas_ssh *s, const char *remote, const char *text, char *err, size_t errlen)
 {
-    char tmp[2100];
-    if (sibling(remote, ".tmp", tmp, sizeof tmp))
+    /* An unpredictable temporary, created exclusively (SSH_FXF_EXCL): the site's sftp-server never
+     * follows or truncates something planted at the name. */
+    char tmp[2100], suffix[32];
+    unsigned char r[8];
+    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
+        return stage_fail(err, errlen, "no random bytes for a temporary name: %s", strerror(errno));
+    snprintf(suffix, sizeof suffix, ".tmp-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4], r[5], r[6],
+             r[7]);
+    if (sibling(remote, suffix, tmp, sizeof tmp))
         return stage_fail(err, errlen, "bad remote path '%s'", remote);
-    sftp_file f = sftp_open(s->sftp, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    sftp_file f = sftp_open(s->sftp, tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
     if (!f)
         return stage_fail(err, errlen, "%s: cannot create %s: %s", s->where, tmp, ssh_get_error(s->session));
     size_t len = strlen(text);
