@@ -51,7 +51,7 @@ static int gate_dataset(hid_t d, const char *name, gate *g)
     hid_t dcpl = H5Dget_create_plist(d), ty = H5Dget_type(d), sp = H5Dget_space(d);
     int rc = 0;
     if (dcpl < 0 || ty < 0 || sp < 0) {
-        rc = ck_fail(g->err, g->errlen, "%s: /%s: damaged dataset header", g->path, name);
+        rc = ck_fail(g->err, g->errlen, "%s: damaged HDF5 file: /%s: unreadable dataset header", g->path, name);
         goto out;
     }
     /* The layout first: a virtual dataset or external storage is refused before anything else is
@@ -75,7 +75,7 @@ static int gate_dataset(hid_t d, const char *name, gate *g)
     }
     if (H5Tget_class(ty) != H5T_FLOAT || (H5Tequal(ty, H5T_IEEE_F32LE) <= 0 && H5Tequal(ty, H5T_IEEE_F32BE) <= 0)) {
         H5T_class_t cls = H5Tget_class(ty);
-        rc = ck_fail(g->err, g->errlen, "%s: tensor %s has dtype %s%zu, expected IEEE float32; refused", g->path, name,
+        rc = ck_fail(g->err, g->errlen, "%s: tensor %s has dtype %s%zu, expected float32", g->path, name,
                      cls == H5T_FLOAT ? "float" : cls == H5T_INTEGER ? "int" : "non-numeric size ", H5Tget_size(ty) * 8);
         goto out;
     }
@@ -130,7 +130,7 @@ static herr_t gate_link(hid_t grp, const char *name, const H5L_info_t *info, voi
                        name, link_type_name(info->type));
     H5O_info_t oi;
     if (H5Oget_info_by_name2(grp, name, &oi, H5O_INFO_BASIC | H5O_INFO_HDR, H5P_DEFAULT) < 0)
-        return ck_fail(g->err, g->errlen, "%s: /%s: damaged object header", g->path, name);
+        return ck_fail(g->err, g->errlen, "%s: damaged HDF5 file: /%s: unreadable object header", g->path, name);
     if (oi.hdr.version < 2)
         return ck_fail(g->err, g->errlen, "%s: /%s has a version-%u object header without a checksum; refused "
                        "(write with HDF5 1.8 format or later: h5py libver='v108')", g->path, name, oi.hdr.version);
@@ -144,7 +144,7 @@ static herr_t gate_link(hid_t grp, const char *name, const H5L_info_t *info, voi
                        oi.type == H5O_TYPE_NAMED_DATATYPE ? "a named datatype" : "an unknown object");
     hid_t d = H5Dopen2(grp, name, H5P_DEFAULT);
     if (d < 0)
-        return ck_fail(g->err, g->errlen, "%s: /%s: damaged dataset", g->path, name);
+        return ck_fail(g->err, g->errlen, "%s: damaged HDF5 file: /%s: unreadable dataset", g->path, name);
     int rc = gate_dataset(d, name, g);
     H5Dclose(d);
     return rc;
@@ -161,7 +161,12 @@ int ck_gate(hid_t fid, const char *path, char *err, size_t errlen)
         return ck_fail(err, errlen, "%s: HDF5 superblock version %u carries no checksums; refused (FLaS checkpoints "
                        "use the HDF5 1.8 format or later: h5py libver='v108')", path, fi.super.version);
     H5O_info_t oi;
-    if (H5Oget_info_by_name2(fid, "/", &oi, H5O_INFO_HDR, H5P_DEFAULT) < 0 || oi.hdr.version < 2)
+    if (H5Oget_info_by_name2(fid, "/", &oi, H5O_INFO_HDR, H5P_DEFAULT) < 0) {
+        char detail[256];
+        ck_h5_detail(detail, sizeof detail);
+        return ck_fail(err, errlen, "%s: damaged HDF5 file: cannot read the root group's header (HDF5: %s)", path, detail);
+    }
+    if (oi.hdr.version < 2)
         return ck_fail(err, errlen, "%s: the root group has no checksummed (version-2) object header; refused", path);
     gate g = {path, err, errlen, 0};
     hid_t root = H5Gopen2(fid, "/", H5P_DEFAULT);

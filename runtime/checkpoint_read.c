@@ -302,7 +302,16 @@ static int validate(const char *path, validated *v, hid_t *fid)
             return ck_fail(err, errlen, "%s: truncated file (HDF5: %s)", path, detail);
         return ck_fail(err, errlen, "%s: damaged HDF5 file, cannot open it (HDF5: %s)", path, detail);
     }
-    /* Where the bytes come from, before anything is read: see checkpoint_gate.c. */
+    /* Another kind of HDF5 file altogether gets the plainer message; then where the bytes come from,
+     * before anything else is read: see checkpoint_gate.c. */
+    htri_t has_format = H5Aexists_by_name(*fid, "/", "format", H5P_DEFAULT);
+    if (has_format <= 0) {
+        H5Fclose(*fid);
+        *fid = -1;
+        return has_format < 0 ? ck_fail(err, errlen, "%s: damaged HDF5 file: cannot read the root group", path)
+                              : ck_fail(err, errlen, "%s: not a FLaS checkpoint (HDF5 file without a 'format' "
+                                        "attribute)", path);
+    }
     if (ck_gate(*fid, path, err, errlen)) {
         H5Fclose(*fid);
         *fid = -1;

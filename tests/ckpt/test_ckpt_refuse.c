@@ -222,7 +222,8 @@ START_TEST(missing_and_extra_tensors)
     expect_refused(bad, "missing tensor optimizer/v/output.weight");
     hid_t f = open_bad();
     hid_t g = H5Gopen2(f, "/params", H5P_DEFAULT);
-    hid_t sp = H5Screate(H5S_SCALAR);
+    hsize_t four = 4; /* a tensor the gate accepts: only the count can tell it does not belong */
+    hid_t sp = H5Screate_simple(1, &four, NULL);
     H5Dclose(H5Dcreate2(g, "lora.weight", H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
     H5Sclose(sp), H5Gclose(g), H5Fclose(f);
     expect_refused(bad, "params holds 49 objects but the config has 48 tensors");
