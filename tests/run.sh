@@ -50,7 +50,7 @@ if bash tests/bed/flas-bed status all >/tmp/flas-bed-status.$$ 2>&1 || grep -q '
     leftover=1
 fi
 rm -f /tmp/flas-bed-status.$$
-if ip netns list 2>/dev/null | grep -q '^flas-'; then
+if grep -q '^flas-' <<<"$(ip netns list 2>/dev/null)"; then
     echo "tests/run.sh: network namespaces left behind: $(ip netns list | grep '^flas-' | tr '\n' ' ')" >&2
     leftover=1
 fi

@@ -57,7 +57,7 @@ case_mpi() { # CLUSTER PROGRAM: 2 ranks under srun --mpi=pmix
     prog=$(stage_program "$2" "$d")
     out=$(as_user_mpi "$c" srun --mpi=pmix -n2 "$prog" 2) || fail "$c: srun --mpi=pmix -n2 exited $?: $out"
     echo "$out"
-    echo "$out" | grep -q "^MPI OK" || fail "$c: MPI program did not report success"
+    grep -q "^MPI OK" <<<"$out" || fail "$c: MPI program did not report success"
     pass "$c: 2-rank MPI ring + allreduce under srun --mpi=pmix"
 }
 
@@ -78,7 +78,7 @@ case_ssh_sftp() { # SITE: an SSH command and an SFTP upload, with strict host-ke
         fail "$site: ssh command failed"
     [ "$(echo "$out" | sed -n 1p)" = "$site" ] || fail "$site: remote hostname is '$(echo "$out" | sed -n 1p)'"
     [ "$(echo "$out" | sed -n 2p)" = "$BED_USER" ] || fail "$site: remote user is not $BED_USER"
-    echo "$out" | sed -n 4p | grep -q debug || fail "$site: sinfo over ssh did not reach the site's slurmctld"
+    [[ "$(sed -n 4p <<<"$out")" == *debug* ]] || fail "$site: sinfo over ssh did not reach the site's slurmctld"
     d=$(workdir "sftp-$site")
     src="$d/payload"
     head -c 3000000 /dev/urandom >"$src"
@@ -134,7 +134,7 @@ case_namespaces() { # each site in its own netns, own hostname, no default route
         ping -c1 -W2 "${!addr_var}" >/dev/null 2>&1 || bash -c "exec 3<>/dev/tcp/${!addr_var}/22" ||
             fail "$site (${!addr_var}) unreachable from the root namespace"
         out=$(as_user "$site" srun -n1 cat /proc/self/net/dev) || fail "srun at $site failed"
-        echo "$out" | grep -q "eth0" || fail "$site: job does not run in the site's namespace"
+        grep -q "eth0" <<<"$out" || fail "$site: job does not run in the site's namespace"
         [ "$(stat -L -c %i /proc/self/ns/net)" != "$(stat -L -c %i "/run/netns/flas-$site")" ] ||
             fail "flas-$site is the root network namespace"
     done

@@ -48,17 +48,19 @@ submit_wait() { # DIR SBATCH_ARGS... (script on stdin)
     out=$(as_user sbatch --wait --parsable --chdir="$d" -o "$d/out" "$@" "$d/job.sh") || true
     echo "$out" | tail -n 1
 }
-env_of() { grep "^$2=" "$1" | head -n 1 | cut -d= -f2-; }
+env_of() { grep -m 1 "^$2=" "$1" | cut -d= -f2-; }
 manifest() { echo "$STAGE/$1/outbox/$(printf 'round-%06d' "$2")/single-job$3.manifest.json"; }
 json_get() { $PY -c 'import json,sys; v=json.load(open(sys.argv[1]))[sys.argv[2]]; print("null" if v is None else v)' "$1" "$2"; }
 
 case_help() {
     local h
     h=$(as_user sbatch --help)
-    echo "$h" | grep -q -- "--federation=NAME" || fail "sbatch --help does not list --federation=NAME"
-    echo "$h" | grep -q -- "--federation-round=N" || fail "sbatch --help does not list --federation-round=N"
-    as_user salloc --help | grep -q -- "--federation=NAME" || fail "salloc --help does not list --federation"
-    as_user srun --help | grep -q -- "--federation=NAME" || fail "srun --help does not list --federation"
+    grep -q -- "--federation=NAME" <<<"$h" || fail "sbatch --help does not list --federation=NAME"
+    grep -q -- "--federation-round=N" <<<"$h" || fail "sbatch --help does not list --federation-round=N"
+    h=$(as_user salloc --help)
+    grep -q -- "--federation=NAME" <<<"$h" || fail "salloc --help does not list --federation"
+    h=$(as_user srun --help)
+    grep -q -- "--federation=NAME" <<<"$h" || fail "srun --help does not list --federation"
     pass "sbatch, salloc and srun --help list the options"
 }
 
@@ -127,8 +129,8 @@ case_srun_direct() { # srun --federation=flas without sbatch (local context + pr
     d=$(workdir srun)
     stage_model flas 3
     out=$(cd "$d" && as_user srun --chdir="$d" --federation=flas env) || fail "srun --federation=flas failed"
-    echo "$out" | grep -q "^FLAS_ROUND=3$" || fail "srun step lacks FLAS_ROUND=3"
-    echo "$out" | grep -q "^FLAS_OUTPUT_CHECKPOINT=" || fail "srun step lacks FLAS_OUTPUT_CHECKPOINT"
+    grep -q "^FLAS_ROUND=3$" <<<"$out" || fail "srun step lacks FLAS_ROUND=3"
+    grep -q "^FLAS_OUTPUT_CHECKPOINT=" <<<"$out" || fail "srun step lacks FLAS_OUTPUT_CHECKPOINT"
     pass "srun --federation=flas exports FLAS_* to its tasks"
 }
 
@@ -144,8 +146,8 @@ case_refused() { # bad values and unknown or closed federations: exit != 0, no j
         rc=$?
         set -e
         [ $rc != 0 ] || fail "sbatch $a was accepted: $out"
-        echo "$out" | grep -q "Submitted batch job" && fail "sbatch $a created a job"
-        echo "$out" | grep -q "^sbatch: error: flas: " || fail "sbatch $a gave no flas message: $out"
+        grep -q "Submitted batch job" <<<"$out" && fail "sbatch $a created a job"
+        grep -q "^sbatch: error: flas: " <<<"$out" || fail "sbatch $a gave no flas message: $out"
         echo "refused: sbatch $a -> $(echo "$out" | grep 'flas: ' | head -n 1)"
     done
     as_user sbatch --federation --wrap true >/dev/null 2>&1 && fail "'--federation --wrap true' was accepted"
@@ -196,7 +198,7 @@ EOF
     [ "$(json_get "$m" base_sha256)" = "$(sha_of_staged flas 5)" ] || fail "manifest base_sha256 wrong"
     [ "$(stat -c %U "$ck")" = "$BED_USER" ] || fail "published checkpoint not owned by the job's user"
     [ "$(stat -c %U:%a "$m")" = root:644 ] || fail "manifest is not root's, mode 644"
-    ls -a "$(dirname "$m")" | grep -q '\.tmp\.' && fail "temporary files left in the outbox"
+    [[ "$(ls -a "$(dirname "$m")")" == *.tmp.* ]] && fail "temporary files left in the outbox"
     pass "epilog published job $job's checkpoint and a correct manifest"
 }
 
@@ -244,7 +246,7 @@ EOF
         [ -f "$m" ] || fail "$kind: no manifest"
         [ "$(json_get "$m" checkpoint)" = null ] || fail "$kind: root published a checkpoint: $(json_get "$m" checkpoint)"
         echo "$kind: refused: $(json_get "$m" error)"
-        ls "$(dirname "$m")" | grep -q "single-job$job.h5" && fail "$kind: a file was published"
+        [ -e "$(dirname "$m")/single-job$job.h5" ] && fail "$kind: a file was published"
         [ ! -e "$d/swapped" ] || fail "$kind: the user could replace the job directory: $(cat "$d/swapped")"
     done
     [ "$(cat "$target")" = "not a checkpoint" ] || fail "the symlink target was modified"
@@ -264,7 +266,7 @@ case_corrupt_model() { # a staged model that fails sha256 verification: the job 
 env | grep ^FLAS_ | sort > batch.env
 EOF
 )
-    env_of "$d/batch.env" FLAS_ERROR | grep -q "failed verification" || fail "no verification error: $(cat "$d/batch.env")"
+    [[ "$(env_of "$d/batch.env" FLAS_ERROR)" == *"failed verification"* ]] || fail "no verification error: $(cat "$d/batch.env")"
     [ -z "$(env_of "$d/batch.env" FLAS_OUTPUT_CHECKPOINT)" ] || fail "an unverified model got an output checkpoint"
     grep -q "flas-train will refuse" "$d/out" || fail "the job's output does not explain the refusal"
     [ "$(json_get "$(manifest flas 8 "$job")" checkpoint)" = null ] || fail "published for an unverified model"
