@@ -44,6 +44,7 @@ static const key_spec fed_keys[] = {
     FED("PollInterval", T_INT, poll_min_s, 1, 3600),
     FED("PollMax", T_INT, poll_max_s, 1, 3600),
     FED("MaxCheckpointBytes", T_INT, max_checkpoint_bytes, 1, 0),
+    FED("CommandTimeout", T_INT, command_timeout_s, FLAS_COORD_MIN_COMMAND_S, 86400),
 };
 
 static const key_spec site_keys[] = {
@@ -189,6 +190,7 @@ static void defaults(flas_coord_conf *c)
     c->poll_min_s = 2;
     c->poll_max_s = 30;
     c->max_checkpoint_bytes = (int64_t)1 << 42;
+    c->command_timeout_s = 120;
 }
 
 static int finish(const char *path, flas_coord_conf *c, char *err, size_t errlen)

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "coord_internal.h"
+#include "atomic_file.h"
 #include "flas/aggregate.h"
 #include "flas/checkpoint.h"
 #include "flas/staging.h"
@@ -99,29 +100,6 @@ static int mkdir_p(const char *dir)
     return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
 }
 
-/* Copies src to dst atomically (temp, fsync, rename). */
-static int copy_atomic(const char *src, const char *dst, char *err, size_t errlen)
-{
-    char tmp[FLAS_CONF_PATH_MAX + 80];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dst, (long)getpid());
-    int in = open(src, O_RDONLY | O_CLOEXEC), out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int ok = in >= 0 && out >= 0;
-    static char buf[1 << 20];
-    for (ssize_t n; ok && (n = read(in, buf, sizeof buf)) != 0;)
-        ok = n > 0 && write(out, buf, (size_t)n) == n;
-    ok = ok && fsync(out) == 0;
-    if (in >= 0)
-        close(in);
-    if (out >= 0 && close(out))
-        ok = 0;
-    if (!ok || rename(tmp, dst)) {
-        snprintf(err, errlen, "copying %s to %s: %s", src, dst, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 static void reset_sites(coord *k)
 {
     for (int i = 0; i < k->j.n_sites; i++) {
@@ -144,7 +122,7 @@ static int init_journal(coord *k, char *err, size_t errlen)
         return -1;
     }
     flas_coord_global_path(c, 0, g0, sizeof g0);
-    if (copy_atomic(c->initial_global, g0, err, errlen))
+    if (flas_atomic_copy(c->initial_global, g0, err, errlen))
         return -1;
     memset(&k->j, 0, sizeof k->j);
     snprintf(k->j.federation, sizeof k->j.federation, "%s", c->federation);
@@ -351,12 +329,28 @@ static void local_losses(const char *path, double *train, double *valid)
         flas_ckpt_close(r);
 }
 
+/* The aggregator's reason for refusing input `path`, for the one-line round summary: without the
+ * input's path in front (the line names the site), ';' (it separates the sites) and control characters
+ * replaced, at most 160 characters. */
+static void short_reason(const char *reason, const char *path, char *buf, size_t len)
+{
+    size_t pl = strlen(path), o = 0;
+    if (!strncmp(reason, path, pl) && !strncmp(reason + pl, ": ", 2))
+        reason += pl + 2;
+    size_t most = len - 1 < 160 ? len - 1 : 160;
+    for (; *reason && o < most; reason++)
+        buf[o++] = *reason == ';' ? ',' : (unsigned char)*reason < 0x20 ? ' ' : *reason;
+    if (*reason && o >= 3)
+        memcpy(buf + o - 3, "...", 3);
+    buf[o] = '\0';
+}
+
 static int aggregate(coord *k, char *err, size_t errlen)
 {
     const flas_coord_conf *c = k->c;
     char prev[FLAS_CONF_PATH_MAX + 64], next[FLAS_CONF_PATH_MAX + 64];
     char paths[FLAS_COORD_MAX_SITES][FLAS_CONF_PATH_MAX + 128];
-    const char *inputs[FLAS_COORD_MAX_SITES];
+    const char *inputs[FLAS_COORD_MAX_SITES], *sites[FLAS_COORD_MAX_SITES];
     int n = 0;
     flas_coord_global_path(c, k->j.round, prev, sizeof prev);
     flas_coord_global_path(c, k->j.round + 1, next, sizeof next);
@@ -364,6 +358,7 @@ static int aggregate(coord *k, char *err, size_t errlen)
         if (k->j.site[i].state == FLAS_SITE_FETCHED) {
             flas_coord_local_path(c, k->j.round, c->site[i].name, paths[n], sizeof paths[n]);
             inputs[n] = paths[n];
+            sites[n] = c->site[i].name; /* where the file came from is the site's identity, not what it says */
             n++;
         }
     flas_agg_options o;
@@ -379,6 +374,7 @@ static int aggregate(coord *k, char *err, size_t errlen)
         o.momentum = c->server_momentum;
     o.policy = FLAS_AGG_DROP_BAD;
     o.min_sites = c->min_sites;
+    o.input_sites = sites;
     flas_agg_report rep;
     memset(&rep, 0, sizeof rep);
     struct timespec t0, t1;
@@ -393,11 +389,14 @@ static int aggregate(coord *k, char *err, size_t errlen)
             if (s->state == FLAS_SITE_FETCHED && r < rep.n_inputs) {
                 const flas_agg_input_report *in = &rep.inputs[r];
                 double train, valid;
+                char why[168] = "";
                 local_losses(inputs[r], &train, &valid);
+                if (!in->used)
+                    short_reason(in->reason[0] ? in->reason : "no reason given", inputs[r], why, sizeof why);
                 r++;
-                printf(" %s job %ld %s loss %.3f valid %.3f, %lld tokens weight %.3f fetch %.2fs%s;", c->site[i].name,
-                       s->job, s->job_state, train, valid, (long long)in->tokens, in->weight, s->seconds_fetch,
-                       in->used ? "" : " (dropped by aggregator)");
+                printf(" %s job %ld %s loss %.3f valid %.3f, %lld tokens weight %.3f fetch %.2fs%s%s%s;",
+                       c->site[i].name, s->job, s->job_state, train, valid, (long long)in->tokens, in->weight,
+                       s->seconds_fetch, in->used ? "" : " (refused by the aggregator: ", why, in->used ? "" : ")");
             } else {
                 printf(" %s dropped (%s);", c->site[i].name, s->note);
             }

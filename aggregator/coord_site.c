@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "atomic_file.h"
 #include "coord_internal.h"
 #include "flas/staging.h"
 
@@ -24,17 +25,27 @@ static void note_progress(const char *what, int64_t done, int64_t total, void *v
     if (done != total && done - p->last < (16 << 20))
         return;
     p->last = done;
-    char path[FLAS_CONF_PATH_MAX + 96], tmp[FLAS_CONF_PATH_MAX + 112];
+    char path[FLAS_CONF_PATH_MAX + 96], line[FLAS_CONF_PATH_MAX + 200], err[256];
     snprintf(path, sizeof path, "%s/transfer.%s", p->k->c->work_dir, p->k->c->site[p->site].name);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return;
-    fprintf(f, "%s %lld %lld %lld\n", what, (long long)done, (long long)total, (long long)time(NULL));
-    if (fclose(f) == 0)
-        rename(tmp, path);
+    int n = snprintf(line, sizeof line, "%s %lld %lld %lld\n", what, (long long)done, (long long)total,
+                     (long long)time(NULL));
+    if (n > 0 && (size_t)n < sizeof line)
+        flas_atomic_write_file(path, line, (size_t)n, err, sizeof err); /* progress only: a failure is harmless */
 }
 
+double flas_coord_command_limit(const flas_coord_conf *c, int64_t started_unix, int64_t now_unix)
+{
+    double most = c->command_timeout_s > 0 ? c->command_timeout_s : 120;
+    double limit = (double)(started_unix + c->deadline_s - now_unix);
+    if (limit > most)
+        limit = most;
+    if (limit < FLAS_COORD_MIN_COMMAND_S)
+        limit = most < FLAS_COORD_MIN_COMMAND_S ? most : FLAS_COORD_MIN_COMMAND_S;
+    return limit;
+}
+
+/* Site i's session, its exec limit set for a Slurm command run now: a hung sbatch or squeue at a site
+ * (or a site that never answers) costs at most that, and never holds the round past its deadline. */
 flas_ssh *coord_ssh(coord *k, int i)
 {
     if (!k->ssh[i]) {
@@ -43,7 +54,22 @@ flas_ssh *coord_ssh(coord *k, int i)
         if (!k->ssh[i])
             coord_note(k, i, "%s", err);
     }
+    if (k->ssh[i])
+        flas_ssh_set_exec_limit(k->ssh[i], flas_coord_command_limit(k->c, k->j.round_started_unix, time(NULL)));
     return k->ssh[i];
+}
+
+/* Site i's session for a transfer. The commands a transfer runs at the site hash the checkpoint, in
+ * time proportional to its size (minutes for a large model): CommandTimeout= would cut them, so they
+ * are bounded by the round's deadline alone (never under the minimum). */
+static flas_ssh *coord_ssh_transfer(coord *k, int i)
+{
+    flas_ssh *s = coord_ssh(k, i);
+    if (s) {
+        double left = (double)(k->j.round_started_unix + k->c->deadline_s - time(NULL));
+        flas_ssh_set_exec_limit(s, left > FLAS_COORD_MIN_COMMAND_S ? left : FLAS_COORD_MIN_COMMAND_S);
+    }
+    return s;
 }
 
 void coord_ssh_lost(coord *k, int i)
@@ -52,7 +78,8 @@ void coord_ssh_lost(coord *k, int i)
     k->ssh[i] = NULL;
 }
 
-/* Runs cmd at site i; -1 (and the session is dropped, to be reopened) when SSH itself failed. */
+/* Runs cmd at site i; -1 (and the session is dropped, to be reopened) when SSH itself failed or the
+ * command ran past its limit: either way its answer is unknown, and the callers try again later. */
 static int site_exec(coord *k, int i, const char *cmd, char *out, size_t outlen, int *status)
 {
     char err[1024], errout[2048];
@@ -60,7 +87,7 @@ static int site_exec(coord *k, int i, const char *cmd, char *out, size_t outlen,
     if (!s)
         return -1;
     if (flas_ssh_exec(s, cmd, out, outlen, errout, sizeof errout, status, err, sizeof err)) {
-        coord_note(k, i, "%s", err);
+        coord_note(k, i, "%s (%.40s%s)", err, cmd, strlen(cmd) > 40 ? "..." : "");
         coord_ssh_lost(k, i);
         return -1;
     }
@@ -83,7 +110,7 @@ int coord_stage_global(coord *k, int i)
     snprintf(remote, sizeof remote, "%s/%s/%s", dir, FLAS_STAGE_GLOBAL, name);
     snprintf(side, sizeof side, "%s%s", remote, FLAS_STAGE_SHA256_SUFFIX);
     flas_coord_global_path(k->c, k->j.round, local, sizeof local);
-    flas_ssh *s = coord_ssh(k, i);
+    flas_ssh *s = coord_ssh_transfer(k, i);
     if (!s)
         return -1;
     flas_xfer_stats st;
@@ -186,16 +213,51 @@ long coord_submit(coord *k, int i)
     return id;
 }
 
+long flas_coord_pick_own_job(const char *out, const char *user, int *others)
+{
+    long found = 0;
+    int n_others = 0;
+    for (const char *line = out; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t len = nl ? (size_t)(nl - line) : strlen(line);
+        char buf[256], owner[128], extra;
+        long id;
+        if (len < sizeof buf) {
+            memcpy(buf, line, len);
+            buf[len] = '\0';
+            /* exactly "ID OWNER"; anything else (an array task "12_3", a third field) is not adopted */
+            if (sscanf(buf, "%ld %127s %c", &id, owner, &extra) == 2 && id > 0) {
+                if (strcmp(owner, user))
+                    n_others++;
+                else if (!found)
+                    found = id;
+            }
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    if (others)
+        *others = n_others;
+    return found;
+}
+
 long coord_find_job(coord *k, int i, int attempt)
 {
-    char cmd[512], name[200], out[256];
-    int status = -1;
+    char cmd[512], name[200], user[160], out[4096];
+    int status = -1, others = 0;
+    const char *login = k->c->site[i].ssh.user;
     coord_job_name(k, i, attempt, name, sizeof name);
-    snprintf(cmd, sizeof cmd, "squeue -h -t all --name=%s -o %%i", name);
+    /* A job name is no proof of who submitted it: anyone at the site may submit a job with the name this
+     * run's would have. Only the login user's jobs are listed (-u), and the owner squeue reports is
+     * checked as well, so another user's job is never adopted as this round's update. */
+    if (flas_shell_quote(login, user, sizeof user))
+        return -1;
+    snprintf(cmd, sizeof cmd, "squeue -h -t all -u %s --name=%s -o '%%i %%u'", user, name);
     if (site_exec(k, i, cmd, out, sizeof out, &status) || status != 0)
         return -1;
-    long id = strtol(out, NULL, 10);
-    return id > 0 ? id : 0;
+    long id = flas_coord_pick_own_job(out, login, &others);
+    if (others)
+        coord_note(k, i, "ignoring %d job(s) named %s that %s does not own", others, name, login);
+    return id;
 }
 
 int coord_job_state(coord *k, int i, long job, char *state, size_t len)
@@ -318,7 +380,7 @@ int coord_fetch(coord *k, int i, const char *remote, int64_t size, const char *s
 {
     char local[FLAS_CONF_PATH_MAX + 128], err[1024];
     flas_coord_local_path(k->c, k->j.round, k->c->site[i].name, local, sizeof local);
-    flas_ssh *s = coord_ssh(k, i);
+    flas_ssh *s = coord_ssh_transfer(k, i);
     if (!s)
         return -1;
     flas_xfer_opts o = {0};

@@ -28,6 +28,8 @@ static void usage(FILE *f)
             "      --sha256 HEX               get: the sha256 the file must have (default: the site's own)\n"
             "      --size BYTES               get: the size the file must have\n"
             "      --sidecar                  put: also write REMOTE.sha256 (sha256sum format) after the file\n"
+            "      --limit SECONDS            wall-clock limit of each command at the site (exec, and the\n"
+            "                                 hashing of put/get); past it the command is killed (default: none)\n"
             "  -q, --quiet                    no progress line\n"
             "  -h, --help\n"
             "\n"
@@ -76,14 +78,16 @@ int main(int argc, char **argv)
     const char *sha = NULL;
     int64_t size = -1;
     int quiet = 0, sidecar = 0, have_target = 0;
-    enum { O_TRUST = 1000, O_CHUNK, O_SHA, O_SIZE, O_SIDECAR };
+    double limit = 0;
+    enum { O_TRUST = 1000, O_CHUNK, O_SHA, O_SIZE, O_SIDECAR, O_LIMIT };
     static const struct option longopts[] = {
         {"target", required_argument, 0, 't'},   {"identity", required_argument, 0, 'i'},
         {"known-hosts", required_argument, 0, 'k'}, {"trust-new-host", no_argument, 0, O_TRUST},
         {"jump", required_argument, 0, 'J'},     {"chunk", required_argument, 0, O_CHUNK},
         {"sha256", required_argument, 0, O_SHA}, {"size", required_argument, 0, O_SIZE},
         {"sidecar", no_argument, 0, O_SIDECAR},  {"quiet", no_argument, 0, 'q'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+        {"limit", required_argument, 0, O_LIMIT}, {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     for (int c; (c = getopt_long(argc, argv, "+t:i:k:J:qh", longopts, NULL)) != -1;) {
         switch (c) {
         case 't':
@@ -106,6 +110,15 @@ int main(int argc, char **argv)
         case O_SHA: sha = optarg; break;
         case O_SIZE: size = atoll(optarg); break;
         case O_SIDECAR: sidecar = 1; break;
+        case O_LIMIT: {
+            char *end;
+            limit = strtod(optarg, &end);
+            if (*end || !(limit > 0 && limit < 1e7)) {
+                fprintf(stderr, "flas-stage: --limit %s: expected a positive number of seconds\n", optarg);
+                return 2;
+            }
+            break;
+        }
         case 'q': quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -128,6 +141,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "flas-stage: %s\n", err);
         return 1;
     }
+    flas_ssh_set_exec_limit(s, limit);
     int rc = 0;
     flas_xfer_stats st;
     if (!strcmp(cmd, "exec")) {

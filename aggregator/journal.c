@@ -65,16 +65,7 @@ int flas_journal_save(const char *path, const flas_journal *j, char *err, size_t
         free(text);
         return -1;
     }
-    char *tmp = NULL;
-    int fd = flas_atomic_create(path, &tmp, err, errlen), rc = -1;
-    if (fd >= 0 && flas_atomic_write_all(fd, text, len) != 0) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-    } else if (fd >= 0) {
-        rc = flas_atomic_commit(fd, tmp, path, err, errlen);
-    }
-    free(tmp);
+    int rc = flas_atomic_write_file(path, text, len, err, errlen);
     free(text);
     return rc;
 }

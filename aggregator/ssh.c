@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "flas/stage.h"
@@ -223,6 +224,7 @@ flas_ssh *flas_ssh_connect(const flas_ssh_target *t, char *err, size_t errlen)
         return NULL;
     }
     s->jump_fd = -1;
+    s->io_timeout_s = t->timeout_s > 0 ? t->timeout_s : 30;
     int port = t->port > 0 ? t->port : 22, fd = -1;
     snprintf(s->where, sizeof s->where, "%s@%s:%d", t->user, t->host, port);
     if (!t->known_hosts[0] || access(t->known_hosts, R_OK)) {
@@ -292,14 +294,33 @@ static int drain(ssh_channel ch, int is_stderr, char *out, size_t len, size_t *u
     return n;
 }
 
+void flas_ssh_set_exec_limit(flas_ssh *s, double seconds) { s->exec_limit_s = seconds > 0 ? seconds : 0; }
+
+static double mono_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* libssh's own waits (the exit status, closing the channel) use the session's I/O timeout: it is lowered
+ * to what is left of the exec limit (at least 1 s), so those waits cannot overrun the limit either. */
+static void set_io_timeout(flas_ssh *s, long seconds)
+{
+    ssh_options_set(s->session, SSH_OPTIONS_TIMEOUT, &seconds);
+}
+
 int flas_ssh_exec(flas_ssh *s, const char *cmd, char *out, size_t outlen, char *errout, size_t errout_len,
                   int *status, char *err, size_t errlen)
 {
     size_t used_out = 0, used_err = 0;
+    const double limit = s->exec_limit_s, end = mono_s() + limit;
     if (out && outlen)
         out[0] = '\0';
     if (errout && errout_len)
         errout[0] = '\0';
+    if (status)
+        *status = -1;
     ssh_channel ch = ssh_channel_new(s->session);
     if (!ch || ssh_channel_open_session(ch) != SSH_OK || ssh_channel_request_exec(ch, cmd) != SSH_OK) {
         stage_fail(err, errlen, "%s: cannot run a command: %s", s->where, ssh_get_error(s->session));
@@ -307,24 +328,45 @@ int flas_ssh_exec(flas_ssh *s, const char *cmd, char *out, size_t outlen, char *
             ssh_channel_free(ch);
         return -1;
     }
-    int rc = 0;
+    int rc = 0, expired = 0;
     while (!ssh_channel_is_eof(ch)) {
         int a = drain(ch, 0, out, outlen, &used_out), b = drain(ch, 1, errout, errout_len, &used_err);
         if (a < 0 || b < 0) {
             rc = stage_fail(err, errlen, "%s: connection lost while running a command", s->where);
             break;
         }
-        if (a == 0 && b == 0 && ssh_channel_poll_timeout(ch, 200, 0) == SSH_ERROR) {
+        double left = limit > 0 ? end - mono_s() : 1;
+        if (left <= 0) {
+            expired = 1;
+            rc = stage_fail(err, errlen, "%s: remote command ran past its limit of %g s", s->where, limit);
+            break;
+        }
+        int wait_ms = left < 0.2 ? (int)(left * 1000) + 1 : 200;
+        if (a == 0 && b == 0 && ssh_channel_poll_timeout(ch, wait_ms, 0) == SSH_ERROR) {
             rc = stage_fail(err, errlen, "%s: connection lost while running a command", s->where);
             break;
         }
     }
     while (rc == 0 && (drain(ch, 0, out, outlen, &used_out) > 0 || drain(ch, 1, errout, errout_len, &used_err) > 0))
         ;
-    ssh_channel_send_eof(ch);
-    int exit_status = ssh_channel_get_exit_status(ch);
+    if (limit > 0) {
+        double left = end - mono_s();
+        long t = left < 1 ? 1 : (long)left + 1;
+        set_io_timeout(s, t < s->io_timeout_s ? t : s->io_timeout_s);
+    }
+    int exit_status = -1;
+    if (expired) {
+        /* Closing the channel alone leaves a command without a terminal running at the site: ask sshd
+         * to kill it (OpenSSH >= 7.9; an older one ignores the request and the command runs on). */
+        ssh_channel_request_send_signal(ch, "KILL");
+    } else {
+        ssh_channel_send_eof(ch);
+        exit_status = ssh_channel_get_exit_status(ch);
+    }
     ssh_channel_close(ch);
     ssh_channel_free(ch);
+    if (limit > 0)
+        set_io_timeout(s, s->io_timeout_s);
     if (status)
         *status = exit_status;
     return rc;

@@ -11,6 +11,8 @@ struct flas_ssh {
     ssh_session session;
     sftp_session sftp;
     char where[400];          /* user@host:port, for messages */
+    double exec_limit_s;      /* wall-clock limit of each flas_ssh_exec, <= 0: none */
+    long io_timeout_s;        /* the session's libssh I/O timeout (the target's timeout_s) */
     /* jump host tunnel (see ssh.c) */
     ssh_session jump;
     ssh_channel jump_channel;

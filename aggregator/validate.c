@@ -162,7 +162,7 @@ void agg_validate_inputs(const agg_previous *prev, agg_input *in, int n, const f
             continue;
         }
         if (fetched && strcmp(m->site, fetched) != 0) {
-            reason(x, "%s: fetched from site '%s' but claims to be site '%s'; refused", x->path, fetched, m->site);
+            reason(x, "%s: fetched from site '%s' but claims to be site '%s'", x->path, fetched, m->site);
             continue;
         }
         if (flas_ckpt_expect_config(x->r, &prev->meta->cfg, why, sizeof why)) {

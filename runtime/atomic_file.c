@@ -123,3 +123,55 @@ int flas_atomic_commit(int fd, const char *tmp_path, const char *final_path, cha
         return fail(err, errlen, "%s: fsync of its directory: %s", final_path, strerror(errno));
     return 0;
 }
+
+int flas_atomic_write_file(const char *final_path, const void *data, size_t len, char *err, size_t errlen)
+{
+    char *tmp = NULL;
+    int fd = flas_atomic_create(final_path, &tmp, err, errlen), rc = -1;
+    if (fd < 0)
+        return -1;
+    if (flas_atomic_write_all(fd, data, len) != 0) {
+        fail(err, errlen, "%s: write: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+    } else {
+        rc = flas_atomic_commit(fd, tmp, final_path, err, errlen);
+    }
+    free(tmp);
+    return rc;
+}
+
+int flas_atomic_copy(const char *src, const char *final_path, char *err, size_t errlen)
+{
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return fail(err, errlen, "%s: %s", src, strerror(errno));
+    char *tmp = NULL;
+    int out = flas_atomic_create(final_path, &tmp, err, errlen);
+    if (out < 0) {
+        close(in);
+        return -1;
+    }
+    enum { BLOCK = 1 << 20 };
+    char *buf = malloc(BLOCK);
+    int ok = buf != NULL, saved = buf ? 0 : ENOMEM;
+    for (ssize_t n; ok && (n = read(in, buf, BLOCK)) != 0;) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        ok = n > 0 && flas_atomic_write_all(out, buf, (size_t)n) == 0;
+        if (!ok)
+            saved = errno;
+    }
+    free(buf);
+    close(in);
+    int rc;
+    if (!ok) {
+        rc = fail(err, errlen, "copying %s to %s: %s", src, final_path, strerror(saved ? saved : EIO));
+        close(out);
+        unlink(tmp);
+    } else {
+        rc = flas_atomic_commit(out, tmp, final_path, err, errlen);
+    }
+    free(tmp);
+    return rc;
+}

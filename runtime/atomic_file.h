@@ -18,6 +18,11 @@ int flas_atomic_write_all(int fd, const void *buf, size_t n);
 /* fsync(fd), close(fd), rename(tmp_path, final_path), fsync of the directory. fd is closed
  * either way; on failure tmp_path is unlinked. 0, or -1 with err set. */
 int flas_atomic_commit(int fd, const char *tmp_path, const char *final_path, char *err, size_t errlen);
+/* The whole rule for a file whose content is in memory: create, write, commit. 0, or -1 with err
+ * set and nothing changed at final_path. */
+int flas_atomic_write_file(const char *final_path, const void *data, size_t len, char *err, size_t errlen);
+/* Copies src to final_path by the same rule (a killed copy leaves final_path as it was). */
+int flas_atomic_copy(const char *src, const char *final_path, char *err, size_t errlen);
 /* fsync of the directory that holds path (path itself when dir is 1). 0, or -1 with errno set. */
 int flas_fsync_dir_of(const char *path, int dir);
 

@@ -18,6 +18,9 @@ extern "C" {
 
 #define FLAS_COORD_MAX_SITES 32
 #define FLAS_COORD_MAX_ARGS 48
+/* The shortest wall-clock limit a remote command gets, also at or past the round's deadline: the
+ * commands issued there (scancel of a late job) must still have time to run. */
+#define FLAS_COORD_MIN_COMMAND_S 5
 
 typedef enum { FLAS_SYNC_NONE = 0, FLAS_SYNC_BEGIN, FLAS_SYNC_RESERVATION } flas_sync_mode;
 
@@ -51,6 +54,7 @@ typedef struct flas_coord_conf {
     char signal[32];                        /* Signal= for sbatch --signal=B:<this> (default USR1@60) */
     int poll_min_s, poll_max_s;             /* PollInterval=, PollMax= (back-off bounds) */
     int64_t max_checkpoint_bytes;           /* MaxCheckpointBytes= (refuse larger downloads) */
+    int command_timeout_s;                  /* CommandTimeout= seconds per remote command (default 120) */
     int n_sites;
     flas_coord_site site[FLAS_COORD_MAX_SITES];
 } flas_coord_conf;
@@ -62,6 +66,16 @@ int flas_coord_conf_parse(const char *path, const char *text, flas_coord_conf *c
 /* The reservation of a round: Reservation= with its %d (if any) replaced by the round; a name without
  * %d is one repeating reservation (Flags=DAILY...) used by every round. -1 if it does not fit. */
 int flas_coord_reservation_name(const flas_coord_conf *c, long round, char *buf, size_t len);
+
+/* The wall-clock limit of a remote command run now (now_unix) in a round that started at started_unix:
+ * CommandTimeout=, cut to the seconds left until RoundDeadline=, but never under
+ * FLAS_COORD_MIN_COMMAND_S (nor over CommandTimeout=). */
+double flas_coord_command_limit(const flas_coord_conf *c, int64_t started_unix, int64_t now_unix);
+
+/* The job to adopt from `squeue -h -o '%i %u'` lines (id, owner): the first one owned by user, whose
+ * name the coordinator's own job would have; another user's job of that name is never adopted.
+ * Returns its id, 0 if none; *others (may be NULL) gets the number of jobs of other users listed. */
+long flas_coord_pick_own_job(const char *squeue_out, const char *user, int *others);
 
 /* ---- the journal: where a (re)started coordinator picks up -------------------------------------- */
 

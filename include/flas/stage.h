@@ -38,9 +38,15 @@ flas_ssh *flas_ssh_connect(const flas_ssh_target *target, char *err, size_t errl
 void flas_ssh_close(flas_ssh *s);
 
 /* Runs cmd at the remote side. out/errout receive (truncated) stdout/stderr, NUL-terminated; either may
- * be NULL. *status gets the exit status. 0, or -1 with err set if the command could not be run. */
+ * be NULL. *status gets the exit status. 0, or -1 with err set if the command could not be run or ran
+ * past the session's exec limit (then it is sent SIGKILL, its channel is closed and *status is -1). */
 int flas_ssh_exec(flas_ssh *s, const char *cmd, char *out, size_t outlen, char *errout, size_t errout_len,
                   int *status, char *err, size_t errlen);
+
+/* The wall-clock limit of every later flas_ssh_exec on this session, also those the transfers below run
+ * at the site (hashing, renames): a site whose command hangs cannot stall the caller longer than this.
+ * seconds <= 0: no limit (the default). */
+void flas_ssh_set_exec_limit(flas_ssh *s, double seconds);
 
 /* Quotes s for a POSIX shell ('...'); -1 if it does not fit. */
 int flas_shell_quote(const char *s, char *buf, size_t len);

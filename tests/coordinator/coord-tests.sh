@@ -49,6 +49,7 @@ setup() {
     "$BEDCTL" data --vocab-size 1024 --max-docs 4000
     install -d -m 755 "$BED/coord"
     install -m 755 "$HERE/overrun.sbatch" "$BED/coord/overrun.sbatch"
+    install -m 755 "$HERE/impersonate.sbatch" "$BED/coord/impersonate.sbatch"
     "$BIN/flas-train" --init --dim 64 --layers 2 --heads 4 --kv-heads 2 --vocab 1024 --seq-len 64 --seed 7 \
         --output "$BED/coord/global0.h5" >/dev/null
     # each test's work, staging areas and published files start empty
@@ -431,6 +432,81 @@ case_crash_resume() { # SIGKILL in every phase; each resumed run gives the unint
         crash_and_resume "$event" "$BED/coord/crash-ref.h5"
     done
     pass "coordinator killed in every phase: resumed without double submission or aggregation, same result"
+}
+
+case_impersonate() { # karolina's checkpoint claims to be leonardo's: refused, named in the round line
+    write_conf 1 1 10
+    sed -i "/^Site=karolina/,\$ s|Script=[^ ]*|Script=$BED/coord/impersonate.sbatch|" "$WORK/coordinator.conf"
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || fail "round failed with MinSites=1: $(tail -3 "$WORK/err")"
+    cat "$WORK/out"
+    local g="$WORK/coord/global/round-000001.h5" kfile="$WORK/coord/round-000000/karolina.h5"
+    [ -f "$g" ] || fail "no new global"
+    [ "$(h5attr "$kfile" site)" = leonardo ] || fail "karolina's checkpoint does not claim leonardo (the job did not rewrite it)"
+    # the round line: leonardo merged, karolina refused by the aggregator with a reason naming the claim
+    grep -Eq "^round 0: leonardo job [0-9]+ COMPLETED [^;]*weight 1\.000 fetch [0-9.]+s;" "$WORK/out" ||
+        fail "leonardo's update is not the one merged: $(cat "$WORK/out")"
+    grep -Eq " karolina job [0-9]+ COMPLETED [^;]*\(refused by the aggregator: [^;]*karolina[^;]*leonardo[^;]*\);" "$WORK/out" ||
+        fail "the round line does not name karolina as refused for claiming leonardo: $(cat "$WORK/out")"
+    # the new global's provenance: leonardo's update merged, karolina's (by where it was fetched) dropped
+    /usr/bin/python3 - "$g" "$(sha "$WORK/coord/round-000000/leonardo.h5")" "$(sha "$kfile")" <<'PY' || fail "provenance"
+import sys, h5py
+s = lambda v: v.decode() if isinstance(v, bytes) else str(v)
+a = h5py.File(sys.argv[1], "r")["provenance"].attrs
+rows = list(zip(map(s, a["input_sites"]), map(s, a["input_sha256"]), a["input_used"], map(s, a["input_reasons"])))
+print("provenance:", rows)
+assert [(r[0], r[1], int(r[2])) for r in rows] == [("leonardo", sys.argv[2], 1), ("karolina", sys.argv[3], 0)], rows
+assert "leonardo" in rows[1][3] and "karolina" in rows[1][3], rows[1][3]
+PY
+    pass "karolina's checkpoint claiming site leonardo was refused (round line and provenance say why); leonardo's update alone made the new global"
+}
+
+case_foreign_job() { # another user's job with this run's job name is never adopted as the site's job
+    write_conf 1 2 10
+    # the coordinator stops once both sites are staged, before it looks for (or submits) any job
+    FLAS_COORDINATOR_CRASH_AT=training coord run "$WORK/coordinator.conf" >"$WORK/out1" 2>"$WORK/err1" &&
+        fail "no crash before training"
+    grep -q "crashing at 'training'" "$WORK/err1" || fail "the hook did not fire: $(tail -2 "$WORK/err1")"
+    # meanwhile someone else at karolina (nobody, not the coordinator's login user) submits a held job
+    # with exactly the name the coordinator's attempt 1 there will have
+    local name conf foreign kjob
+    name="flas-flas-r0-karolina-a1-$(run_id)"
+    conf=$(sconf karolina)
+    foreign=$(cd / && runuser -u nobody -- env SLURM_CONF="$conf" sbatch --parsable --hold --job-name="$name" \
+        --output=/dev/null --wrap 'sleep 600') || fail "cannot submit a job as nobody at karolina"
+    at_exit "SLURM_CONF=$conf scancel $foreign"
+    [ "$(SLURM_CONF=$conf squeue -h -t all --name="$name" -o '%i %u')" = "$foreign nobody" ] ||
+        fail "the foreign job is not listed under this run's job name"
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || fail "the resumed round failed: $(tail -3 "$WORK/err")"
+    kjob=$(sed -n 's/.*karolina: job \([0-9]*\) submitted (attempt 1).*/\1/p' "$WORK/err")
+    [ -n "$kjob" ] || fail "the coordinator reported no job of its own at karolina: $(grep karolina "$WORK/err" | head -3)"
+    [ "$kjob" != "$foreign" ] || fail "nobody's job $foreign was adopted"
+    [ "$(SLURM_CONF=$conf squeue -h -t all -j "$kjob" -o %u)" = "$P_user" ] || fail "job $kjob is not $P_user's"
+    grep -Eq "^round 0: leonardo job [0-9]+ COMPLETED .* karolina job $kjob COMPLETED " "$WORK/out" ||
+        fail "the round did not merge karolina's own job $kjob: $(cat "$WORK/out")"
+    [ "$(SLURM_CONF=$conf squeue -h -j "$foreign" -o %T)" = PENDING ] || fail "nobody's job was acted upon"
+    [ -f "$WORK/coord/global/round-000001.h5" ] || fail "no new global"
+    pass "nobody's held job $foreign named like this run's karolina job was ignored; the coordinator submitted job $kjob"
+}
+
+case_command_limit() { # karolina's controller hangs (SIGSTOP): squeue there is cut at CommandTimeout
+    local ctld start took
+    ctld=$(awk '$2 == "slurmctld" {print $1}' "$(sdir karolina)/pids" | tail -n 1)
+    [ -n "$ctld" ] || fail "no slurmctld recorded at karolina"
+    DEADLINE=40 FED_EXTRA="CommandTimeout=5" write_conf 1 1 10
+    at_exit "kill -CONT $ctld"
+    kill -STOP "$ctld"
+    start=$(date +%s)
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || fail "round failed with MinSites=1: $(tail -3 "$WORK/err")"
+    took=$(($(date +%s) - start))
+    kill -CONT "$ctld"
+    grep -q "karolina: $P_user@$(addr karolina):22: remote command ran past its limit of 5 s (squeue " "$WORK/err" ||
+        fail "no limit message for karolina's hanging squeue: $(grep karolina "$WORK/err" | head -3)"
+    grep -q "karolina dropped (dropped this round: could not submit before the deadline)" "$WORK/out" ||
+        fail "karolina was not dropped at the deadline: $(cat "$WORK/out")"
+    grep -Eq "^round 0: leonardo job [0-9]+ COMPLETED " "$WORK/out" || fail "leonardo's update was not merged"
+    # the round ends at its deadline (40 s) plus at most one command's limit and the aggregation
+    [ "$took" -lt 60 ] || fail "the round took $took s with a 40 s deadline and 5 s per command"
+    pass "karolina's hung controller cost 5 s per command; dropped at the 40 s deadline, round done in $took s"
 }
 
 case="${CASE//-/_}"

@@ -154,6 +154,43 @@ START_TEST(journal_round_trips_and_refuses_damage)
 }
 END_TEST
 
+START_TEST(command_limit_follows_the_deadline)
+{
+    static flas_coord_conf c;
+    char err[512] = "";
+    ck_assert_msg(flas_coord_conf_parse("t.conf", HEAD SITE, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.command_timeout_s, 120); /* the default */
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 "
+                                        "RoundDeadline=600 CommandTimeout=30\n" SITE, &c, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert_int_eq(c.command_timeout_s, 30);
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 CommandTimeout=2\n" SITE,
+            "t.conf:1: CommandTimeout=2");
+    /* round started at t=1000 with a 600 s deadline (t=1600): CommandTimeout while there is time, then
+     * what is left, never under the floor (the scancel at the deadline still runs) */
+    ck_assert(flas_coord_command_limit(&c, 1000, 1000) == 30);
+    ck_assert(flas_coord_command_limit(&c, 1000, 1580) == 20);
+    ck_assert(flas_coord_command_limit(&c, 1000, 1598) == FLAS_COORD_MIN_COMMAND_S);
+    ck_assert(flas_coord_command_limit(&c, 1000, 5000) == FLAS_COORD_MIN_COMMAND_S);
+}
+END_TEST
+
+START_TEST(adopts_only_the_login_users_job)
+{
+    int others = -1;
+    /* another user's job with this run's job name is listed first: never adopted */
+    ck_assert_int_eq(flas_coord_pick_own_job("41 mallory\n42 fl\n", "fl", &others), 42);
+    ck_assert_int_eq(others, 1);
+    ck_assert_int_eq(flas_coord_pick_own_job("41 mallory\n", "fl", &others), 0);
+    ck_assert_int_eq(others, 1);
+    ck_assert_int_eq(flas_coord_pick_own_job("", "fl", &others), 0);
+    ck_assert_int_eq(others, 0);
+    /* a name that only starts like the user's, a missing owner, extra fields: not the user's job */
+    ck_assert_int_eq(flas_coord_pick_own_job("7 flx\n8\n9 fl extra\n", "fl", NULL), 0);
+    ck_assert_int_eq(flas_coord_pick_own_job("  43 fl  \n", "fl", NULL), 43);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coordinator");
@@ -162,6 +199,8 @@ int main(void)
     tcase_add_test(tc, refuses_bad_descriptions_with_file_and_line);
     tcase_add_test(tc, reservation_names_per_round);
     tcase_add_test(tc, journal_round_trips_and_refuses_damage);
+    tcase_add_test(tc, command_limit_follows_the_deadline);
+    tcase_add_test(tc, adopts_only_the_login_users_job);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

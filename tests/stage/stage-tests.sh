@@ -176,4 +176,26 @@ case_agent() { # no key file: authentication through ssh-agent
     pass "ssh-agent: refused while the agent lacks the key, then command and verified upload with the agent's key"
 }
 
+case_exec_limit() { # a command that outlives --limit is killed at the site; flas-stage fails right after
+    local start ms rc=0 out
+    start=$(date +%s%N)
+    fs -t "$P_user@$LEO" --limit 2 exec "sleep 3737" >"$LOCAL/out" 2>"$LOCAL/err" || rc=$?
+    ms=$((($(date +%s%N) - start) / 1000000))
+    [ $rc != 0 ] || fail "a command past its limit succeeded"
+    grep -qx "flas-stage: $P_user@$LEO:22: remote command ran past its limit of 2 s" "$LOCAL/err" ||
+        fail "unclear message: $(cat "$LOCAL/err")"
+    # the limit counts from the start of the command; connecting and authenticating come on top
+    [ $ms -ge 2000 ] && [ $ms -lt 4500 ] || fail "returned after $ms ms with a limit of 2 s"
+    # sshd was asked to kill it: nothing of it is left at the site
+    for _ in $(seq 30); do pgrep -u "$P_user" -fx 'sleep 3737' >/dev/null || break; sleep 0.1; done
+    pgrep -u "$P_user" -fx 'sleep 3737' >/dev/null && fail "the command still runs at the site after its limit"
+    # a command that ends within its limit is unaffected: its output and exit status come back
+    out=$(fs -t "$P_user@$LEO" --limit 5 exec "sleep 1; hostname") || fail "a command within its limit failed"
+    [ "$out" = leonardo ] || fail "a command within its limit printed '$out'"
+    rc=0
+    fs -t "$P_user@$LEO" --limit 5 exec "exit 3" || rc=$?
+    [ $rc = 3 ] || fail "a command within its limit exited $rc, not 3"
+    pass "a remote command past --limit 2 was killed at the site and reported in one line after $ms ms"
+}
+
 "case_${CASE//-/_}"
