@@ -37,6 +37,8 @@ static const key_spec fed_keys[] = {
     FED("Strategy", T_NAME, strategy, 0, 0),
     FED("ServerLR", T_DOUBLE, server_lr, 0, 0),
     FED("ServerMomentum", T_DOUBLE, server_momentum, 0, 0),
+    FED("MaxUpdateNorm", T_DOUBLE, max_update_norm, 0, 0),
+    FED("MaxUpdateRatio", T_DOUBLE, max_update_ratio, 0, 0),
     FED("Sync", T_SYNC, sync, 0, 0),
     FED("BeginDelay", T_INT, begin_delay_s, 0, 86400),
     FED("Reservation", T_TEXT, reservation, 0, 0),
@@ -204,6 +206,10 @@ static int finish(const char *path, flas_coord_conf *c, char *err, size_t errlen
                                                    : NULL;
     if (missing) {
         snprintf(err, errlen, "%s: %s= is required", path, missing);
+        return -1;
+    }
+    if (c->max_update_ratio > 0 && c->max_update_ratio < 1) {
+        snprintf(err, errlen, "%s: MaxUpdateRatio=%g: must be 0 (no bound) or at least 1", path, c->max_update_ratio);
         return -1;
     }
     if (!c->min_sites)

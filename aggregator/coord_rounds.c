@@ -370,6 +370,8 @@ static int aggregate(coord *k, char *err, size_t errlen)
     flas_agg_defaults(&o, strat);
     if (c->server_lr >= 0)
         o.lr = c->server_lr;
+    o.max_update_norm = c->max_update_norm;
+    o.max_update_ratio = c->max_update_ratio;
     if (c->server_momentum >= 0)
         o.momentum = c->server_momentum;
     o.policy = FLAS_AGG_DROP_BAD;

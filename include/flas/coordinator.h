@@ -48,6 +48,7 @@ typedef struct flas_coord_conf {
     int deadline_s;                         /* RoundDeadline= seconds (default 3600) */
     char strategy[32];                      /* Strategy= (flas-aggregate's names; default fedavg) */
     double server_lr, server_momentum;      /* ServerLR=, ServerMomentum= (<0: strategy default) */
+    double max_update_norm, max_update_ratio; /* MaxUpdateNorm=, MaxUpdateRatio= (0: no bound; aggregation.md) */
     flas_sync_mode sync;                    /* Sync=none|begin|reservation */
     int begin_delay_s;                      /* BeginDelay= seconds (Sync=begin; default 10) */
     char reservation[FLAS_CONF_NAME_MAX];   /* Reservation= name; one %d in it = the round (Sync=reservation) */

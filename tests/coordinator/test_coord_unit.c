@@ -175,6 +175,23 @@ START_TEST(command_limit_follows_the_deadline)
 }
 END_TEST
 
+START_TEST(update_bounds_are_parsed)
+{
+    static flas_coord_conf c;
+    char err[512] = "";
+    ck_assert_msg(flas_coord_conf_parse("t.conf", HEAD SITE, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert(c.max_update_norm == 0 && c.max_update_ratio == 0); /* off by default */
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 "
+                                        "MaxUpdateNorm=12.5 MaxUpdateRatio=10\n" SITE, &c, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert(c.max_update_norm == 12.5 && c.max_update_ratio == 10);
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 MaxUpdateRatio=0.5\n" SITE,
+            "MaxUpdateRatio=0.5: must be 0 (no bound) or at least 1");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 MaxUpdateNorm=-1\n" SITE,
+            "t.conf:1: MaxUpdateNorm=-1");
+}
+END_TEST
+
 START_TEST(adopts_only_the_login_users_job)
 {
     int others = -1;
@@ -200,6 +217,7 @@ int main(void)
     tcase_add_test(tc, reservation_names_per_round);
     tcase_add_test(tc, journal_round_trips_and_refuses_damage);
     tcase_add_test(tc, command_limit_follows_the_deadline);
+    tcase_add_test(tc, update_bounds_are_parsed);
     tcase_add_test(tc, adopts_only_the_login_users_job);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
