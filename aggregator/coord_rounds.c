@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "coord_internal.h"
-#include "atomic_file.h"
+#include "flas/atomic_file.h"
 #include "flas/aggregate.h"
 #include "flas/checkpoint.h"
 #include "flas/staging.h"

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "atomic_file.h"
+#include "flas/atomic_file.h"
 #include "coord_internal.h"
 #include "flas/staging.h"
 

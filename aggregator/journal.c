@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "atomic_file.h"
+#include "flas/atomic_file.h"
 #include "flas/coordinator.h"
 
 static const char *const site_states[] = {"pending", "staged", "submitting", "submitted", "finished", "fetched", "dropped"};

@@ -15,7 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "atomic_file.h"
+#include "flas/atomic_file.h"
 #include "flas/shards.h"
 #include "flas/tokenizer.h"
 #include "text_input.h"

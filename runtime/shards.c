@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "atomic_file.h"
+#include "flas/atomic_file.h"
 
 #define WRITE_BUFFER_TOKENS (1u << 16) /* 128-256 KiB per writer: bounded memory */
 

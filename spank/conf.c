@@ -14,17 +14,6 @@
 
 #define CONF_MAX_BYTES (1 << 20) /* a config bigger than 1 MiB is a mistake, not a config */
 
-int flas_name_valid(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n >= FLAS_CONF_NAME_MAX || s[0] == '-')
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '-')
-            return 0;
-    return 1;
-}
-
 static int errf(char *err, size_t errlen, const char *fmt, ...)
 {
     if (err && errlen) {

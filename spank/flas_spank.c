@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "flas/env.h"
 #include "job.h"
 #include "options.h"
 
@@ -132,9 +133,7 @@ static int federation_of_job(unsigned long jobid, char *name, size_t len)
 }
 
 /* Every FLAS_* variable the plugin may set in a step (see flas_job_env). */
-static const char *const all_vars[] = {"FLAS_FEDERATION", "FLAS_SITE", "FLAS_STAGE_DIR", "FLAS_JOB_ID",
-                                       "FLAS_ROUND", "FLAS_GLOBAL_CHECKPOINT", "FLAS_GLOBAL_SHA256",
-                                       "FLAS_OUTPUT_DIR", "FLAS_OUTPUT_CHECKPOINT", "FLAS_ERROR"};
+static const char *const all_vars[] = FLAS_ENV_ALL;
 
 /* A step inherits its parent's FLAS_* (e.g. srun --federation=other inside a flas job): drop what does
  * not hold for this step (not in env) before setting what does. */
@@ -162,8 +161,8 @@ int slurm_spank_user_init(spank_t sp, int ac, char **av)
     char err[1024];
     if (load_federation(name, &conf, &fed, err, sizeof err)) {
         drop_inherited(sp, NULL);
-        spank_setenv(sp, "FLAS_FEDERATION", name, 1);
-        spank_setenv(sp, "FLAS_ERROR", err, 1);
+        spank_setenv(sp, FLAS_ENV_FEDERATION, name, 1);
+        spank_setenv(sp, FLAS_ENV_ERROR, err, 1);
         slurm_error("flas: %s", err);
         return 0;
     }
@@ -172,7 +171,7 @@ int slurm_spank_user_init(spank_t sp, int ac, char **av)
     drop_inherited(sp, &env);
     for (int i = 0; i < env.n; i++)
         spank_setenv(sp, env.var[i].name, env.var[i].value, 1);
-    const char *error = flas_env_get(&env, "FLAS_ERROR");
+    const char *error = flas_env_get(&env, FLAS_ENV_ERROR);
     if (error)
         slurm_error("flas: federation %s: %s (flas-train will refuse to train)", fed->name, error);
     flas_conf_free(&conf);

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "flas/env.h"
 #include "flas/staging.h"
 
 int flas_job_record_format(const flas_job_record *rec, char *buf, size_t len)
@@ -204,11 +205,11 @@ void flas_job_env(const flas_federation_conf *fed, long round, unsigned long job
     env->n = 0;
     char stage[FLAS_CONF_PATH_MAX + FLAS_CONF_NAME_MAX + 2], num[32], gname[32], err[512] = "";
     snprintf(stage, sizeof stage, "%s/%s", fed->staging_root, fed->name);
-    env_set(env, "FLAS_FEDERATION", "%s", fed->name, "", "");
-    env_set(env, "FLAS_SITE", "%s", fed->site, "", "");
-    env_set(env, "FLAS_STAGE_DIR", "%s", stage, "", "");
+    env_set(env, FLAS_ENV_FEDERATION, "%s", fed->name, "", "");
+    env_set(env, FLAS_ENV_SITE, "%s", fed->site, "", "");
+    env_set(env, FLAS_ENV_STAGE_DIR, "%s", stage, "", "");
     snprintf(num, sizeof num, "%lu", jobid);
-    env_set(env, "FLAS_JOB_ID", "%s", num, "", "");
+    env_set(env, FLAS_ENV_JOB_ID, "%s", num, "", "");
 
     flas_job_record rec;
     int have_record = flas_job_record_load(fed, jobid, &rec, err, sizeof err) == 0;
@@ -226,18 +227,18 @@ void flas_job_env(const flas_federation_conf *fed, long round, unsigned long job
     }
     if (r >= 0) {
         snprintf(num, sizeof num, "%ld", r);
-        env_set(env, "FLAS_ROUND", "%s", num, "", "");
+        env_set(env, FLAS_ENV_ROUND, "%s", num, "", "");
         flas_stage_global_name(gname, sizeof gname, r);
-        env_set(env, "FLAS_GLOBAL_CHECKPOINT", "%s/%s/%s", stage, FLAS_STAGE_GLOBAL, gname);
+        env_set(env, FLAS_ENV_GLOBAL_CHECKPOINT, "%s/%s/%s", stage, FLAS_STAGE_GLOBAL, gname);
     }
     if (have_record && !rec.error[0]) {
-        env_set(env, "FLAS_GLOBAL_SHA256", "%s", rec.sha256, "", "");
+        env_set(env, FLAS_ENV_GLOBAL_SHA256, "%s", rec.sha256, "", "");
         snprintf(num, sizeof num, "%lu", jobid);
-        env_set(env, "FLAS_OUTPUT_DIR", "%s/%s/%s", stage, FLAS_STAGE_JOBS, num);
+        env_set(env, FLAS_ENV_OUTPUT_DIR, "%s/%s/%s", stage, FLAS_STAGE_JOBS, num);
         char out[64];
         snprintf(out, sizeof out, "%s/%s/%s", FLAS_STAGE_JOBS, num, FLAS_STAGE_LOCAL_CHECKPOINT);
-        env_set(env, "FLAS_OUTPUT_CHECKPOINT", "%s/%s", stage, out, "");
+        env_set(env, FLAS_ENV_OUTPUT_CHECKPOINT, "%s/%s", stage, out, "");
     } else {
-        env_set(env, "FLAS_ERROR", "%s", have_record ? rec.error : err, "", "");
+        env_set(env, FLAS_ENV_ERROR, "%s", have_record ? rec.error : err, "", "");
     }
 }

@@ -8,11 +8,13 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "flas/names.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define FLAS_CONF_NAME_MAX 64   /* federation, site, user, group and account names, NUL included */
+#define FLAS_CONF_NAME_MAX FLAS_NAME_MAX /* federation, site, user, group and account names (flas/names.h) */
 #define FLAS_CONF_PATH_MAX 1024
 #define FLAS_CONF_LIST_MAX 64   /* entries of an Allow* list */
 
@@ -36,9 +38,6 @@ typedef struct flas_conf {
     int n;
     flas_federation_conf *fed;              /* n records, in file order */
 } flas_conf;
-
-/* A valid name: 1..63 characters of [A-Za-z0-9_-], not starting with '-'. */
-int flas_name_valid(const char *s);
 
 /* Parses the file at path. 0, or -1 with "path:line: reason" (or "path: reason") in err. */
 int flas_conf_load(const char *path, flas_conf *conf, char *err, size_t errlen);

@@ -1,6 +1,6 @@
 /* Atomic file creation (see atomic_file.h). */
 #define _GNU_SOURCE
-#include "atomic_file.h"
+#include "flas/atomic_file.h"
 
 #include <errno.h>
 #include <fcntl.h>

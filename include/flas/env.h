@@ -1,0 +1,24 @@
+/* The FLAS_* environment of a job: the contract between the SPANK plugin (which sets it for every step
+ * of a --federation job) and flas-train (which reads it when no flag is given). docs/user.md lists them
+ * for users; each name is spelled here only. */
+#ifndef FLAS_ENV_H
+#define FLAS_ENV_H
+
+#define FLAS_ENV_FEDERATION "FLAS_FEDERATION"               /* the job's federation */
+#define FLAS_ENV_SITE "FLAS_SITE"                           /* this site's name in it */
+#define FLAS_ENV_STAGE_DIR "FLAS_STAGE_DIR"                 /* <StagingRoot>/<federation> */
+#define FLAS_ENV_JOB_ID "FLAS_JOB_ID"                       /* the Slurm job id */
+#define FLAS_ENV_ROUND "FLAS_ROUND"                         /* the round the job trains */
+#define FLAS_ENV_GLOBAL_CHECKPOINT "FLAS_GLOBAL_CHECKPOINT" /* the staged global model of that round */
+#define FLAS_ENV_GLOBAL_SHA256 "FLAS_GLOBAL_SHA256"         /* its verified sha256 */
+#define FLAS_ENV_OUTPUT_DIR "FLAS_OUTPUT_DIR"               /* the job's own directory */
+#define FLAS_ENV_OUTPUT_CHECKPOINT "FLAS_OUTPUT_CHECKPOINT" /* where the local checkpoint goes */
+#define FLAS_ENV_ERROR "FLAS_ERROR"                         /* why the prolog refused (the job must stop) */
+
+/* Every name above, for code that sets or clears them all. */
+#define FLAS_ENV_ALL                                                                                      \
+    {FLAS_ENV_FEDERATION, FLAS_ENV_SITE, FLAS_ENV_STAGE_DIR, FLAS_ENV_JOB_ID, FLAS_ENV_ROUND,              \
+     FLAS_ENV_GLOBAL_CHECKPOINT, FLAS_ENV_GLOBAL_SHA256, FLAS_ENV_OUTPUT_DIR, FLAS_ENV_OUTPUT_CHECKPOINT, \
+     FLAS_ENV_ERROR}
+
+#endif
