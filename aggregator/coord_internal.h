@@ -1,5 +1,6 @@
-/* The coordinator's running state, shared by coord_rounds.c (the state machine) and coord_site.c (what
- * it does at a site). Not part of the public API. */
+/* The coordinator's running state (coord_state.c), shared by coord_rounds.c (the state machine) and
+ * coord_site.c (what it does at a site): the rounds call the site actions, and both call down into
+ * coord_state.c, never the other way. Not part of the public API. */
 #ifndef FLAS_COORD_INTERNAL_H
 #define FLAS_COORD_INTERNAL_H
 

@@ -30,28 +30,6 @@
 #include "flas/checkpoint.h"
 #include "flas/staging.h"
 
-int flas_coord_global_path(const flas_coord_conf *c, long round, char *buf, size_t len)
-{
-    int n = snprintf(buf, len, "%s/global/round-%06ld.h5", c->work_dir, round);
-    return n > 0 && (size_t)n < len ? 0 : -1;
-}
-
-int flas_coord_local_path(const flas_coord_conf *c, long round, const char *site, char *buf, size_t len)
-{
-    int n = snprintf(buf, len, "%s/round-%06ld/%s.h5", c->work_dir, round, site);
-    return n > 0 && (size_t)n < len ? 0 : -1;
-}
-
-void coord_note(coord *k, int i, const char *fmt, ...)
-{
-    flas_journal_site *s = &k->j.site[i];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(s->note, sizeof s->note, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "flas-coordinator: round %ld: %s: %s\n", k->j.round, k->c->site[i].name, s->note);
-}
-
 /* Test hook: FLAS_COORDINATOR_CRASH_AT=EVENT[:N] kills the coordinator (SIGKILL, no clean-up) at the
  * N-th occurrence (default 1st) of EVENT, to prove that every phase resumes. */
 static void crash_point(const char *event)
@@ -453,7 +431,7 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
             break;
         }
         char dir[FLAS_CONF_PATH_MAX + 32];
-        snprintf(dir, sizeof dir, "%s/round-%06ld", c->work_dir, k.j.round);
+        flas_coord_round_dir(c, k.j.round, dir, sizeof dir);
         mkdir_p(dir);
         if (k.j.phase == FLAS_PHASE_STAGING) {
             int wait = c->poll_min_s;
@@ -520,9 +498,11 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
         rc = 2;
     }
     close(lock_fd);
-    if (rc == 0)
-        printf("flas-coordinator: %ld rounds done; global model: %s/global/round-%06ld.h5\n", k.j.round, c->work_dir,
-               k.j.round);
+    if (rc == 0) {
+        char g[FLAS_CONF_PATH_MAX + 64];
+        flas_coord_global_path(c, k.j.round, g, sizeof g);
+        printf("flas-coordinator: %ld rounds done; global model: %s\n", k.j.round, g);
+    }
     return rc;
 }
 

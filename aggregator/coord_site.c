@@ -118,7 +118,7 @@ int coord_stage_global(coord *k, int i)
     flas_xfer_opts o = {0};
     o.progress = note_progress;
     o.progress_ctx = &pc;
-    if (flas_stage_upload(s, local, remote, &o, &st, err, sizeof err)) {
+    if (flas_xfer_upload(s, local, remote, &o, &st, err, sizeof err)) {
         coord_note(k, i, "%s", err);
         coord_ssh_lost(k, i);
         return -1;
@@ -133,7 +133,7 @@ int coord_stage_global(coord *k, int i)
     }
     /* The sidecar comes last: the plugin treats a round as staged only once it exists. */
     snprintf(text, sizeof text, "%s  %s\n", st.sha256, name);
-    if (flas_stage_put_text(s, side, text, err, sizeof err)) {
+    if (flas_xfer_put_text(s, side, text, err, sizeof err)) {
         coord_note(k, i, "%s", err);
         coord_ssh_lost(k, i);
         return -1;
@@ -337,7 +337,7 @@ int coord_read_manifest(coord *k, int i, long job, char *remote, size_t rlen, in
     flas_ssh *s = coord_ssh(k, i);
     if (!s)
         return -1;
-    if (flas_stage_get_text(s, path, text, sizeof text - 1, err, sizeof err)) {
+    if (flas_xfer_get_text(s, path, text, sizeof text - 1, err, sizeof err)) {
         coord_note(k, i, "manifest: %s", err);
         return -1;
     }
@@ -389,7 +389,7 @@ int coord_fetch(coord *k, int i, const char *remote, int64_t size, const char *s
     o.progress = note_progress;
     o.progress_ctx = &pc;
     flas_xfer_stats st;
-    if (flas_stage_download(s, remote, local, size, sha, &o, &st, err, sizeof err)) {
+    if (flas_xfer_download(s, remote, local, size, sha, &o, &st, err, sizeof err)) {
         coord_note(k, i, "%s", err);
         coord_ssh_lost(k, i);
         return -1;

@@ -156,16 +156,16 @@ int main(int argc, char **argv)
         return rc ? 1 : status;
     }
     if (!strcmp(cmd, "put")) {
-        rc = flas_stage_upload(s, argv[optind + 1], argv[optind + 2], &xo, &st, err, sizeof err);
+        rc = flas_xfer_upload(s, argv[optind + 1], argv[optind + 2], &xo, &st, err, sizeof err);
         if (rc == 0 && sidecar) {
             char side[2200], text[2400];
             const char *base = strrchr(argv[optind + 2], '/');
             snprintf(side, sizeof side, "%s.sha256", argv[optind + 2]);
             snprintf(text, sizeof text, "%s  %s\n", st.sha256, base ? base + 1 : argv[optind + 2]);
-            rc = flas_stage_put_text(s, side, text, err, sizeof err);
+            rc = flas_xfer_put_text(s, side, text, err, sizeof err);
         }
     } else {
-        rc = flas_stage_download(s, argv[optind + 1], argv[optind + 2], size, sha, &xo, &st, err, sizeof err);
+        rc = flas_xfer_download(s, argv[optind + 1], argv[optind + 2], size, sha, &xo, &st, err, sizeof err);
     }
     flas_ssh_close(s);
     if (rc) {

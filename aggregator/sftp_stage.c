@@ -143,7 +143,7 @@ static void progress(const flas_xfer_opts *o, const char *what, int64_t done, in
         o->progress(what, done, total, o->progress_ctx);
 }
 
-int flas_stage_upload(flas_ssh *s, const char *local, const char *remote, const flas_xfer_opts *opts,
+int flas_xfer_upload(flas_ssh *s, const char *local, const char *remote, const flas_xfer_opts *opts,
                       flas_xfer_stats *st, char *err, size_t errlen)
 {
     memset(st, 0, sizeof *st);
@@ -300,7 +300,7 @@ static int pipelined_read(flas_ssh *s, sftp_file f, int fd, int64_t offset, int6
     return rc;
 }
 
-int flas_stage_download(flas_ssh *s, const char *remote, const char *local, int64_t expect_size,
+int flas_xfer_download(flas_ssh *s, const char *remote, const char *local, int64_t expect_size,
                         const char *expect_sha256, const flas_xfer_opts *opts, flas_xfer_stats *st, char *err,
                         size_t errlen)
 {
@@ -372,7 +372,7 @@ int flas_stage_download(flas_ssh *s, const char *remote, const char *local, int6
     return 0;
 }
 
-int flas_stage_put_text(flas_ssh *s, const char *remote, const char *text, char *err, size_t errlen)
+int flas_xfer_put_text(flas_ssh *s, const char *remote, const char *text, char *err, size_t errlen)
 {
     /* An unpredictable temporary, created exclusively (SSH_FXF_EXCL): the site's sftp-server never
      * follows or truncates something planted at the name. */
@@ -396,7 +396,7 @@ int flas_stage_put_text(flas_ssh *s, const char *remote, const char *text, char 
     return remote_rename(s, tmp, remote, err, errlen);
 }
 
-int flas_stage_get_text(flas_ssh *s, const char *remote, char *buf, size_t max, char *err, size_t errlen)
+int flas_xfer_get_text(flas_ssh *s, const char *remote, char *buf, size_t max, char *err, size_t errlen)
 {
     sftp_attributes a = sftp_stat(s->sftp, remote);
     if (!a)

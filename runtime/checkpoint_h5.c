@@ -124,10 +124,10 @@ ck_rect ck_full_rect(const flas_tensor *t) { return (ck_rect){0, 0, ck_rows(t), 
 ck_rect ck_shard_rect(const flas_tensor *s)
 {
     ck_rect r = ck_full_rect(s);
-    if (s->ndim == 2 && s->shard == FLAS_SHARD_ROWS) {
+    if (s->ndim == 2 && s->shard == FLAS_TP_SPLIT_ROWS) {
         r.row = s->shard_start;
         r.rows = s->shape[0];
-    } else if (s->ndim == 2 && s->shard == FLAS_SHARD_COLS) {
+    } else if (s->ndim == 2 && s->shard == FLAS_TP_SPLIT_COLS) {
         r.col = s->shard_start;
         r.cols = s->shape[1];
     }

@@ -462,7 +462,7 @@ int flas_ckpt_put_flat(flas_ckpt_writer *w, flas_ckpt_section section, const fla
         const flas_tensor *x = &t->tensors[i];
         size_t a = lo > x->offset ? lo : x->offset, b = hi < x->offset + x->numel ? hi : x->offset + x->numel;
         ck_sel sel = {0};
-        if (a < b && !(x->shard == FLAS_SHARD_NONE && t->tp_rank != 0))
+        if (a < b && !(x->shard == FLAS_TP_REPLICATED && t->tp_rank != 0))
             ck_sel_range(ck_shard_rect(x), a - x->offset, b - a, &sel);
         /* Every rank calls for every tensor (same config, same order): no per-tensor agreement needed. */
         if (ck_io(&w->f, 1, section, i, &sel, (void *)(sel.n ? data + (a - lo) : NULL), err, errlen)) {

@@ -263,8 +263,8 @@ void flas_model_init_weights(flas_model *m, uint64_t seed)
         float std = (x->kind == FLAS_T_WO || x->kind == FLAS_T_W2) ? residual_std : FLAS_INIT_STD;
         uint64_t key = splitmix64(seed ^ splitmix64(0x5EEDull + (uint64_t)i));
         size_t rows = x->shape[0], cols = x->shape[1], full_cols = x->full_shape[1];
-        size_t row0 = x->shard == FLAS_SHARD_ROWS ? x->shard_start : 0;
-        size_t col0 = x->shard == FLAS_SHARD_COLS ? x->shard_start : 0;
+        size_t row0 = x->shard == FLAS_TP_SPLIT_ROWS ? x->shard_start : 0;
+        size_t col0 = x->shard == FLAS_TP_SPLIT_COLS ? x->shard_start : 0;
 #pragma omp parallel for schedule(static)
         for (size_t r = 0; r < rows; r++)
             for (size_t c = 0; c < cols; c++)

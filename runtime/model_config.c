@@ -118,7 +118,7 @@ typedef struct {
 } layout;
 
 static void add(layout *L, flas_tensor_kind kind, int layer, const char *name, size_t rows, size_t cols,
-                flas_shard shard)
+                flas_tp_split shard)
 {
     flas_param_table *t = L->t;
     flas_tensor *x = &t->tensors[t->n_tensors++];
@@ -132,7 +132,7 @@ static void add(layout *L, flas_tensor_kind kind, int layer, const char *name, s
     x->shape[0] = rows;
     x->shape[1] = cols;
     x->shard = shard;
-    if (shard != FLAS_SHARD_NONE) {
+    if (shard != FLAS_TP_REPLICATED) {
         size_t part = x->full_shape[shard] / (size_t)t->tp_size;
         x->shape[shard] = part;
         x->shard_start = part * (size_t)t->tp_rank;
@@ -161,26 +161,26 @@ int flas_param_table_init(flas_param_table *t, const flas_config *c, int tp_rank
     layout L = {t, cap};
     size_t d = (size_t)c->dim, hd = flas_config_head_dim(c), h = (size_t)c->hidden_dim;
     size_t q = hd * (size_t)c->n_heads, kv = hd * (size_t)c->n_kv_heads;
-    char name[FLAS_NAME_MAX];
-    add(&L, FLAS_T_TOK_EMBEDDINGS, -1, "tok_embeddings.weight", (size_t)c->vocab_size, d, FLAS_SHARD_NONE);
+    char name[FLAS_TENSOR_NAME_MAX];
+    add(&L, FLAS_T_TOK_EMBEDDINGS, -1, "tok_embeddings.weight", (size_t)c->vocab_size, d, FLAS_TP_REPLICATED);
     for (int l = 0; l < c->n_layers; l++) {
 #define BLOCK(kind, suffix, rows, cols, shard)                                   \
     snprintf(name, sizeof name, "layers.%d.%s", l, suffix);                      \
     add(&L, kind, l, name, rows, cols, shard)
-        BLOCK(FLAS_T_ATTENTION_NORM, "attention_norm.weight", d, 0, FLAS_SHARD_NONE);
-        BLOCK(FLAS_T_WQ, "attention.wq.weight", q, d, FLAS_SHARD_ROWS);
-        BLOCK(FLAS_T_WK, "attention.wk.weight", kv, d, FLAS_SHARD_ROWS);
-        BLOCK(FLAS_T_WV, "attention.wv.weight", kv, d, FLAS_SHARD_ROWS);
-        BLOCK(FLAS_T_WO, "attention.wo.weight", d, q, FLAS_SHARD_COLS);
-        BLOCK(FLAS_T_FFN_NORM, "ffn_norm.weight", d, 0, FLAS_SHARD_NONE);
-        BLOCK(FLAS_T_W1, "feed_forward.w1.weight", h, d, FLAS_SHARD_ROWS);
-        BLOCK(FLAS_T_W2, "feed_forward.w2.weight", d, h, FLAS_SHARD_COLS);
-        BLOCK(FLAS_T_W3, "feed_forward.w3.weight", h, d, FLAS_SHARD_ROWS);
+        BLOCK(FLAS_T_ATTENTION_NORM, "attention_norm.weight", d, 0, FLAS_TP_REPLICATED);
+        BLOCK(FLAS_T_WQ, "attention.wq.weight", q, d, FLAS_TP_SPLIT_ROWS);
+        BLOCK(FLAS_T_WK, "attention.wk.weight", kv, d, FLAS_TP_SPLIT_ROWS);
+        BLOCK(FLAS_T_WV, "attention.wv.weight", kv, d, FLAS_TP_SPLIT_ROWS);
+        BLOCK(FLAS_T_WO, "attention.wo.weight", d, q, FLAS_TP_SPLIT_COLS);
+        BLOCK(FLAS_T_FFN_NORM, "ffn_norm.weight", d, 0, FLAS_TP_REPLICATED);
+        BLOCK(FLAS_T_W1, "feed_forward.w1.weight", h, d, FLAS_TP_SPLIT_ROWS);
+        BLOCK(FLAS_T_W2, "feed_forward.w2.weight", d, h, FLAS_TP_SPLIT_COLS);
+        BLOCK(FLAS_T_W3, "feed_forward.w3.weight", h, d, FLAS_TP_SPLIT_ROWS);
 #undef BLOCK
     }
-    add(&L, FLAS_T_NORM, -1, "norm.weight", d, 0, FLAS_SHARD_NONE);
+    add(&L, FLAS_T_NORM, -1, "norm.weight", d, 0, FLAS_TP_REPLICATED);
     if (!c->tied_embeddings)
-        add(&L, FLAS_T_OUTPUT, -1, "output.weight", (size_t)c->vocab_size, d, FLAS_SHARD_NONE);
+        add(&L, FLAS_T_OUTPUT, -1, "output.weight", (size_t)c->vocab_size, d, FLAS_TP_REPLICATED);
     (void)L.cap;
     return 0;
 }

@@ -81,7 +81,7 @@ double flas_grad_sumsq_local(const flas_param_table *t, const float *grads)
     double total = 0.0;
     for (int i = 0; i < t->n_tensors; i++) {
         const flas_tensor *x = &t->tensors[i];
-        if (x->shard == FLAS_SHARD_NONE && t->tp_rank != 0)
+        if (x->shard == FLAS_TP_REPLICATED && t->tp_rank != 0)
             continue; /* replicated: rank 0 speaks for the group */
         const float *g = grads + x->offset;
         double s = 0.0;

@@ -1,12 +1,11 @@
 /* flas-train after option parsing: the mode's work on every rank, messages on rank 0. Setting up a
  * training round: refuse what the plugin refused, verify the global model's sha256, load it (or the
  * local checkpoint to resume), open the data, size the round, then run it (train_loop.c). */
-#define _GNU_SOURCE /* sched_getaffinity */
+#define _GNU_SOURCE /* dirfd, fstatat */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,23 +19,6 @@
 #ifndef FLAS_VERSION
 #define FLAS_VERSION "unknown"
 #endif
-
-int train_threads(const flas_train_opts *o, const flas_train_comm *c)
-{
-    if (o->threads)
-        return o->threads;
-    const char *env = getenv("OMP_NUM_THREADS");
-    if (env && atoi(env) > 0)
-        return atoi(env);
-    /* A rank bound to some cores (mpirun --bind-to, srun --cpu-bind, cgroups) uses those; an unbound
-     * rank shares the node's processors with the other ranks there. */
-    long procs = sysconf(_SC_NPROCESSORS_ONLN);
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) < procs)
-        return CPU_COUNT(&set);
-    long n = procs / (c->node_ranks > 0 ? c->node_ranks : 1);
-    return n < 1 ? 1 : (int)n;
-}
 
 static int open_data(trainer *t, char *err, size_t errlen)
 {

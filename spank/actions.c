@@ -110,7 +110,9 @@ static int verify_global(const stage_fds *s, long round, char sha[FLAS_SHA256_HE
     snprintf(identity, sizeof identity, "dev=%lu ino=%lu size=%lld mtime=%lld.%09ld sha256=%s\n",
              (unsigned long)st.st_dev, (unsigned long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
              st.st_mtim.tv_nsec, want);
-    snprintf(cache_name, sizeof cache_name, "verified-round-%06ld", round);
+    char rdir[32];
+    flas_stage_round_dir(rdir, sizeof rdir, round);
+    snprintf(cache_name, sizeof cache_name, "verified-%s", rdir);
     if (safefs_read_small(s->state, cache_name, cache, sizeof cache - 1, e, sizeof e) >= 0 &&
         strcmp(cache, identity) == 0) {
         close(fd);

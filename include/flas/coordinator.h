@@ -137,6 +137,7 @@ int flas_coord_status(const flas_coord_conf *c, FILE *out, char *err, size_t err
 /* Paths inside WorkDir. */
 int flas_coord_global_path(const flas_coord_conf *c, long round, char *buf, size_t len);
 int flas_coord_local_path(const flas_coord_conf *c, long round, const char *site, char *buf, size_t len);
+int flas_coord_round_dir(const flas_coord_conf *c, long round, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -10,7 +10,7 @@
 extern "C" {
 #endif
 
-#define FLAS_NAME_MAX 64 /* longest tensor name, NUL included ("layers.79.feed_forward.w3.weight") */
+#define FLAS_TENSOR_NAME_MAX 64 /* longest tensor name, NUL included ("layers.79.feed_forward.w3.weight") */
 
 typedef struct flas_config {
     int dim;             /* model width */
@@ -42,22 +42,23 @@ typedef enum flas_tensor_kind {
     FLAS_T_KIND_COUNT
 } flas_tensor_kind;
 
-/* How a tensor is split across tensor-parallel ranks (Megatron): column-parallel layers split their
+/* How a tensor is split across tensor-parallel ranks (Megatron; a rank's part is its "shard" below,
+ * not to be confused with flas_shard, a file of tokens): column-parallel layers split their
  * output rows, row-parallel layers split their input columns, everything else is replicated. */
-typedef enum flas_shard {
-    FLAS_SHARD_NONE = -1,
-    FLAS_SHARD_ROWS = 0, /* wq, wk, wv, w1, w3 */
-    FLAS_SHARD_COLS = 1  /* wo, w2 */
-} flas_shard;
+typedef enum flas_tp_split {
+    FLAS_TP_REPLICATED = -1,
+    FLAS_TP_SPLIT_ROWS = 0, /* wq, wk, wv, w1, w3 */
+    FLAS_TP_SPLIT_COLS = 1  /* wo, w2 */
+} flas_tp_split;
 
 typedef struct flas_tensor {
-    char name[FLAS_NAME_MAX];  /* Meta name, e.g. "layers.3.attention.wq.weight" */
+    char name[FLAS_TENSOR_NAME_MAX];  /* Meta name, e.g. "layers.3.attention.wq.weight" */
     flas_tensor_kind kind;
     int layer;                 /* block index, -1 outside the blocks */
     int ndim;                  /* 1 or 2 */
     size_t full_shape[2];      /* logical shape of the whole tensor (what a checkpoint stores) */
     size_t shape[2];           /* shape of this rank's shard */
-    flas_shard shard;          /* which dimension is split across tensor-parallel ranks */
+    flas_tp_split shard;          /* which dimension is split across tensor-parallel ranks */
     size_t shard_start;        /* first row (or column) of full_shape this rank holds */
     size_t offset;             /* start of the shard in the rank's buffer, in floats */
     size_t numel;              /* elements of the shard */

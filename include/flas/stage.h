@@ -70,19 +70,19 @@ typedef struct flas_xfer_opts {
 
 /* Uploads local to remote (a path at the site). Resumes a previous partial upload from its longest
  * verified prefix; verifies the whole file by sha256 at the remote side before the rename. */
-int flas_stage_upload(flas_ssh *s, const char *local, const char *remote, const flas_xfer_opts *opts,
+int flas_xfer_upload(flas_ssh *s, const char *local, const char *remote, const flas_xfer_opts *opts,
                       flas_xfer_stats *st, char *err, size_t errlen);
 
 /* Downloads remote to local. expect_size (or -1) and expect_sha256 (or NULL, then the remote side's own
  * sha256sum is used) come from a manifest; a mismatch is a refusal and leaves only the .part file. */
-int flas_stage_download(flas_ssh *s, const char *remote, const char *local, int64_t expect_size,
+int flas_xfer_download(flas_ssh *s, const char *remote, const char *local, int64_t expect_size,
                         const char *expect_sha256, const flas_xfer_opts *opts, flas_xfer_stats *st, char *err,
                         size_t errlen);
 
 /* Writes a small file at the remote side atomically (temp name, fsync, rename). */
-int flas_stage_put_text(flas_ssh *s, const char *remote, const char *text, char *err, size_t errlen);
+int flas_xfer_put_text(flas_ssh *s, const char *remote, const char *text, char *err, size_t errlen);
 /* Reads a small remote file (at most max bytes; larger is a refusal) into buf (NUL-terminated). */
-int flas_stage_get_text(flas_ssh *s, const char *remote, char *buf, size_t max, char *err, size_t errlen);
+int flas_xfer_get_text(flas_ssh *s, const char *remote, char *buf, size_t max, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

@@ -86,9 +86,9 @@ void fix_fill(const flas_param_table *t, int section, int gen, float *buf)
         size_t rows = x->ndim == 2 ? x->shape[0] : 1, cols = x->ndim == 2 ? x->shape[1] : x->shape[0];
         size_t full_cols = x->ndim == 2 ? x->full_shape[1] : x->full_shape[0];
         size_t r0 = 0, c0 = 0;
-        if (x->ndim == 2 && x->shard == FLAS_SHARD_ROWS)
+        if (x->ndim == 2 && x->shard == FLAS_TP_SPLIT_ROWS)
             r0 = x->shard_start;
-        if (x->ndim == 2 && x->shard == FLAS_SHARD_COLS)
+        if (x->ndim == 2 && x->shard == FLAS_TP_SPLIT_COLS)
             c0 = x->shard_start;
         for (size_t r = 0; r < rows; r++)
             for (size_t c = 0; c < cols; c++)

@@ -98,7 +98,7 @@ static double shard_err(const flas_tensor *ts, const float *sbuf, const flas_ten
 {
     double d = 0, scale = 0;
     size_t rows = ts->shape[0], cols = ts->ndim == 2 ? ts->shape[1] : 1, full_cols = tf->ndim == 2 ? tf->shape[1] : 1;
-    size_t r0 = ts->shard == FLAS_SHARD_ROWS ? ts->shard_start : 0, c0 = ts->shard == FLAS_SHARD_COLS ? ts->shard_start : 0;
+    size_t r0 = ts->shard == FLAS_TP_SPLIT_ROWS ? ts->shard_start : 0, c0 = ts->shard == FLAS_TP_SPLIT_COLS ? ts->shard_start : 0;
     for (size_t r = 0; r < rows; r++)
         for (size_t c = 0; c < cols; c++) {
             double a = sbuf[ts->offset + r * cols + c], b = fbuf[tf->offset + (r0 + r) * full_cols + c0 + c];
@@ -161,7 +161,7 @@ static void check_tp(flas_config c, int B, int T)
     /* replicated tensors: bit-identical on both ranks (their inputs were all-reduced) */
     for (int i = 0; i < full.table.n_tensors; i++) {
         const flas_tensor *t0 = &shard[0].table.tensors[i], *t1 = &shard[1].table.tensors[i];
-        if (t0->shard == FLAS_SHARD_NONE)
+        if (t0->shard == FLAS_TP_REPLICATED)
             ck_assert_msg(memcmp(shard[0].grads + t0->offset, shard[1].grads + t1->offset, t0->numel * sizeof(float)) == 0,
                           "replicated %s has different grads on the two ranks", t0->name);
     }

@@ -97,11 +97,11 @@ START_TEST(tensor_parallel_shards_cover_the_model_once)
         flas_param_table t;
         ck_assert_int_eq(flas_param_table_init(&t, &c, r, 2, NULL, 0), 0);
         const flas_tensor *w2 = flas_param_get(&t, FLAS_T_W2, 0);
-        ck_assert_int_eq(w2->shard, FLAS_SHARD_COLS);
+        ck_assert_int_eq(w2->shard, FLAS_TP_SPLIT_COLS);
         ck_assert_uint_eq(w2->shape[1], 86);
         ck_assert_uint_eq(w2->shard_start, 86u * r);
         for (int i = 0; i < t.n_tensors; i++)
-            if (t.tensors[i].shard != FLAS_SHARD_NONE)
+            if (t.tensors[i].shard != FLAS_TP_REPLICATED)
                 sum += t.tensors[i].numel;
             else if (r == 0)
                 sum += t.tensors[i].numel;
