@@ -1,7 +1,6 @@
 /* The trainer's data loader (see include/flas/loader.h for the windowing and sharing rules). */
 #include "flas/loader.h"
 
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,19 +79,17 @@ void flas_loader_close(flas_loader *l)
 /* A hash of what the shards hold, so a saved cursor is only applied to the same data. */
 static int fingerprint(flas_loader *l, char *err, size_t errlen)
 {
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    flas_sha256_ctx *md = flas_sha256_begin();
     unsigned char sha[FLAS_SHA256_BYTES];
-    unsigned int hlen = 0;
-    int ok = md && EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    int ok = md != NULL;
     for (int i = 0; ok && i < l->n_shards; i++) {
         unsigned char count[8];
         for (int b = 0; b < 8; b++)
             count[b] = (unsigned char)(l->shards[i].h.n_tokens >> (8 * b));
-        ok = EVP_DigestUpdate(md, l->shards[i].h.payload_sha256, FLAS_SHA256_BYTES) == 1 &&
-             EVP_DigestUpdate(md, count, sizeof count) == 1;
+        ok = flas_sha256_update(md, l->shards[i].h.payload_sha256, FLAS_SHA256_BYTES) == 0 &&
+             flas_sha256_update(md, count, sizeof count) == 0;
     }
-    ok = ok && EVP_DigestFinal_ex(md, sha, &hlen) == 1;
-    EVP_MD_CTX_free(md);
+    ok = md && flas_sha256_end_raw(md, sha) == 0 && ok; /* frees md in every case */
     if (!ok)
         return fail(err, errlen, "SHA-256 failed");
     l->fingerprint = 0;

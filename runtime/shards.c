@@ -1,12 +1,12 @@
 /* Token shards: header encoding, the atomic writer, the memory-mapped reader, directory listing.
  * The format is declared in include/flas/shards.h and described in docs/data.md. */
 #define _GNU_SOURCE
+#include "flas/sha256.h"
 #include "flas/shards.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,12 +47,6 @@ static uint32_t get32(const unsigned char *p)
 static uint64_t get64(const unsigned char *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
 
 uint32_t flas_shard_token_bytes(uint32_t vocab_size) { return vocab_size <= 65536u ? 2 : 4; }
-
-void flas_sha256_hex(const unsigned char sha[FLAS_SHA256_BYTES], char out[2 * FLAS_SHA256_BYTES + 1])
-{
-    for (int i = 0; i < FLAS_SHA256_BYTES; i++)
-        snprintf(out + 2 * i, 3, "%02x", sha[i]);
-}
 
 void flas_shard_header_encode(const flas_shard_header *h, unsigned char out[FLAS_SHARD_HEADER_BYTES])
 {
@@ -108,7 +102,7 @@ struct flas_shard_writer {
     char *path, *tmp;
     int fd;
     flas_shard_header h;
-    EVP_MD_CTX *md;
+    flas_sha256_ctx *md; /* NULL once finished */
     unsigned char *buf; /* WRITE_BUFFER_TOKENS tokens, encoded */
     size_t buf_used;    /* bytes */
 };
@@ -132,8 +126,8 @@ flas_shard_writer *flas_shard_writer_open(const char *path, const flas_shard_hea
     w->h.n_tokens = w->h.n_documents = 0;
     w->path = strdup(path);
     w->buf = malloc((size_t)WRITE_BUFFER_TOKENS * 4);
-    w->md = EVP_MD_CTX_new();
-    if (!w->path || !w->buf || !w->md || EVP_DigestInit_ex(w->md, EVP_sha256(), NULL) != 1) {
+    w->md = flas_sha256_begin();
+    if (!w->path || !w->buf || !w->md) {
         fail(err, errlen, "%s: out of memory", path);
         goto bad;
     }
@@ -156,7 +150,7 @@ static int flush_buffer(flas_shard_writer *w, char *err, size_t errlen)
 {
     if (w->buf_used == 0)
         return 0;
-    if (EVP_DigestUpdate(w->md, w->buf, w->buf_used) != 1)
+    if (flas_sha256_update(w->md, w->buf, w->buf_used) != 0)
         return fail(err, errlen, "%s: SHA-256 failed", w->path);
     if (flas_atomic_write_all(w->fd, w->buf, w->buf_used) != 0)
         return fail(err, errlen, "%s: write: %s", w->tmp, strerror(errno));
@@ -193,7 +187,10 @@ static void writer_free(flas_shard_writer *w)
 {
     if (w->fd >= 0)
         close(w->fd);
-    EVP_MD_CTX_free(w->md);
+    if (w->md) {
+        unsigned char unused[FLAS_SHA256_BYTES];
+        flas_sha256_end_raw(w->md, unused); /* the only way to free a context */
+    }
     free(w->buf);
     free(w->path);
     free(w->tmp);
@@ -212,14 +209,15 @@ void flas_shard_writer_abort(flas_shard_writer *w)
 int flas_shard_writer_commit(flas_shard_writer *w, flas_shard_header *out, char *err, size_t errlen)
 {
     unsigned char head[FLAS_SHARD_HEADER_BYTES];
-    unsigned int hlen = 0;
     if (w->h.n_tokens == 0) {
         fail(err, errlen, "%s: no tokens to write", w->path);
         goto bad;
     }
     if (flush_buffer(w, err, errlen) != 0)
         goto bad;
-    if (EVP_DigestFinal_ex(w->md, w->h.payload_sha256, &hlen) != 1) {
+    int sha_failed = flas_sha256_end_raw(w->md, w->h.payload_sha256) != 0;
+    w->md = NULL;
+    if (sha_failed) {
         fail(err, errlen, "%s: SHA-256 failed", w->path);
         goto bad;
     }
@@ -306,9 +304,7 @@ void flas_shard_close(flas_shard *s)
 int flas_shard_verify(const flas_shard *s, char *err, size_t errlen)
 {
     unsigned char sha[FLAS_SHA256_BYTES];
-    unsigned int hlen = 0;
-    if (EVP_Digest(s->tokens ? s->tokens : (const unsigned char *)"", s->h.n_tokens * s->h.token_bytes,
-                   sha, &hlen, EVP_sha256(), NULL) != 1)
+    if (flas_sha256_raw(s->tokens ? s->tokens : (const unsigned char *)"", s->h.n_tokens * s->h.token_bytes, sha))
         return fail(err, errlen, "%s: SHA-256 failed", s->path);
     if (memcmp(sha, s->h.payload_sha256, FLAS_SHA256_BYTES) != 0)
         return fail(err, errlen, "%s: token bytes do not match the header's SHA-256: damaged", s->path);

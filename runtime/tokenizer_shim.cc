@@ -3,7 +3,6 @@
 // may cross into C: every entry point catches and reports through err.
 #include "flas/tokenizer.h"
 
-#include <openssl/evp.h>
 #include <sentencepiece_processor.h>
 
 #include <cerrno>
@@ -63,9 +62,7 @@ flas_tokenizer *flas_tokenizer_open(const char *model_path, char *err, size_t er
             delete t;
             return nullptr;
         }
-        unsigned int hlen = 0;
-        if (EVP_Digest(blob.data(), blob.size(), t->sha256, &hlen, EVP_sha256(), nullptr) != 1 ||
-            hlen != FLAS_SHA256_BYTES) {
+        if (flas_sha256_raw(blob.data(), blob.size(), t->sha256) != 0) {
             set_err(err, errlen, "%s: SHA-256 failed", model_path);
             delete t;
             return nullptr;

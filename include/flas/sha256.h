@@ -9,6 +9,7 @@
 extern "C" {
 #endif
 
+#define FLAS_SHA256_BYTES 32   /* a raw digest */
 #define FLAS_SHA256_HEX_LEN 64
 #define FLAS_SHA256_HEX 65 /* 64 lowercase hex digits + NUL */
 
@@ -32,6 +33,13 @@ int flas_sha256_update(flas_sha256_ctx *c, const void *data, size_t len);
 int flas_sha256_end(flas_sha256_ctx *c, char hex[FLAS_SHA256_HEX_LEN + 1]);
 /* Feeds exactly len bytes of fd from offset off into c (pread). 0 or -1. */
 int flas_sha256_update_fd(flas_sha256_ctx *c, int fd, int64_t off, int64_t len);
+
+/* Raw digests, for formats that store the 32 bytes (token shards, the tokenizer's identity). */
+int flas_sha256_raw(const void *data, size_t len, unsigned char md[FLAS_SHA256_BYTES]); /* 0 or -1 */
+/* Like flas_sha256_end, giving the raw digest; frees c. 0 or -1. */
+int flas_sha256_end_raw(flas_sha256_ctx *c, unsigned char md[FLAS_SHA256_BYTES]);
+/* The one hex encoder: 64 lowercase digits and a NUL. */
+void flas_sha256_hex(const unsigned char md[FLAS_SHA256_BYTES], char hex[FLAS_SHA256_HEX]);
 
 /* 1 if s is 64 lowercase hex digits. */
 int flas_sha256_is_hex(const char *s);

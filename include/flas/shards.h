@@ -108,8 +108,6 @@ int flas_shard_list(const char *const *paths, int n_paths, char ***out, int *n_o
                     size_t errlen);
 void flas_shard_list_free(char **list, int n);
 
-/* Hex of a SHA-256 (65 bytes with the NUL) for messages. */
-void flas_sha256_hex(const unsigned char sha[FLAS_SHA256_BYTES], char out[2 * FLAS_SHA256_BYTES + 1]);
 
 #ifdef __cplusplus
 }

@@ -9,11 +9,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "flas/sha256.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define FLAS_SHA256_BYTES 32
 
 typedef struct flas_tokenizer flas_tokenizer;
 

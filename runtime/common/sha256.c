@@ -11,14 +11,14 @@
 
 #define READ_CHUNK (1 << 20)
 
-static void to_hex(const unsigned char *md, char *hex)
+void flas_sha256_hex(const unsigned char md[FLAS_SHA256_BYTES], char hex[FLAS_SHA256_HEX])
 {
     static const char digits[] = "0123456789abcdef";
-    for (int i = 0; i < 32; i++) {
+    for (int i = 0; i < FLAS_SHA256_BYTES; i++) {
         hex[2 * i] = digits[md[i] >> 4];
         hex[2 * i + 1] = digits[md[i] & 15];
     }
-    hex[64] = '\0';
+    hex[FLAS_SHA256_HEX_LEN] = '\0';
 }
 
 int64_t flas_sha256_fd(int fd, char hex[FLAS_SHA256_HEX_LEN + 1])
@@ -47,7 +47,7 @@ int64_t flas_sha256_fd(int fd, char hex[FLAS_SHA256_HEX_LEN + 1])
     unsigned int mdlen = 0;
     if (EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 || mdlen != 32)
         goto out;
-    to_hex(md, hex);
+    flas_sha256_hex(md, hex);
     total = n;
 out:
     free(buf);
@@ -70,15 +70,34 @@ int flas_sha256_update(flas_sha256_ctx *c, const void *data, size_t len)
     return EVP_DigestUpdate((EVP_MD_CTX *)c, data, len) == 1 ? 0 : -1;
 }
 
-int flas_sha256_end(flas_sha256_ctx *c, char hex[FLAS_SHA256_HEX_LEN + 1])
+int flas_sha256_end_raw(flas_sha256_ctx *c, unsigned char md[FLAS_SHA256_BYTES])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned char full[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    int ok = c && EVP_DigestFinal_ex((EVP_MD_CTX *)c, md, &mdlen) == 1 && mdlen == 32;
+    int ok = c && EVP_DigestFinal_ex((EVP_MD_CTX *)c, full, &mdlen) == 1 && mdlen == FLAS_SHA256_BYTES;
     EVP_MD_CTX_free((EVP_MD_CTX *)c);
     if (ok)
-        to_hex(md, hex);
+        memcpy(md, full, FLAS_SHA256_BYTES);
     return ok ? 0 : -1;
+}
+
+int flas_sha256_end(flas_sha256_ctx *c, char hex[FLAS_SHA256_HEX_LEN + 1])
+{
+    unsigned char md[FLAS_SHA256_BYTES];
+    if (flas_sha256_end_raw(c, md))
+        return -1;
+    flas_sha256_hex(md, hex);
+    return 0;
+}
+
+int flas_sha256_raw(const void *data, size_t len, unsigned char md[FLAS_SHA256_BYTES])
+{
+    unsigned char full[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (EVP_Digest(data, len, full, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != FLAS_SHA256_BYTES)
+        return -1;
+    memcpy(md, full, FLAS_SHA256_BYTES);
+    return 0;
 }
 
 int flas_sha256_update_fd(flas_sha256_ctx *c, int fd, int64_t off, int64_t len)
@@ -133,10 +152,9 @@ int flas_sha256_file(const char *path, char hex[FLAS_SHA256_HEX], uint64_t *byte
 
 void flas_sha256_buffer(const void *data, size_t len, char hex[FLAS_SHA256_HEX])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) == 1 && mdlen == 32)
-        to_hex(md, hex);
+    unsigned char md[FLAS_SHA256_BYTES];
+    if (flas_sha256_raw(data, len, md) == 0)
+        flas_sha256_hex(md, hex);
     else
         hex[0] = '\0';
 }
