@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "coord_internal.h"
+#include "flas/error.h"
 #include "flas/staging.h"
 
 static int fits(int n, size_t len) { return n > 0 && (size_t)n < len ? 0 : -1; }
@@ -38,7 +39,7 @@ void coord_note(coord *k, int i, const char *fmt, ...)
     flas_journal_site *s = &k->j.site[i];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(s->note, sizeof s->note, fmt, ap);
+    flas_vfail(s->note, sizeof s->note, fmt, ap); /* one line: the journal stores one line per note */
     va_end(ap);
     fprintf(stderr, "flas-coordinator: round %ld: %s: %s\n", k->j.round, k->c->site[i].name, s->note);
 }

@@ -1,6 +1,7 @@
 /* flas_aggregate: validate, then stream every tensor chunk by chunk through the merge kernel into an
  * atomically written global checkpoint. Memory: (inputs + 4) chunk buffers, whatever the model size. */
 #include "agg_internal.h"
+#include "flas/error.h"
 
 #include <math.h>
 #include <omp.h>
@@ -38,41 +39,31 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
 static int check_options(const flas_agg_options *o, int n, char *err, size_t errlen)
 {
     if (o->strategy < 0 || o->strategy >= FLAS_AGG_N_STRATEGIES)
-        return fail(err, errlen, FLAS_AGG_USAGE, "unknown strategy %d", (int)o->strategy);
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "unknown strategy %d", (int)o->strategy);
     if (n < 1)
-        return fail(err, errlen, FLAS_AGG_USAGE, "no local checkpoints to merge");
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "no local checkpoints to merge");
     if (o->min_sites < 1)
-        return fail(err, errlen, FLAS_AGG_USAGE, "--min-sites must be >= 1 (got %d)", o->min_sites);
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "--min-sites must be >= 1 (got %d)", o->min_sites);
     if (o->chunk_elems < 1024 || o->chunk_elems > ((size_t)1 << 30))
-        return fail(err, errlen, FLAS_AGG_USAGE, "chunk of %zu elements is outside 1 Ki..1 Gi", o->chunk_elems);
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "chunk of %zu elements is outside 1 Ki..1 Gi", o->chunk_elems);
     if (o->max_tokens < 1)
-        return fail(err, errlen, FLAS_AGG_USAGE, "--max-tokens must be >= 1");
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "--max-tokens must be >= 1");
     if (!(o->max_update_norm >= 0 && isfinite(o->max_update_norm)) ||
         !(o->max_update_ratio == 0 || (o->max_update_ratio >= 1 && isfinite(o->max_update_ratio))))
-        return fail(err, errlen, FLAS_AGG_USAGE, "--max-update-norm must be >= 0 and --max-update-ratio 0 or >= 1 "
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "--max-update-norm must be >= 0 and --max-update-ratio 0 or >= 1 "
                     "(got %g, %g)", o->max_update_norm, o->max_update_ratio);
     flas_agg_strategy s = o->strategy;
     if ((s == FLAS_AGG_FEDAVGM || s == FLAS_AGG_DILOCO || s == FLAS_AGG_FEDADAM || s == FLAS_AGG_FEDYOGI) &&
         !(o->lr > 0 && isfinite(o->lr)))
-        return fail(err, errlen, FLAS_AGG_USAGE, "--lr must be a positive number (got %g)", o->lr);
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "--lr must be a positive number (got %g)", o->lr);
     if ((s == FLAS_AGG_FEDAVGM || s == FLAS_AGG_DILOCO) && !(o->momentum >= 0 && o->momentum < 1))
-        return fail(err, errlen, FLAS_AGG_USAGE, "--momentum must be in [0, 1) (got %g)", o->momentum);
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "--momentum must be in [0, 1) (got %g)", o->momentum);
     if ((s == FLAS_AGG_FEDADAM || s == FLAS_AGG_FEDYOGI) &&
         !(o->beta1 >= 0 && o->beta1 < 1 && o->beta2 >= 0 && o->beta2 < 1 && o->tau > 0 && isfinite(o->tau)))
-        return fail(err, errlen, FLAS_AGG_USAGE, "--beta1/--beta2 must be in [0, 1) and --tau > 0 (got %g, %g, %g)",
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "--beta1/--beta2 must be in [0, 1) and --tau > 0 (got %g, %g, %g)",
                     o->beta1, o->beta2, o->tau);
     return 0;
 }
@@ -85,12 +76,12 @@ static int check_output(const char *output, const char *previous, const char *co
     if (stat(output, &so) != 0)
         return 0;
     if (S_ISDIR(so.st_mode))
-        return fail(err, errlen, FLAS_AGG_USAGE, "output %s is a directory", output);
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "output %s is a directory", output);
     if (stat(previous, &s) == 0 && s.st_dev == so.st_dev && s.st_ino == so.st_ino)
-        return fail(err, errlen, FLAS_AGG_USAGE, "output %s is the previous global: it is never overwritten", output);
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "output %s is the previous global: it is never overwritten", output);
     for (int i = 0; i < n; i++)
         if (stat(inputs[i], &s) == 0 && s.st_dev == so.st_dev && s.st_ino == so.st_ino)
-            return fail(err, errlen, FLAS_AGG_USAGE, "output %s is the input %s", output, inputs[i]);
+            return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "output %s is the input %s", output, inputs[i]);
     return 0;
 }
 
@@ -115,7 +106,7 @@ static int write_states(agg_ctx *c, flas_ckpt_writer *w, char *err, size_t errle
     const flas_agg_options *o = c->o;
     flas_server_state *s = calloc(1, sizeof *s);
     if (!s)
-        return fail(err, errlen, FLAS_AGG_FAILED, "out of memory");
+        return flas_fail_code(FLAS_AGG_FAILED, err, errlen, "out of memory");
     if (c->prev.server)
         *s = *c->prev.server; /* per-site counters carry over even when the buffers restart */
     snprintf(s->strategy, sizeof s->strategy, "%s", flas_agg_strategy_name(o->strategy));
@@ -152,7 +143,7 @@ static int write_states(agg_ctx *c, flas_ckpt_writer *w, char *err, size_t errle
     hn[nh] = "reset_server_state", hv[nh++] = o->reset_server_state ? 1.0 : 0.0;
     flas_ckpt_input *pi = calloc((size_t)c->n, sizeof *pi);
     if (!pi)
-        return fail(err, errlen, FLAS_AGG_FAILED, "out of memory");
+        return flas_fail_code(FLAS_AGG_FAILED, err, errlen, "out of memory");
     for (int i = 0; i < c->n; i++) {
         const flas_agg_input_report *r = c->in[i].rep;
         pi[i] = (flas_ckpt_input){c->in[i].path, r->sha256, r->site, r->round, r->tokens, r->weight, r->used,
@@ -316,7 +307,7 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
     char why[1024];
     flas_ckpt_writer *w = flas_ckpt_create(c->output, &meta, contents, MPI_COMM_NULL, why, sizeof why);
     if (!w)
-        return fail(err, errlen, PASS_FAILED, "%s", why);
+        return flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
 
     const flas_param_table *t = flas_ckpt_tensors(c->prev.r);
     uint64_t total = (uint64_t)t->n_params_full, done = 0;
@@ -344,7 +335,7 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
                 io |= flas_ckpt_get_elems(c->in[c->used_idx[j]].r, FLAS_CKPT_PARAMS, tn->name, lo, nn, c->buf[j], why,
                                           sizeof why);
             if (io) {
-                rc = fail(err, errlen, PASS_FAILED, "%s", why);
+                rc = flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
                 break;
             }
             if (bounds_on(o))
@@ -360,7 +351,7 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
                         snprintf(x->rep->reason, sizeof x->rep->reason,
                                  "%s: non-finite values (NaN or Inf) in params/%s", x->path, tn->name);
                     }
-                rc = nbad > 0 ? PASS_INPUT_REFUSED : fail(err, errlen, PASS_FAILED, "out of memory");
+                rc = nbad > 0 ? PASS_INPUT_REFUSED : flas_fail_code(PASS_FAILED, err, errlen, "out of memory");
                 break;
             }
             if (out_bad && blame_overflow(c, k, nn, needs_x ? c->x : NULL, has_m ? c->m : NULL, has_v ? c->v : NULL,
@@ -369,7 +360,7 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
                 break;
             }
             if (out_bad) {
-                rc = fail(err, errlen, PASS_FAILED, "%s produced non-finite values in %s (server hyper-parameters "
+                rc = flas_fail_code(PASS_FAILED, err, errlen, "%s produced non-finite values in %s (server hyper-parameters "
                           "too large, or a damaged previous global?)", flas_agg_strategy_name(o->strategy), tn->name);
                 break;
             }
@@ -379,7 +370,7 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
             if (has_v && !io)
                 io = flas_ckpt_put_elems(w, FLAS_CKPT_SERVER_V, tn->name, lo, nn, c->v, why, sizeof why);
             if (io) {
-                rc = fail(err, errlen, PASS_FAILED, "%s", why);
+                rc = flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
                 break;
             }
             c->rep->bytes_read += (uint64_t)nn * 4 * (uint64_t)(k + needs_x + (has_m && c->prev.m_from_file) +
@@ -419,14 +410,14 @@ static int apply_policy(agg_ctx *c, char *err, size_t errlen)
                 first = i;
         }
     if (bad && c->o->policy == FLAS_AGG_REFUSE_ROUND)
-        return fail(err, errlen, FLAS_AGG_REFUSED, "round refused (policy refuse-round): %s%s", c->in[first].rep->reason,
+        return flas_fail_code(FLAS_AGG_REFUSED, err, errlen, "round refused (policy refuse-round): %s%s", c->in[first].rep->reason,
                     bad > 1 ? " (and more inputs refused)" : "");
     for (int i = 0; i < c->n && c->o->progress; i++)
         if (!c->in[i].rep->used && c->in[i].rep->reason[0])
             fprintf(stderr, "flas-aggregate: dropping input: %s\n", c->in[i].rep->reason);
     int used = count_used(c);
     if (used < c->o->min_sites)
-        return fail(err, errlen, FLAS_AGG_REFUSED, "round refused: %d usable input%s, --min-sites is %d%s%s", used,
+        return flas_fail_code(FLAS_AGG_REFUSED, err, errlen, "round refused: %d usable input%s, --min-sites is %d%s%s", used,
                     used == 1 ? "" : "s", c->o->min_sites, first >= 0 ? "; first refused: " : "",
                     first >= 0 ? c->in[first].rep->reason : "");
     return 0;
@@ -475,7 +466,7 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
     c.in = calloc((size_t)n_inputs, sizeof *c.in);
     if (!rep->inputs || !c.in) {
         release(&c);
-        return fail(err, errlen, FLAS_AGG_FAILED, "out of memory");
+        return flas_fail_code(FLAS_AGG_FAILED, err, errlen, "out of memory");
     }
     for (int i = 0; i < n_inputs; i++) {
         c.in[i].path = inputs[i];
@@ -488,7 +479,7 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
     double t0 = now();
     char why[1024];
     if (flas_sha256_file(previous, c.prev.sha256, NULL, why, sizeof why)) {
-        rc = fail(err, errlen, FLAS_AGG_USAGE, "previous global: %s", why);
+        rc = flas_fail_code(FLAS_AGG_USAGE, err, errlen, "previous global: %s", why);
         goto out;
     }
     snprintf(rep->previous_sha256, sizeof rep->previous_sha256, "%s", c.prev.sha256);
@@ -503,7 +494,7 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
     int overlap = cores >= 3;
     hasher = agg_hash_start(c.in, n_inputs, (int)(overlap ? cores - 1 : cores > 0 ? cores : 1));
     if (!hasher) {
-        rc = fail(err, errlen, FLAS_AGG_FAILED, "out of memory");
+        rc = flas_fail_code(FLAS_AGG_FAILED, err, errlen, "out of memory");
         goto out;
     }
     agg_validate_inputs(&c.prev, c.in, n_inputs, o);
@@ -524,7 +515,7 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
     for (int i = 0; i < n_inputs && !oom; i++)
         oom = !(c.buf[i] = malloc(ch * sizeof(float)));
     if (oom) {
-        rc = fail(err, errlen, FLAS_AGG_FAILED, "out of memory for %d chunk buffers of %zu MiB", n_inputs + 4,
+        rc = flas_fail_code(FLAS_AGG_FAILED, err, errlen, "out of memory for %d chunk buffers of %zu MiB", n_inputs + 4,
                   ch * 4 >> 20);
         goto out;
     }
@@ -550,7 +541,7 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
                 if (c.in[i].rep->used && c.in[i].rep->reason[0])
                     c.in[i].rep->used = 0, c.in[i].rep->weight = 0, refused = 1;
             if (!refused) {
-                rc = fail(err, errlen, FLAS_AGG_FAILED, "internal error: a merge pass refused no input");
+                rc = flas_fail_code(FLAS_AGG_FAILED, err, errlen, "internal error: a merge pass refused no input");
                 goto out;
             }
         }
@@ -565,11 +556,11 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
         if (!refused) {
             if (write_states(&c, w, why, sizeof why)) {
                 flas_ckpt_abort(w); /* commit frees w in every case; this path must remove its temp file */
-                rc = fail(err, errlen, FLAS_AGG_FAILED, "%s", why);
+                rc = flas_fail_code(FLAS_AGG_FAILED, err, errlen, "%s", why);
                 goto out;
             }
             if (flas_ckpt_commit(w, why, sizeof why)) {
-                rc = fail(err, errlen, FLAS_AGG_FAILED, "%s", why);
+                rc = flas_fail_code(FLAS_AGG_FAILED, err, errlen, "%s", why);
                 goto out;
             }
             break;

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "flas/error.h"
 #include "flas/stage.h"
 #include "stage_internal.h"
 
@@ -62,7 +63,7 @@ static int remote_chunk_shas(flas_ssh *s, const char *path, int64_t chunk, int64
 {
     char q[2200], cmd[2600];
     if (flas_shell_quote(path, q, sizeof q))
-        return stage_fail(err, errlen, "path too long: %s", path);
+        return flas_fail(err, errlen, "path too long: %s", path);
     snprintf(cmd, sizeof cmd,
              "%s; f=%s; c=%lld; i=0; while [ $i -lt %lld ]; do dd if=\"$f\" iflag=skip_bytes,count_bytes "
              "skip=$((i*c)) count=$c bs=4M 2>/dev/null | h | cut -c1-64 || exit 1; i=$((i+1)); done",
@@ -71,16 +72,16 @@ static int remote_chunk_shas(flas_ssh *s, const char *path, int64_t chunk, int64
     char *out = malloc(outlen);
     int status = -1;
     if (!out)
-        return stage_fail(err, errlen, "out of memory");
+        return flas_fail(err, errlen, "out of memory");
     int rc = flas_ssh_exec(s, cmd, out, outlen, NULL, 0, &status, err, errlen);
     if (rc == 0 && status != 0)
-        rc = stage_fail(err, errlen, "%s: hashing %s at the site failed (exit %d)", s->where, path, status);
+        rc = flas_fail(err, errlen, "%s: hashing %s at the site failed (exit %d)", s->where, path, status);
     for (int64_t i = 0; rc == 0 && i < n; i++) {
         const char *line = out + i * 65;
         memcpy(hex[i], line, 64);
         hex[i][64] = '\0';
         if (!flas_sha256_is_hex(hex[i]) || line[64] != '\n')
-            rc = stage_fail(err, errlen, "%s: unexpected output while hashing %s", s->where, path);
+            rc = flas_fail(err, errlen, "%s: unexpected output while hashing %s", s->where, path);
     }
     free(out);
     return rc;
@@ -92,14 +93,14 @@ static int remote_sha(flas_ssh *s, const char *path, char hex[65], char *err, si
     char q[2200], cmd[2400], out[256];
     int status = -1;
     if (flas_shell_quote(path, q, sizeof q))
-        return stage_fail(err, errlen, "path too long: %s", path);
+        return flas_fail(err, errlen, "path too long: %s", path);
     snprintf(cmd, sizeof cmd, "%s; h < %s", REMOTE_HASHER, q);
     if (flas_ssh_exec(s, cmd, out, sizeof out, NULL, 0, &status, err, errlen))
         return -1;
     memcpy(hex, out, 64);
     hex[64] = '\0';
     if (status != 0 || !flas_sha256_is_hex(hex))
-        return stage_fail(err, errlen, "%s: sha256sum of %s failed (exit %d)", s->where, path, status);
+        return flas_fail(err, errlen, "%s: sha256sum of %s failed (exit %d)", s->where, path, status);
     return 0;
 }
 
@@ -108,11 +109,11 @@ static int remote_rename(flas_ssh *s, const char *from, const char *to, char *er
     char a[2200], b[2200], cmd[4500];
     int status = -1;
     if (flas_shell_quote(from, a, sizeof a) || flas_shell_quote(to, b, sizeof b))
-        return stage_fail(err, errlen, "path too long");
+        return flas_fail(err, errlen, "path too long");
     snprintf(cmd, sizeof cmd, "mv -f %s %s", a, b); /* rename(2): atomic replacement at the site */
     if (flas_ssh_exec(s, cmd, NULL, 0, NULL, 0, &status, err, errlen))
         return -1;
-    return status == 0 ? 0 : stage_fail(err, errlen, "%s: renaming %s failed (exit %d)", s->where, from, status);
+    return status == 0 ? 0 : flas_fail(err, errlen, "%s: renaming %s failed (exit %d)", s->where, from, status);
 }
 
 /* The longest prefix (in whole chunks) of a partial file whose chunks match at both ends. */
@@ -149,13 +150,13 @@ int flas_xfer_upload(flas_ssh *s, const char *local, const char *remote, const f
     memset(st, 0, sizeof *st);
     char part[2100], sha[65];
     if (sibling(remote, ".part", part, sizeof part))
-        return stage_fail(err, errlen, "bad remote path '%s'", remote);
+        return flas_fail(err, errlen, "bad remote path '%s'", remote);
     int fd = open(local, O_RDONLY | O_CLOEXEC);
     struct stat lst;
     if (fd < 0 || fstat(fd, &lst) || !S_ISREG(lst.st_mode)) {
         if (fd >= 0)
             close(fd);
-        return stage_fail(err, errlen, "%s: %s", local, fd < 0 ? strerror(errno) : "not a regular file");
+        return flas_fail(err, errlen, "%s: %s", local, fd < 0 ? strerror(errno) : "not a regular file");
     }
     st->size = lst.st_size;
     int64_t chunk = chunk_of(opts), offset = 0;
@@ -188,25 +189,25 @@ int flas_xfer_upload(flas_ssh *s, const char *local, const char *remote, const f
         if (f)
             sftp_close(f);
         close(fd);
-        return stage_fail(err, errlen, "%s: cannot open %s for writing: %s", s->where, part, ssh_get_error(s->session));
+        return flas_fail(err, errlen, "%s: cannot open %s for writing: %s", s->where, part, ssh_get_error(s->session));
     }
     char *buf = malloc(WRITE_BLOCK);
     double t0 = now_s();
     /* The file is hashed as it is sent (the verified prefix first), in the same single read. */
     flas_sha256_ctx *hash = flas_sha256_begin();
-    int rc = buf && hash ? 0 : stage_fail(err, errlen, "out of memory");
+    int rc = buf && hash ? 0 : flas_fail(err, errlen, "out of memory");
     if (rc == 0 && flas_sha256_update_fd(hash, fd, 0, offset))
-        rc = stage_fail(err, errlen, "%s: read error", local);
+        rc = flas_fail(err, errlen, "%s: read error", local);
     for (int64_t done = offset; rc == 0 && done < st->size;) {
         ssize_t n = read(fd, buf, WRITE_BLOCK);
         if (n <= 0 || flas_sha256_update(hash, buf, (size_t)n)) {
-            rc = stage_fail(err, errlen, "%s: read error", local);
+            rc = flas_fail(err, errlen, "%s: read error", local);
             break;
         }
         for (ssize_t off = 0; off < n && rc == 0;) {
             ssize_t w = sftp_write(f, buf + off, (size_t)(n - off));
             if (w <= 0)
-                rc = stage_fail(err, errlen, "%s: upload of %s cut at %lld bytes: %s", s->where, remote,
+                rc = flas_fail(err, errlen, "%s: upload of %s cut at %lld bytes: %s", s->where, remote,
                                 (long long)(done + off), ssh_get_error(s->session));
             else
                 off += w;
@@ -217,19 +218,19 @@ int flas_xfer_upload(flas_ssh *s, const char *local, const char *remote, const f
     }
     st->seconds = now_s() - t0;
     if (flas_sha256_end(hash, st->sha256) && rc == 0)
-        rc = stage_fail(err, errlen, "sha256 failed");
+        rc = flas_fail(err, errlen, "sha256 failed");
     free(buf);
     close(fd);
     if (rc == 0 && sftp_extension_supported(s->sftp, "fsync@openssh.com", "1") && sftp_fsync(f))
-        rc = stage_fail(err, errlen, "%s: fsync of %s failed", s->where, part);
+        rc = flas_fail(err, errlen, "%s: fsync of %s failed", s->where, part);
     if (sftp_close(f) && rc == 0)
-        rc = stage_fail(err, errlen, "%s: closing %s failed", s->where, part);
+        rc = flas_fail(err, errlen, "%s: closing %s failed", s->where, part);
     if (rc)
         return rc;
     if (remote_sha(s, part, sha, err, errlen))
         return -1;
     if (strcmp(sha, st->sha256))
-        return stage_fail(err, errlen, "%s: %s arrived corrupted (sha256 %s, sent %s): kept as %s for inspection",
+        return flas_fail(err, errlen, "%s: %s arrived corrupted (sha256 %s, sent %s): kept as %s for inspection",
                           s->where, remote, sha, st->sha256, part);
     return remote_rename(s, part, remote, err, errlen);
 }
@@ -256,10 +257,10 @@ static int pipelined_read(flas_ssh *s, sftp_file f, int fd, int64_t offset, int6
     int64_t requested = offset, done = offset;
     char *buf = malloc(READ_BLOCK);
     if (!buf)
-        return stage_fail(err, errlen, "out of memory");
+        return flas_fail(err, errlen, "out of memory");
     if (sftp_seek64(f, (uint64_t)offset)) {
         free(buf);
-        return stage_fail(err, errlen, "%s: seek failed", s->where);
+        return flas_fail(err, errlen, "%s: seek failed", s->where);
     }
     int rc = 0;
     while (rc == 0 && done < size) {
@@ -268,7 +269,7 @@ static int pipelined_read(flas_ssh *s, sftp_file f, int fd, int64_t offset, int6
             int slot = (head + inflight) % READ_AHEAD;
             ids[slot] = sftp_async_read_begin(f, len);
             if (ids[slot] < 0) {
-                rc = stage_fail(err, errlen, "%s: read request failed: %s", s->where, ssh_get_error(s->session));
+                rc = flas_fail(err, errlen, "%s: read request failed: %s", s->where, ssh_get_error(s->session));
                 break;
             }
             lens[slot] = len;
@@ -280,12 +281,12 @@ static int pipelined_read(flas_ssh *s, sftp_file f, int fd, int64_t offset, int6
         int n = sftp_async_read(f, buf, lens[head], (uint32_t)ids[head]);
         if (n <= 0 || (uint32_t)n != lens[head]) {
             /* short reads would shift every later offset: the remote file shrank or the link broke */
-            rc = stage_fail(err, errlen, "%s: download of %s cut at %lld bytes: %s", s->where, what, (long long)done,
+            rc = flas_fail(err, errlen, "%s: download of %s cut at %lld bytes: %s", s->where, what, (long long)done,
                             n < 0 ? ssh_get_error(s->session) : "short read (file changed at the site?)");
             break;
         }
         if (write(fd, buf, (size_t)n) != n || flas_sha256_update(hash, buf, (size_t)n))
-            rc = stage_fail(err, errlen, "local write failed: %s", strerror(errno));
+            rc = flas_fail(err, errlen, "local write failed: %s", strerror(errno));
         done += n;
         st->sent += n;
         head = (head + 1) % READ_AHEAD;
@@ -307,24 +308,24 @@ int flas_xfer_download(flas_ssh *s, const char *remote, const char *local, int64
     memset(st, 0, sizeof *st);
     char part[4200], want[65];
     if (sibling(local, ".part", part, sizeof part))
-        return stage_fail(err, errlen, "bad local path '%s'", local);
+        return flas_fail(err, errlen, "bad local path '%s'", local);
     sftp_attributes a = sftp_stat(s->sftp, remote);
     if (!a)
-        return stage_fail(err, errlen, "%s: %s: %s", s->where, remote, ssh_get_error(s->session));
+        return flas_fail(err, errlen, "%s: %s: %s", s->where, remote, ssh_get_error(s->session));
     int regular = a->type == SSH_FILEXFER_TYPE_REGULAR;
     st->size = (int64_t)a->size;
     sftp_attributes_free(a);
     if (!regular)
-        return stage_fail(err, errlen, "%s: %s is not a regular file", s->where, remote);
+        return flas_fail(err, errlen, "%s: %s is not a regular file", s->where, remote);
     if (expect_size >= 0 && st->size != expect_size)
-        return stage_fail(err, errlen, "%s: %s is %lld bytes but its manifest says %lld: refused", s->where, remote,
+        return flas_fail(err, errlen, "%s: %s is %lld bytes but its manifest says %lld: refused", s->where, remote,
                           (long long)st->size, (long long)expect_size);
     if (opts && opts->max_size > 0 && st->size > opts->max_size)
-        return stage_fail(err, errlen, "%s: %s is %lld bytes, above the limit of %lld: refused", s->where, remote,
+        return flas_fail(err, errlen, "%s: %s is %lld bytes, above the limit of %lld: refused", s->where, remote,
                           (long long)st->size, (long long)opts->max_size);
     if (expect_sha256) {
         if (!flas_sha256_is_hex(expect_sha256))
-            return stage_fail(err, errlen, "expected sha256 '%s' is malformed", expect_sha256);
+            return flas_fail(err, errlen, "expected sha256 '%s' is malformed", expect_sha256);
         snprintf(want, sizeof want, "%s", expect_sha256);
     } else if (remote_sha(s, remote, want, err, errlen)) {
         return -1;
@@ -334,19 +335,19 @@ int flas_xfer_download(flas_ssh *s, const char *remote, const char *local, int64
     if (fd < 0 || fstat(fd, &lst) || !S_ISREG(lst.st_mode)) {
         if (fd >= 0)
             close(fd);
-        return stage_fail(err, errlen, "%s: %s", part, strerror(errno));
+        return flas_fail(err, errlen, "%s: %s", part, strerror(errno));
     }
     int64_t chunk = chunk_of(opts), have = lst.st_size > st->size ? 0 : lst.st_size;
     int64_t offset = verified_prefix(s, fd, remote, have, chunk, err, errlen);
     if (offset < 0 || ftruncate(fd, offset) || lseek(fd, offset, SEEK_SET) != offset) {
         close(fd);
-        return offset < 0 ? -1 : stage_fail(err, errlen, "%s: %s", part, strerror(errno));
+        return offset < 0 ? -1 : flas_fail(err, errlen, "%s: %s", part, strerror(errno));
     }
     st->resumed_at = offset;
     sftp_file f = sftp_open(s->sftp, remote, O_RDONLY, 0);
     if (!f) {
         close(fd);
-        return stage_fail(err, errlen, "%s: cannot open %s: %s", s->where, remote, ssh_get_error(s->session));
+        return flas_fail(err, errlen, "%s: cannot open %s: %s", s->where, remote, ssh_get_error(s->session));
     }
     sftp_file_set_blocking(f);
     double t0 = now_s();
@@ -354,21 +355,21 @@ int flas_xfer_download(flas_ssh *s, const char *remote, const char *local, int64
     flas_sha256_ctx *hash = flas_sha256_begin();
     int rc = hash && flas_sha256_update_fd(hash, fd, 0, offset) == 0
                  ? pipelined_read(s, f, fd, offset, st->size, opts, remote, hash, st, err, errlen)
-                 : stage_fail(err, errlen, "%s: cannot hash the verified prefix", part);
+                 : flas_fail(err, errlen, "%s: cannot hash the verified prefix", part);
     st->seconds = now_s() - t0;
     sftp_close(f);
     if (flas_sha256_end(hash, st->sha256) && rc == 0)
-        rc = stage_fail(err, errlen, "sha256 failed");
+        rc = flas_fail(err, errlen, "sha256 failed");
     if (rc == 0 && fsync(fd))
-        rc = stage_fail(err, errlen, "%s: fsync: %s", part, strerror(errno));
+        rc = flas_fail(err, errlen, "%s: fsync: %s", part, strerror(errno));
     close(fd);
     if (rc)
         return rc;
     if (strcmp(st->sha256, want))
-        return stage_fail(err, errlen, "%s arrived with sha256 %s but %s was expected: refused (kept as %s)", remote,
+        return flas_fail(err, errlen, "%s arrived with sha256 %s but %s was expected: refused (kept as %s)", remote,
                           st->sha256, want, part);
     if (rename(part, local) || fsync_parent(local))
-        return stage_fail(err, errlen, "%s: %s", local, strerror(errno));
+        return flas_fail(err, errlen, "%s: %s", local, strerror(errno));
     return 0;
 }
 
@@ -379,20 +380,20 @@ int flas_xfer_put_text(flas_ssh *s, const char *remote, const char *text, char *
     char tmp[2100], suffix[32];
     unsigned char r[8];
     if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r)
-        return stage_fail(err, errlen, "no random bytes for a temporary name: %s", strerror(errno));
+        return flas_fail(err, errlen, "no random bytes for a temporary name: %s", strerror(errno));
     snprintf(suffix, sizeof suffix, ".tmp-%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4], r[5], r[6],
              r[7]);
     if (sibling(remote, suffix, tmp, sizeof tmp))
-        return stage_fail(err, errlen, "bad remote path '%s'", remote);
+        return flas_fail(err, errlen, "bad remote path '%s'", remote);
     sftp_file f = sftp_open(s->sftp, tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
     if (!f)
-        return stage_fail(err, errlen, "%s: cannot create %s: %s", s->where, tmp, ssh_get_error(s->session));
+        return flas_fail(err, errlen, "%s: cannot create %s: %s", s->where, tmp, ssh_get_error(s->session));
     size_t len = strlen(text);
     int rc = sftp_write(f, text, len) == (ssize_t)len ? 0 : -1;
     if (rc == 0 && sftp_extension_supported(s->sftp, "fsync@openssh.com", "1"))
         rc = sftp_fsync(f);
     if (sftp_close(f) || rc)
-        return stage_fail(err, errlen, "%s: writing %s failed", s->where, tmp);
+        return flas_fail(err, errlen, "%s: writing %s failed", s->where, tmp);
     return remote_rename(s, tmp, remote, err, errlen);
 }
 
@@ -400,16 +401,16 @@ int flas_xfer_get_text(flas_ssh *s, const char *remote, char *buf, size_t max, c
 {
     sftp_attributes a = sftp_stat(s->sftp, remote);
     if (!a)
-        return stage_fail(err, errlen, "%s: %s: %s", s->where, remote, ssh_get_error(s->session));
+        return flas_fail(err, errlen, "%s: %s: %s", s->where, remote, ssh_get_error(s->session));
     uint64_t size = a->size;
     int regular = a->type == SSH_FILEXFER_TYPE_REGULAR;
     sftp_attributes_free(a);
     if (!regular || size > max)
-        return stage_fail(err, errlen, "%s: %s is not a regular file of at most %zu bytes: refused", s->where, remote,
+        return flas_fail(err, errlen, "%s: %s is not a regular file of at most %zu bytes: refused", s->where, remote,
                           max);
     sftp_file f = sftp_open(s->sftp, remote, O_RDONLY, 0);
     if (!f)
-        return stage_fail(err, errlen, "%s: cannot open %s", s->where, remote);
+        return flas_fail(err, errlen, "%s: cannot open %s", s->where, remote);
     size_t got = 0;
     while (got < max) {
         ssize_t n = sftp_read(f, buf + got, max - got);
@@ -419,5 +420,5 @@ int flas_xfer_get_text(flas_ssh *s, const char *remote, char *buf, size_t max, c
     }
     sftp_close(f);
     buf[got] = '\0';
-    return got == size ? 0 : stage_fail(err, errlen, "%s: %s changed while being read", s->where, remote);
+    return got == size ? 0 : flas_fail(err, errlen, "%s: %s changed while being read", s->where, remote);
 }

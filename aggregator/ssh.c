@@ -15,19 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "flas/error.h"
 #include "flas/stage.h"
 #include "stage_internal.h"
-
-int stage_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 int flas_shell_quote(const char *s, char *buf, size_t len)
 {
@@ -74,13 +64,13 @@ static int check_host_key(ssh_session ss, const flas_ssh_target *t, const char *
         rc = 0;
         break;
     case SSH_KNOWN_HOSTS_CHANGED:
-        stage_fail(err, errlen,
+        flas_fail(err, errlen,
                    "host key of %s:%d has CHANGED (now %s) from the one in %s: refusing to connect (possible "
                    "man-in-the-middle; if the site really changed its key, update known_hosts)",
                    host, port, shown, t->known_hosts);
         break;
     case SSH_KNOWN_HOSTS_OTHER:
-        stage_fail(err, errlen, "%s:%d offers a key of another type (%s) than the one in %s: refusing", host, port,
+        flas_fail(err, errlen, "%s:%d offers a key of another type (%s) than the one in %s: refusing", host, port,
                    shown, t->known_hosts);
         break;
     case SSH_KNOWN_HOSTS_NOT_FOUND:
@@ -90,12 +80,12 @@ static int check_host_key(ssh_session ss, const flas_ssh_target *t, const char *
                     t->known_hosts);
             rc = 0;
         } else {
-            stage_fail(err, errlen, "host key of %s:%d (%s) is not in %s: refusing to connect to an unknown host",
+            flas_fail(err, errlen, "host key of %s:%d (%s) is not in %s: refusing to connect to an unknown host",
                        host, port, shown, t->known_hosts);
         }
         break;
     default:
-        stage_fail(err, errlen, "cannot check the host key of %s:%d: %s", host, port, ssh_get_error(ss));
+        flas_fail(err, errlen, "cannot check the host key of %s:%d: %s", host, port, ssh_get_error(ss));
     }
     ssh_string_free_char(fp);
     return rc;
@@ -108,7 +98,7 @@ static int authenticate(ssh_session ss, const flas_ssh_target *t, const char *us
     if (t->identity[0]) {
         ssh_key key = NULL;
         if (ssh_pki_import_privkey_file(t->identity, NULL, NULL, NULL, &key) != SSH_OK)
-            return stage_fail(err, errlen, "cannot read private key %s (a passphrase-protected key needs ssh-agent)",
+            return flas_fail(err, errlen, "cannot read private key %s (a passphrase-protected key needs ssh-agent)",
                               t->identity);
         rc = ssh_userauth_publickey(ss, NULL, key);
         ssh_key_free(key);
@@ -116,7 +106,7 @@ static int authenticate(ssh_session ss, const flas_ssh_target *t, const char *us
         rc = ssh_userauth_agent(ss, NULL);
     }
     if (rc != SSH_AUTH_SUCCESS)
-        return stage_fail(err, errlen, "%s@%s: public-key authentication failed (%s)", user, host,
+        return flas_fail(err, errlen, "%s@%s: public-key authentication failed (%s)", user, host,
                           t->identity[0] ? t->identity : "ssh-agent");
     return 0;
 }
@@ -127,7 +117,7 @@ static ssh_session open_session(const flas_ssh_target *t, const char *host, int 
 {
     ssh_session ss = ssh_new();
     if (!ss) {
-        stage_fail(err, errlen, "out of memory");
+        flas_fail(err, errlen, "out of memory");
         return NULL;
     }
     long timeout = t->timeout_s > 0 ? t->timeout_s : 30;
@@ -149,7 +139,7 @@ static ssh_session open_session(const flas_ssh_target *t, const char *host, int 
     if (fd >= 0)
         ssh_options_set(ss, SSH_OPTIONS_FD, &fd);
     if (ssh_connect(ss) != SSH_OK) {
-        stage_fail(err, errlen, "cannot connect to %s:%d: %s", host, port, ssh_get_error(ss));
+        flas_fail(err, errlen, "cannot connect to %s:%d: %s", host, port, ssh_get_error(ss));
         ssh_free(ss);
         return NULL;
     }
@@ -201,16 +191,16 @@ static int open_jump(flas_ssh *s, const flas_ssh_target *t, int port, int *targe
         return -1;
     s->jump_channel = ssh_channel_new(s->jump);
     if (!s->jump_channel || ssh_channel_open_forward(s->jump_channel, t->host, port, "127.0.0.1", 0) != SSH_OK)
-        return stage_fail(err, errlen, "jump host %s cannot open a tunnel to %s:%d: %s", t->jump_host, t->host, port,
+        return flas_fail(err, errlen, "jump host %s cannot open a tunnel to %s:%d: %s", t->jump_host, t->host, port,
                           ssh_get_error(s->jump));
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair))
-        return stage_fail(err, errlen, "socketpair: %s", strerror(errno));
+        return flas_fail(err, errlen, "socketpair: %s", strerror(errno));
     s->jump_fd = pair[1];
     *target_fd = pair[0];
     if (pthread_create(&s->jump_thread, NULL, pump_jump, s)) {
         close(pair[0]);
-        return stage_fail(err, errlen, "cannot start the jump-host tunnel");
+        return flas_fail(err, errlen, "cannot start the jump-host tunnel");
     }
     s->jump_thread_started = 1;
     return 0;
@@ -220,7 +210,7 @@ flas_ssh *flas_ssh_connect(const flas_ssh_target *t, char *err, size_t errlen)
 {
     flas_ssh *s = calloc(1, sizeof *s);
     if (!s) {
-        stage_fail(err, errlen, "out of memory");
+        flas_fail(err, errlen, "out of memory");
         return NULL;
     }
     s->jump_fd = -1;
@@ -228,7 +218,7 @@ flas_ssh *flas_ssh_connect(const flas_ssh_target *t, char *err, size_t errlen)
     int port = t->port > 0 ? t->port : 22, fd = -1;
     snprintf(s->where, sizeof s->where, "%s@%s:%d", t->user, t->host, port);
     if (!t->known_hosts[0] || access(t->known_hosts, R_OK)) {
-        stage_fail(err, errlen, "known_hosts file '%s' is missing or unreadable: host keys must be verified",
+        flas_fail(err, errlen, "known_hosts file '%s' is missing or unreadable: host keys must be verified",
                    t->known_hosts);
         free(s);
         return NULL;
@@ -244,7 +234,7 @@ flas_ssh *flas_ssh_connect(const flas_ssh_target *t, char *err, size_t errlen)
     }
     s->sftp = sftp_new(s->session);
     if (!s->sftp || sftp_init(s->sftp) != SSH_OK) {
-        stage_fail(err, errlen, "%s: cannot start SFTP: %s", s->where, ssh_get_error(s->session));
+        flas_fail(err, errlen, "%s: cannot start SFTP: %s", s->where, ssh_get_error(s->session));
         flas_ssh_close(s);
         return NULL;
     }
@@ -323,7 +313,7 @@ int flas_ssh_exec(flas_ssh *s, const char *cmd, char *out, size_t outlen, char *
         *status = -1;
     ssh_channel ch = ssh_channel_new(s->session);
     if (!ch || ssh_channel_open_session(ch) != SSH_OK || ssh_channel_request_exec(ch, cmd) != SSH_OK) {
-        stage_fail(err, errlen, "%s: cannot run a command: %s", s->where, ssh_get_error(s->session));
+        flas_fail(err, errlen, "%s: cannot run a command: %s", s->where, ssh_get_error(s->session));
         if (ch)
             ssh_channel_free(ch);
         return -1;
@@ -332,18 +322,18 @@ int flas_ssh_exec(flas_ssh *s, const char *cmd, char *out, size_t outlen, char *
     while (!ssh_channel_is_eof(ch)) {
         int a = drain(ch, 0, out, outlen, &used_out), b = drain(ch, 1, errout, errout_len, &used_err);
         if (a < 0 || b < 0) {
-            rc = stage_fail(err, errlen, "%s: connection lost while running a command", s->where);
+            rc = flas_fail(err, errlen, "%s: connection lost while running a command", s->where);
             break;
         }
         double left = limit > 0 ? end - mono_s() : 1;
         if (left <= 0) {
             expired = 1;
-            rc = stage_fail(err, errlen, "%s: remote command ran past its limit of %g s", s->where, limit);
+            rc = flas_fail(err, errlen, "%s: remote command ran past its limit of %g s", s->where, limit);
             break;
         }
         int wait_ms = left < 0.2 ? (int)(left * 1000) + 1 : 200;
         if (a == 0 && b == 0 && ssh_channel_poll_timeout(ch, wait_ms, 0) == SSH_ERROR) {
-            rc = stage_fail(err, errlen, "%s: connection lost while running a command", s->where);
+            rc = flas_fail(err, errlen, "%s: connection lost while running a command", s->where);
             break;
         }
     }

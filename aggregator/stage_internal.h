@@ -22,6 +22,4 @@ struct flas_ssh {
     volatile int jump_stop;
 };
 
-int stage_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
 #endif

@@ -1,6 +1,7 @@
 /* Validation of the previous global and the local checkpoints before anything is merged. Each refused
  * input gets a one-line reason; the policy (refuse-round / drop-bad) is applied by merge.c. */
 #include "agg_internal.h"
+#include "flas/error.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -14,7 +15,7 @@ static void reason(agg_input *x, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(x->rep->reason, sizeof x->rep->reason, fmt, ap);
+    flas_vfail(x->rep->reason, sizeof x->rep->reason, fmt, ap);
     va_end(ap);
     x->rep->used = 0;
     if (x->r) {

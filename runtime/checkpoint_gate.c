@@ -51,38 +51,38 @@ static int gate_dataset(hid_t d, const char *name, gate *g)
     hid_t dcpl = H5Dget_create_plist(d), ty = H5Dget_type(d), sp = H5Dget_space(d);
     int rc = 0;
     if (dcpl < 0 || ty < 0 || sp < 0) {
-        rc = ck_fail(g->err, g->errlen, "%s: damaged HDF5 file: /%s: unreadable dataset header", g->path, name);
+        rc = flas_fail(g->err, g->errlen, "%s: damaged HDF5 file: /%s: unreadable dataset header", g->path, name);
         goto out;
     }
     /* The layout first: a virtual dataset or external storage is refused before anything else is
      * asked of it. */
     H5D_layout_t layout = H5Pget_layout(dcpl);
     if (layout == H5D_VIRTUAL) {
-        rc = ck_fail(g->err, g->errlen, "%s: /%s is a virtual dataset (its data would come from other files); "
+        rc = flas_fail(g->err, g->errlen, "%s: /%s is a virtual dataset (its data would come from other files); "
                      "refused", g->path, name);
         goto out;
     }
     int n_ext = H5Pget_external_count(dcpl);
     if (n_ext != 0) {
-        rc = ck_fail(g->err, g->errlen, "%s: /%s stores its data in %d external file%s; refused (FLaS checkpoints "
+        rc = flas_fail(g->err, g->errlen, "%s: /%s stores its data in %d external file%s; refused (FLaS checkpoints "
                      "keep every byte inside the file)", g->path, name, n_ext, n_ext == 1 ? "" : "s");
         goto out;
     }
     if (layout != H5D_CONTIGUOUS && layout != H5D_CHUNKED) {
-        rc = ck_fail(g->err, g->errlen, "%s: /%s has %s layout; refused (contiguous or chunked only)", g->path, name,
+        rc = flas_fail(g->err, g->errlen, "%s: /%s has %s layout; refused (contiguous or chunked only)", g->path, name,
                      layout == H5D_COMPACT ? "compact" : "an unknown");
         goto out;
     }
     if (H5Tget_class(ty) != H5T_FLOAT || (H5Tequal(ty, H5T_IEEE_F32LE) <= 0 && H5Tequal(ty, H5T_IEEE_F32BE) <= 0)) {
         H5T_class_t cls = H5Tget_class(ty);
-        rc = ck_fail(g->err, g->errlen, "%s: tensor %s has dtype %s%zu, expected float32", g->path, name,
+        rc = flas_fail(g->err, g->errlen, "%s: tensor %s has dtype %s%zu, expected float32", g->path, name,
                      cls == H5T_FLOAT ? "float" : cls == H5T_INTEGER ? "int" : "non-numeric size ", H5Tget_size(ty) * 8);
         goto out;
     }
     int nd = H5Sget_simple_extent_ndims(sp);
     hsize_t dims[2] = {0, 0};
     if (H5Sget_simple_extent_type(sp) != H5S_SIMPLE || nd < 1 || nd > 2 || H5Sget_simple_extent_dims(sp, dims, NULL) < 0) {
-        rc = ck_fail(g->err, g->errlen, "%s: /%s is not a tensor of rank 1 or 2; refused", g->path, name);
+        rc = flas_fail(g->err, g->errlen, "%s: /%s is not a tensor of rank 1 or 2; refused", g->path, name);
         goto out;
     }
     int nf = H5Pget_nfilters(dcpl);
@@ -92,20 +92,20 @@ static int gate_dataset(hid_t d, const char *name, gate *g)
         char fname[64] = "";
         H5Z_filter_t id = H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd, NULL, sizeof fname, fname, &conf);
         if (id < 0 || !filter_allowed(id))
-            rc = ck_fail(g->err, g->errlen, "%s: /%s uses HDF5 filter %d%s%s%s; refused (allowed: deflate, shuffle, "
+            rc = flas_fail(g->err, g->errlen, "%s: /%s uses HDF5 filter %d%s%s%s; refused (allowed: deflate, shuffle, "
                          "fletcher32)", g->path, name, (int)id, fname[0] ? " (" : "", fname, fname[0] ? ")" : "");
     }
     if (rc == 0 && nf > 0 && layout != H5D_CHUNKED)
-        rc = ck_fail(g->err, g->errlen, "%s: /%s: filters without chunks", g->path, name);
+        rc = flas_fail(g->err, g->errlen, "%s: /%s: filters without chunks", g->path, name);
     if (rc == 0 && layout == H5D_CHUNKED) {
         /* HDF5 allocates a whole chunk to read any part of it: a chunk larger than its tensor turns a few
          * bytes of file into gigabytes of memory. */
         hsize_t cd[2] = {0, 0};
         if (H5Pget_chunk(dcpl, 2, cd) != nd)
-            rc = ck_fail(g->err, g->errlen, "%s: /%s: chunk rank differs from the dataset's", g->path, name);
+            rc = flas_fail(g->err, g->errlen, "%s: /%s: chunk rank differs from the dataset's", g->path, name);
         for (int i = 0; i < nd && rc == 0; i++)
             if (cd[i] < 1 || cd[i] > dims[i])
-                rc = ck_fail(g->err, g->errlen, "%s: /%s has chunks of %llu elements along axis %d but only %llu "
+                rc = flas_fail(g->err, g->errlen, "%s: /%s has chunks of %llu elements along axis %d but only %llu "
                              "there; refused (a chunk may not exceed its tensor)", g->path, name,
                              (unsigned long long)cd[i], i, (unsigned long long)dims[i]);
     }
@@ -124,27 +124,27 @@ static herr_t gate_link(hid_t grp, const char *name, const H5L_info_t *info, voi
 {
     gate *g = arg;
     if (++g->objects > GATE_MAX_OBJECTS)
-        return ck_fail(g->err, g->errlen, "%s: more than %d objects; refused", g->path, GATE_MAX_OBJECTS);
+        return flas_fail(g->err, g->errlen, "%s: more than %d objects; refused", g->path, GATE_MAX_OBJECTS);
     if (info->type != H5L_TYPE_HARD)
-        return ck_fail(g->err, g->errlen, "%s: /%s is %s; refused (FLaS checkpoints hold hard links only)", g->path,
+        return flas_fail(g->err, g->errlen, "%s: /%s is %s; refused (FLaS checkpoints hold hard links only)", g->path,
                        name, link_type_name(info->type));
     H5O_info_t oi;
     if (H5Oget_info_by_name2(grp, name, &oi, H5O_INFO_BASIC | H5O_INFO_HDR, H5P_DEFAULT) < 0)
-        return ck_fail(g->err, g->errlen, "%s: damaged HDF5 file: /%s: unreadable object header", g->path, name);
+        return flas_fail(g->err, g->errlen, "%s: damaged HDF5 file: /%s: unreadable object header", g->path, name);
     if (oi.hdr.version < 2)
-        return ck_fail(g->err, g->errlen, "%s: /%s has a version-%u object header without a checksum; refused "
+        return flas_fail(g->err, g->errlen, "%s: /%s has a version-%u object header without a checksum; refused "
                        "(write with HDF5 1.8 format or later: h5py libver='v108')", g->path, name, oi.hdr.version);
     if (oi.rc != 1)
-        return ck_fail(g->err, g->errlen, "%s: /%s is reachable under %u names; refused (one link per object)",
+        return flas_fail(g->err, g->errlen, "%s: /%s is reachable under %u names; refused (one link per object)",
                        g->path, name, oi.rc);
     if (oi.type == H5O_TYPE_GROUP)
         return 0;
     if (oi.type != H5O_TYPE_DATASET)
-        return ck_fail(g->err, g->errlen, "%s: /%s is %s; refused (groups and tensors only)", g->path, name,
+        return flas_fail(g->err, g->errlen, "%s: /%s is %s; refused (groups and tensors only)", g->path, name,
                        oi.type == H5O_TYPE_NAMED_DATATYPE ? "a named datatype" : "an unknown object");
     hid_t d = H5Dopen2(grp, name, H5P_DEFAULT);
     if (d < 0)
-        return ck_fail(g->err, g->errlen, "%s: damaged HDF5 file: /%s: unreadable dataset", g->path, name);
+        return flas_fail(g->err, g->errlen, "%s: damaged HDF5 file: /%s: unreadable dataset", g->path, name);
     int rc = gate_dataset(d, name, g);
     H5Dclose(d);
     return rc;
@@ -156,27 +156,27 @@ int ck_gate(hid_t fid, const char *path, char *err, size_t errlen)
     H5PLset_loading_state(0);
     H5F_info2_t fi;
     if (H5Fget_info2(fid, &fi) < 0)
-        return ck_fail(err, errlen, "%s: damaged HDF5 file (no superblock information)", path);
+        return flas_fail(err, errlen, "%s: damaged HDF5 file (no superblock information)", path);
     if (fi.super.version < 2)
-        return ck_fail(err, errlen, "%s: HDF5 superblock version %u carries no checksums; refused (FLaS checkpoints "
+        return flas_fail(err, errlen, "%s: HDF5 superblock version %u carries no checksums; refused (FLaS checkpoints "
                        "use the HDF5 1.8 format or later: h5py libver='v108')", path, fi.super.version);
     H5O_info_t oi;
     if (H5Oget_info_by_name2(fid, "/", &oi, H5O_INFO_HDR, H5P_DEFAULT) < 0) {
         char detail[256];
         ck_h5_detail(detail, sizeof detail);
-        return ck_fail(err, errlen, "%s: damaged HDF5 file: cannot read the root group's header (HDF5: %s)", path, detail);
+        return flas_fail(err, errlen, "%s: damaged HDF5 file: cannot read the root group's header (HDF5: %s)", path, detail);
     }
     if (oi.hdr.version < 2)
-        return ck_fail(err, errlen, "%s: the root group has no checksummed (version-2) object header; refused", path);
+        return flas_fail(err, errlen, "%s: the root group has no checksummed (version-2) object header; refused", path);
     gate g = {path, err, errlen, 0};
     hid_t root = H5Gopen2(fid, "/", H5P_DEFAULT);
     if (root < 0)
-        return ck_fail(err, errlen, "%s: damaged HDF5 file (no root group)", path);
+        return flas_fail(err, errlen, "%s: damaged HDF5 file (no root group)", path);
     if (err && errlen)
         err[0] = '\0';
     herr_t rc = H5Lvisit(root, H5_INDEX_NAME, H5_ITER_INC, gate_link, &g);
     H5Gclose(root);
     if (rc < 0 && (!err || !err[0]))
-        return ck_fail(err, errlen, "%s: damaged HDF5 file: cannot walk its groups", path);
+        return flas_fail(err, errlen, "%s: damaged HDF5 file: cannot walk its groups", path);
     return rc == 0 ? 0 : -1;
 }

@@ -7,21 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int ck_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-        /* One line, always: HDF5 details sometimes carry newlines. */
-        for (char *p = err; *p; p++)
-            if (*p == '\n' || *p == '\r')
-                *p = ' ';
-    }
-    return -1;
-}
-
 void ck_quiet_begin(ck_quiet *q)
 {
     H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
@@ -142,7 +127,7 @@ int ck_sel_box(const flas_tensor *t, const size_t start[2], const size_t count[2
     size_t s1 = (start && t->ndim == 2) ? start[1] : 0, c1 = (count && t->ndim == 2) ? count[1] : 1;
     if (t->ndim == 1) {
         if (s0 > t->full_shape[0] || c0 > t->full_shape[0] - s0)
-            return ck_fail(err, errlen, "%s: hyperslab [%zu, +%zu) is outside its length %zu", t->name, s0, c0,
+            return flas_fail(err, errlen, "%s: hyperslab [%zu, +%zu) is outside its length %zu", t->name, s0, c0,
                            t->full_shape[0]);
         if (c0) {
             sel->nblocks = 1;
@@ -153,7 +138,7 @@ int ck_sel_box(const flas_tensor *t, const size_t start[2], const size_t count[2
     }
     if (s0 > t->full_shape[0] || c0 > t->full_shape[0] - s0 || s1 > t->full_shape[1] ||
         c1 > t->full_shape[1] - s1)
-        return ck_fail(err, errlen, "%s: hyperslab start (%zu, %zu) count (%zu, %zu) is outside its shape (%zu, %zu)",
+        return flas_fail(err, errlen, "%s: hyperslab start (%zu, %zu) count (%zu, %zu) is outside its shape (%zu, %zu)",
                        t->name, s0, s1, c0, c1, t->full_shape[0], t->full_shape[1]);
     if (c0 && c1) {
         sel->nblocks = 1;
@@ -235,7 +220,7 @@ int ck_io(ck_file *f, int writing, flas_ckpt_section s, int tensor, const ck_sel
     if (d < 0) {
         char detail[256];
         ck_h5_detail(detail, sizeof detail);
-        return ck_fail(err, errlen, "%s: cannot open dataset %s/%s (%s)", f->path, ck_section_group(s), t->name,
+        return flas_fail(err, errlen, "%s: cannot open dataset %s/%s (%s)", f->path, ck_section_group(s), t->name,
                        detail);
     }
     hid_t fs = H5Dget_space(d), ms = -1;
@@ -269,7 +254,7 @@ int ck_io(ck_file *f, int writing, flas_ckpt_section s, int tensor, const ck_sel
     if (rc < 0) {
         char detail[256];
         ck_h5_detail(detail, sizeof detail);
-        ck_fail(err, errlen, "%s: %s %s/%s failed (%s)", f->path, writing ? "writing" : "reading",
+        flas_fail(err, errlen, "%s: %s %s/%s failed (%s)", f->path, writing ? "writing" : "reading",
                 ck_section_group(s), t->name, detail);
     }
     if (ms >= 0)
@@ -302,16 +287,16 @@ int ck_flat_check(const ck_file *f, const flas_param_table *t, size_t lo, size_t
 {
     char what[128];
     if (!t || ck_same_config(&t->cfg, &f->table.cfg, what, sizeof what))
-        return ck_fail(err, errlen, "%s: the parameter table is for another model (%s)", f->path,
+        return flas_fail(err, errlen, "%s: the parameter table is for another model (%s)", f->path,
                        t ? what : "no table");
     if (t->n_tensors != f->table.n_tensors)
-        return ck_fail(err, errlen, "%s: the parameter table has %d tensors, the file %d", f->path, t->n_tensors,
+        return flas_fail(err, errlen, "%s: the parameter table has %d tensors, the file %d", f->path, t->n_tensors,
                        f->table.n_tensors);
     if (lo > hi || hi > t->n_params)
-        return ck_fail(err, errlen, "%s: flat range [%zu, %zu) is outside the %zu-element buffer", f->path, lo, hi,
+        return flas_fail(err, errlen, "%s: flat range [%zu, %zu) is outside the %zu-element buffer", f->path, lo, hi,
                        t->n_params);
     if (hi > lo && !have_data)
-        return ck_fail(err, errlen, "%s: flat range without a buffer", f->path);
+        return flas_fail(err, errlen, "%s: flat range without a buffer", f->path);
     return 0;
 }
 
@@ -376,7 +361,7 @@ static hid_t open_attr(hid_t obj, const char *name, H5T_class_t want, size_t n, 
                        size_t errlen)
 {
     if (H5Aexists(obj, name) <= 0)
-        return ck_fail(err, errlen, "attribute '%s' is missing", name), -1;
+        return flas_fail(err, errlen, "attribute '%s' is missing", name), -1;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
     hid_t t = a < 0 ? -1 : H5Aget_type(a), sp = a < 0 ? -1 : H5Aget_space(a);
     H5T_class_t cls = t < 0 ? H5T_NO_CLASS : H5Tget_class(t);
@@ -388,10 +373,10 @@ static hid_t open_attr(hid_t obj, const char *name, H5T_class_t want, size_t n, 
     static const char *const cls_names[] = {"integer", "float", "time", "string", "bitfield", "opaque",
                                             "compound", "reference", "enum", "vlen", "array"};
     if (a < 0 || cls != want) {
-        ck_fail(err, errlen, "attribute '%s' has type %s, expected %s", name,
+        flas_fail(err, errlen, "attribute '%s' has type %s, expected %s", name,
                 (cls >= 0 && cls < 11) ? cls_names[cls] : "unknown", cls_names[want]);
     } else if (n && np != (hssize_t)n) {
-        ck_fail(err, errlen, "attribute '%s' has %lld elements, expected %zu", name, (long long)np, n);
+        flas_fail(err, errlen, "attribute '%s' has %lld elements, expected %zu", name, (long long)np, n);
     } else {
         if (have)
             *have = (size_t)np;
@@ -410,7 +395,7 @@ static int read_num(hid_t obj, const char *name, H5T_class_t cls, hid_t memtype,
         return -1;
     herr_t rc = H5Aread(a, memtype, v);
     H5Aclose(a);
-    return rc < 0 ? ck_fail(err, errlen, "attribute '%s' cannot be read", name) : 0;
+    return rc < 0 ? flas_fail(err, errlen, "attribute '%s' cannot be read", name) : 0;
 }
 
 int ck_attr_get_i64(hid_t obj, const char *name, int64_t *v, size_t n, char *err, size_t errlen)
@@ -437,18 +422,18 @@ int ck_attr_get_str_at(hid_t obj, const char *name, size_t i, char *buf, size_t 
     int rc = -1;
     hid_t ft = H5Aget_type(a), sp = H5Aget_space(a);
     if (i >= n) {
-        ck_fail(err, errlen, "attribute '%s' has %zu strings, element %zu wanted", name, n, i);
+        flas_fail(err, errlen, "attribute '%s' has %zu strings, element %zu wanted", name, n, i);
     } else if (H5Tis_variable_str(ft) > 0) {
         char **all = calloc(n, sizeof *all);
         hid_t mt = H5Tcopy(ft); /* same character set: no conversion */
         if (all && H5Aread(a, mt, all) >= 0) {
             if (!all[i] || strlen(all[i]) >= len)
-                ck_fail(err, errlen, "attribute '%s' is longer than %zu bytes", name, len - 1);
+                flas_fail(err, errlen, "attribute '%s' is longer than %zu bytes", name, len - 1);
             else
                 rc = (snprintf(buf, len, "%s", all[i]), 0);
             H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, all);
         } else {
-            ck_fail(err, errlen, "attribute '%s' cannot be read", name);
+            flas_fail(err, errlen, "attribute '%s' cannot be read", name);
         }
         H5Tclose(mt);
         free(all);
@@ -456,9 +441,9 @@ int ck_attr_get_str_at(hid_t obj, const char *name, size_t i, char *buf, size_t 
         size_t sz = H5Tget_size(ft);
         char *all = sz && sz < len && n <= (1u << 20) / sz ? calloc(n, sz) : NULL;
         if (!all)
-            ck_fail(err, errlen, "attribute '%s' is longer than %zu bytes", name, len - 1);
+            flas_fail(err, errlen, "attribute '%s' is longer than %zu bytes", name, len - 1);
         else if (H5Aread(a, ft, all) < 0)
-            ck_fail(err, errlen, "attribute '%s' cannot be read", name);
+            flas_fail(err, errlen, "attribute '%s' cannot be read", name);
         else {
             memcpy(buf, all + i * sz, sz);
             buf[sz] = '\0'; /* fixed-length strings may be padded with NULs or spaces, or not end at all */
@@ -504,7 +489,7 @@ int ck_get_config(hid_t root, flas_config *c, char *err, size_t errlen)
     if (ck_attr_get_i64(root, #field, &v, 1, err, errlen))                                   \
         return -1;                                                                           \
     if (v < INT32_MIN || v > INT32_MAX)                                                      \
-        return ck_fail(err, errlen, "config " #field " %lld is out of range", (long long)v); \
+        return flas_fail(err, errlen, "config " #field " %lld is out of range", (long long)v); \
     c->field = (int)v;
     CONFIG_INTS(GET)
 #undef GET
@@ -548,9 +533,9 @@ int ck_get_server_state(hid_t g, flas_server_state *s, char *err, size_t errlen)
         ck_attr_get_i64(g, "step", &s->step, 1, err, errlen) || ck_attr_get_i64(g, "n_sites", &n, 1, err, errlen))
         return -1;
     if (n < 0 || n > FLAS_CKPT_MAX_SITES)
-        return ck_fail(err, errlen, "server state lists %lld sites (at most %d)", (long long)n, FLAS_CKPT_MAX_SITES);
+        return flas_fail(err, errlen, "server state lists %lld sites (at most %d)", (long long)n, FLAS_CKPT_MAX_SITES);
     if (s->round < 0 || s->step < 0)
-        return ck_fail(err, errlen, "server state round/step is negative");
+        return flas_fail(err, errlen, "server state round/step is negative");
     s->n_sites = (int)n;
     if (n == 0)
         return 0;

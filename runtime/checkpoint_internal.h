@@ -6,6 +6,7 @@
 #include <limits.h>
 
 #include "flas/checkpoint.h"
+#include "flas/error.h"
 
 #define CK_PATH_MAX 4096
 #define CK_ERR_MAX 512
@@ -49,7 +50,6 @@ void ck_h5_detail(char *buf, size_t len);
  * that is not built the way FLaS writes, before any attribute or tensor is read. 0 or -1 with err. */
 int ck_gate(hid_t fid, const char *path, char *err, size_t errlen);
 
-int ck_fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 hid_t ck_fapl(MPI_Comm comm);
 /* Raw-data transfer property list of the parallel path (see FLAS_CKPT_MPIO in checkpoint.h). */

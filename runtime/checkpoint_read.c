@@ -50,20 +50,20 @@ static int check_file(const char *path, char *err, size_t errlen)
 {
     struct stat st;
     if (stat(path, &st))
-        return ck_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return flas_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode))
-        return ck_fail(err, errlen, "%s: is a directory, not a checkpoint file", path);
+        return flas_fail(err, errlen, "%s: is a directory, not a checkpoint file", path);
     if (!S_ISREG(st.st_mode))
-        return ck_fail(err, errlen, "%s: not a regular file", path);
+        return flas_fail(err, errlen, "%s: not a regular file", path);
     if (st.st_size == 0)
-        return ck_fail(err, errlen, "%s: empty file (0 bytes), not an HDF5 checkpoint", path);
+        return flas_fail(err, errlen, "%s: empty file (0 bytes), not an HDF5 checkpoint", path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return ck_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return flas_fail(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     int sig = has_signature(fd, st.st_size);
     close(fd);
     if (!sig)
-        return ck_fail(err, errlen, "%s: not an HDF5 file (no HDF5 signature; %lld bytes)", path,
+        return flas_fail(err, errlen, "%s: not an HDF5 file (no HDF5 signature; %lld bytes)", path,
                        (long long)st.st_size);
     return 0;
 }
@@ -73,23 +73,23 @@ static int check_strings(hid_t root, const char *path, char *err, size_t errlen)
     char s[128], why[CK_ERR_MAX];
     int64_t v;
     if (H5Aexists(root, "format") <= 0)
-        return ck_fail(err, errlen, "%s: not a FLaS checkpoint (HDF5 file without a 'format' attribute)", path);
+        return flas_fail(err, errlen, "%s: not a FLaS checkpoint (HDF5 file without a 'format' attribute)", path);
     if (ck_attr_get_str(root, "format", s, sizeof s, why, sizeof why))
-        return ck_fail(err, errlen, "%s: not a FLaS checkpoint (%s)", path, why);
+        return flas_fail(err, errlen, "%s: not a FLaS checkpoint (%s)", path, why);
     if (strcmp(s, FLAS_CKPT_FORMAT))
-        return ck_fail(err, errlen, "%s: wrong format '%s' (expected '%s')", path, s, FLAS_CKPT_FORMAT);
+        return flas_fail(err, errlen, "%s: wrong format '%s' (expected '%s')", path, s, FLAS_CKPT_FORMAT);
     if (ck_attr_get_i64(root, "format_version", &v, 1, why, sizeof why))
-        return ck_fail(err, errlen, "%s: %s", path, why);
+        return flas_fail(err, errlen, "%s: %s", path, why);
     if (v != FLAS_CKPT_VERSION)
-        return ck_fail(err, errlen, "%s: format version %lld is not supported (this FLaS reads version %d)", path,
+        return flas_fail(err, errlen, "%s: format version %lld is not supported (this FLaS reads version %d)", path,
                        (long long)v, FLAS_CKPT_VERSION);
     if (H5Aexists(root, "complete") <= 0 || ck_attr_get_i64(root, "complete", &v, 1, why, sizeof why) || v != 1)
-        return ck_fail(err, errlen, "%s: incomplete checkpoint: no completion marker (its writer did not finish)",
+        return flas_fail(err, errlen, "%s: incomplete checkpoint: no completion marker (its writer did not finish)",
                        path);
     if (ck_attr_get_str(root, "rope_convention", s, sizeof s, why, sizeof why))
-        return ck_fail(err, errlen, "%s: %s", path, why);
+        return flas_fail(err, errlen, "%s: %s", path, why);
     if (strcmp(s, FLAS_CKPT_ROPE))
-        return ck_fail(err, errlen, "%s: RoPE convention '%s' is not supported (expected '%s'; convert the wq/wk rows)",
+        return flas_fail(err, errlen, "%s: RoPE convention '%s' is not supported (expected '%s'; convert the wq/wk rows)",
                        path, s, FLAS_CKPT_ROPE);
     return 0;
 }
@@ -100,11 +100,11 @@ static int read_meta(hid_t root, const char *path, flas_ckpt_meta *m, char *err,
     int64_t v[2];
     memset(m, 0, sizeof *m);
     if (ck_get_config(root, &m->cfg, why, sizeof why))
-        return ck_fail(err, errlen, "%s: config: %s", path, why);
+        return flas_fail(err, errlen, "%s: config: %s", path, why);
     if (flas_config_validate(&m->cfg, 1, why, sizeof why))
-        return ck_fail(err, errlen, "%s: invalid model config: %s", path, why);
+        return flas_fail(err, errlen, "%s: invalid model config: %s", path, why);
     if (m->cfg.n_layers > FLAS_CKPT_MAX_LAYERS)
-        return ck_fail(err, errlen, "%s: invalid model config: n_layers %d exceeds %d", path, m->cfg.n_layers,
+        return flas_fail(err, errlen, "%s: invalid model config: n_layers %d exceeds %d", path, m->cfg.n_layers,
                        FLAS_CKPT_MAX_LAYERS);
     if (ck_attr_get_str(root, "role", role, sizeof role, why, sizeof why) ||
         ck_attr_get_i64(root, "round", &m->round, 1, why, sizeof why) ||
@@ -116,20 +116,20 @@ static int read_meta(hid_t root, const char *path, flas_ckpt_meta *m, char *err,
         ck_attr_get_i64(root, "dp_size", &v[1], 1, why, sizeof why) ||
         ck_attr_get_i64(root, "created_unix", &m->created_unix, 1, why, sizeof why) ||
         ck_attr_get_str(root, "created_utc", m->created_utc, sizeof m->created_utc, why, sizeof why))
-        return ck_fail(err, errlen, "%s: %s", path, why);
+        return flas_fail(err, errlen, "%s: %s", path, why);
     if (!strcmp(role, "global"))
         m->role = FLAS_CKPT_GLOBAL;
     else if (!strcmp(role, "local"))
         m->role = FLAS_CKPT_LOCAL;
     else
-        return ck_fail(err, errlen, "%s: role '%s' is neither 'global' nor 'local'", path, role);
+        return flas_fail(err, errlen, "%s: role '%s' is neither 'global' nor 'local'", path, role);
     if (m->round < 0 || m->step < 0 || m->tokens_trained < 0)
-        return ck_fail(err, errlen, "%s: negative round (%lld), step (%lld) or tokens_trained (%lld)", path,
+        return flas_fail(err, errlen, "%s: negative round (%lld), step (%lld) or tokens_trained (%lld)", path,
                        (long long)m->round, (long long)m->step, (long long)m->tokens_trained);
     if (m->base_sha256[0] && !flas_sha256_is_hex(m->base_sha256))
-        return ck_fail(err, errlen, "%s: base_sha256 '%s' is not a sha256 hex digest", path, m->base_sha256);
+        return flas_fail(err, errlen, "%s: base_sha256 '%s' is not a sha256 hex digest", path, m->base_sha256);
     if (v[0] < 1 || v[0] > INT32_MAX || v[1] < 1 || v[1] > INT32_MAX)
-        return ck_fail(err, errlen, "%s: tp_size/dp_size out of range", path);
+        return flas_fail(err, errlen, "%s: tp_size/dp_size out of range", path);
     m->tp_size = (int32_t)v[0];
     m->dp_size = (int32_t)v[1];
     return 0;
@@ -168,18 +168,18 @@ static int check_section(hid_t fid, const char *path, flas_ckpt_section s, const
     if (g < 0 || H5Gget_info(g, &info) < 0) {
         if (g >= 0)
             H5Gclose(g);
-        return ck_fail(err, errlen, "%s: %s is not a group", path, gname);
+        return flas_fail(err, errlen, "%s: %s is not a group", path, gname);
     }
     int rc = 0;
     for (int i = 0; i < t->n_tensors && rc == 0; i++) {
         const flas_tensor *x = &t->tensors[i];
         if (H5Lexists(g, x->name, H5P_DEFAULT) <= 0) {
-            rc = ck_fail(err, errlen, "%s: missing tensor %s/%s", path, gname + 1, x->name);
+            rc = flas_fail(err, errlen, "%s: missing tensor %s/%s", path, gname + 1, x->name);
             break;
         }
         hid_t d = H5Dopen2(g, x->name, H5P_DEFAULT);
         if (d < 0) {
-            rc = ck_fail(err, errlen, "%s: %s/%s is not a dataset", path, gname + 1, x->name);
+            rc = flas_fail(err, errlen, "%s: %s/%s is not a dataset", path, gname + 1, x->name);
             break;
         }
         hid_t ty = H5Dget_type(d), sp = H5Dget_space(d);
@@ -190,7 +190,7 @@ static int check_section(hid_t fid, const char *path, flas_ckpt_section s, const
         if (nd >= 1 && nd <= 2)
             H5Sget_simple_extent_dims(sp, dims, NULL);
         if (cls != H5T_FLOAT || tsize != 4) {
-            rc = ck_fail(err, errlen, "%s: tensor %s/%s has dtype %s%zu, expected float32", path, gname + 1, x->name,
+            rc = flas_fail(err, errlen, "%s: tensor %s/%s has dtype %s%zu, expected float32", path, gname + 1, x->name,
                          cls == H5T_FLOAT ? "float" : cls == H5T_INTEGER ? "int" : "non-numeric size ", tsize * 8);
         } else if (nd != x->ndim || dims[0] != x->full_shape[0] || (nd == 2 && dims[1] != x->full_shape[1])) {
             char have[64], want[64];
@@ -204,7 +204,7 @@ static int check_section(hid_t fid, const char *path, flas_ckpt_section s, const
                 snprintf(want, sizeof want, "(%zu)", x->full_shape[0]);
             else
                 snprintf(want, sizeof want, "(%zu, %zu)", x->full_shape[0], x->full_shape[1]);
-            rc = ck_fail(err, errlen, "%s: tensor %s/%s has shape %s but the config needs %s", path, gname + 1,
+            rc = flas_fail(err, errlen, "%s: tensor %s/%s has shape %s but the config needs %s", path, gname + 1,
                          x->name, have, want);
         }
         H5Tclose(ty);
@@ -212,7 +212,7 @@ static int check_section(hid_t fid, const char *path, flas_ckpt_section s, const
         H5Dclose(d);
     }
     if (rc == 0 && info.nlinks != (hsize_t)t->n_tensors)
-        rc = ck_fail(err, errlen, "%s: %s holds %llu objects but the config has %d tensors (wrong model?)", path,
+        rc = flas_fail(err, errlen, "%s: %s holds %llu objects but the config has %d tensors (wrong model?)", path,
                      gname + 1, (unsigned long long)info.nlinks, t->n_tensors);
     H5Gclose(g);
     return rc;
@@ -229,7 +229,7 @@ static int read_optimizer(hid_t g, flas_ckpt_optimizer *o, char *err, size_t err
             return -1;
     o->lr = (float)d[0], o->beta1 = (float)d[1], o->beta2 = (float)d[2], o->eps = (float)d[3];
     o->weight_decay = (float)d[4];
-    return o->step < 0 ? ck_fail(err, errlen, "optimizer step is negative") : 0;
+    return o->step < 0 ? flas_fail(err, errlen, "optimizer step is negative") : 0;
 }
 
 static int read_train(hid_t g, flas_train_state *s, char *err, size_t errlen)
@@ -246,9 +246,9 @@ static int read_train(hid_t g, flas_train_state *s, char *err, size_t errlen)
     htri_t has_cursor = H5Aexists(g, "loader_cursor");
     if (has_cursor < 0 ||
         (has_cursor > 0 && ck_attr_get_u64(g, "loader_cursor", s->loader_cursor, FLAS_CKPT_CURSOR_WORDS, err, errlen)))
-        return has_cursor < 0 ? ck_fail(err, errlen, "cannot look up attribute loader_cursor") : -1;
+        return has_cursor < 0 ? flas_fail(err, errlen, "cannot look up attribute loader_cursor") : -1;
     if (s->epoch < 0 || s->shard < 0 || s->offset < 0 || s->samples < 0)
-        return ck_fail(err, errlen, "negative data cursor");
+        return flas_fail(err, errlen, "negative data cursor");
     return 0;
 }
 
@@ -264,7 +264,7 @@ static int read_metrics(hid_t g, flas_ckpt_metrics *m, char *err, size_t errlen)
         ck_attr_get_f64(g, "tokens_per_second", &m->tokens_per_second, err, errlen) ||
         ck_attr_get_str(g, "stop_reason", m->stop_reason, sizeof m->stop_reason, err, errlen))
         return -1;
-    return m->valid_tokens < 0 ? ck_fail(err, errlen, "negative valid_tokens") : 0;
+    return m->valid_tokens < 0 ? flas_fail(err, errlen, "negative valid_tokens") : 0;
 }
 
 static int read_group(hid_t fid, const char *name, int (*fn)(hid_t, void *, char *, size_t), void *out,
@@ -275,7 +275,7 @@ static int read_group(hid_t fid, const char *name, int (*fn)(hid_t, void *, char
     int rc = g < 0 ? (snprintf(why, sizeof why, "cannot open"), -1) : fn(g, out, why, sizeof why);
     if (g >= 0)
         H5Gclose(g);
-    return rc ? ck_fail(err, errlen, "%s: %s: %s", path, name, why) : 0;
+    return rc ? flas_fail(err, errlen, "%s: %s: %s", path, name, why) : 0;
 }
 
 static int opt_fn(hid_t g, void *o, char *e, size_t n) { return read_optimizer(g, o, e, n); }
@@ -299,8 +299,8 @@ static int validate(const char *path, validated *v, hid_t *fid)
         H5Pclose(fapl);
     if (*fid < 0) {
         if (strstr(detail, "truncated"))
-            return ck_fail(err, errlen, "%s: truncated file (HDF5: %s)", path, detail);
-        return ck_fail(err, errlen, "%s: damaged HDF5 file, cannot open it (HDF5: %s)", path, detail);
+            return flas_fail(err, errlen, "%s: truncated file (HDF5: %s)", path, detail);
+        return flas_fail(err, errlen, "%s: damaged HDF5 file, cannot open it (HDF5: %s)", path, detail);
     }
     /* Another kind of HDF5 file altogether gets the plainer message; then where the bytes come from,
      * before anything else is read: see checkpoint_gate.c. */
@@ -308,8 +308,8 @@ static int validate(const char *path, validated *v, hid_t *fid)
     if (has_format <= 0) {
         H5Fclose(*fid);
         *fid = -1;
-        return has_format < 0 ? ck_fail(err, errlen, "%s: damaged HDF5 file: cannot read the root group", path)
-                              : ck_fail(err, errlen, "%s: not a FLaS checkpoint (HDF5 file without a 'format' "
+        return has_format < 0 ? flas_fail(err, errlen, "%s: damaged HDF5 file: cannot read the root group", path)
+                              : flas_fail(err, errlen, "%s: not a FLaS checkpoint (HDF5 file without a 'format' "
                                         "attribute)", path);
     }
     if (ck_gate(*fid, path, err, errlen)) {
@@ -318,7 +318,7 @@ static int validate(const char *path, validated *v, hid_t *fid)
         return -1;
     }
     hid_t root = H5Gopen2(*fid, "/", H5P_DEFAULT);
-    int rc = root < 0 ? ck_fail(err, errlen, "%s: damaged HDF5 file (no root group)", path) : 0;
+    int rc = root < 0 ? flas_fail(err, errlen, "%s: damaged HDF5 file (no root group)", path) : 0;
     if (rc == 0)
         rc = check_strings(root, path, err, errlen);
     if (rc == 0)
@@ -339,14 +339,14 @@ static int validate(const char *path, validated *v, hid_t *fid)
     for (size_t i = 0; rc == 0 && i < sizeof parts / sizeof parts[0]; i++) {
         int e = exists(*fid, parts[i].group);
         if (e < 0)
-            rc = ck_fail(err, errlen, "%s: damaged HDF5 file: cannot look up %s", path, parts[i].group);
+            rc = flas_fail(err, errlen, "%s: damaged HDF5 file: cannot look up %s", path, parts[i].group);
         else if (e)
             v->contents |= parts[i].bit;
     }
     if (rc == 0 && !(v->contents & FLAS_CKPT_HAS(FLAS_CKPT_PARAMS)))
-        rc = ck_fail(err, errlen, "%s: no /params group (no model weights)", path);
+        rc = flas_fail(err, errlen, "%s: no /params group (no model weights)", path);
     if (rc == 0 && !(v->contents & FLAS_CKPT_HAS(FLAS_CKPT_ADAM_M)) != !(v->contents & FLAS_CKPT_HAS(FLAS_CKPT_ADAM_V)))
-        rc = ck_fail(err, errlen, "%s: optimizer state has only one of the AdamW moments m, v", path);
+        rc = flas_fail(err, errlen, "%s: optimizer state has only one of the AdamW moments m, v", path);
     if (rc == 0 && (v->contents & FLAS_CKPT_HAS(FLAS_CKPT_ADAM_M)))
         rc = read_group(*fid, "/optimizer", opt_fn, &v->opt, path, err, errlen);
     for (int s = 0; rc == 0 && s < FLAS_CKPT_N_SECTIONS; s++)
@@ -373,7 +373,7 @@ flas_ckpt_reader *flas_ckpt_open(const char *path, MPI_Comm comm, char *err, siz
     flas_ckpt_reader *r = calloc(1, sizeof *r);
     validated *v = calloc(1, sizeof *v);
     if (!r || !v) {
-        ck_fail(err, errlen, "%s: out of memory", path);
+        flas_fail(err, errlen, "%s: out of memory", path);
         free(r);
         free(v);
         ck_quiet_end(&q);
@@ -390,7 +390,7 @@ flas_ckpt_reader *flas_ckpt_open(const char *path, MPI_Comm comm, char *err, siz
         int inited = 0;
         MPI_Initialized(&inited);
         if (!inited) {
-            ck_fail(err, errlen, "%s: parallel checkpoint read before MPI_Init", path);
+            flas_fail(err, errlen, "%s: parallel checkpoint read before MPI_Init", path);
             goto fail;
         }
         MPI_Comm_rank(comm, &f->rank);
@@ -408,7 +408,7 @@ flas_ckpt_reader *flas_ckpt_open(const char *path, MPI_Comm comm, char *err, siz
         MPI_Bcast(v, sizeof *v, MPI_BYTE, 0, comm);
     }
     if (!v->ok) {
-        ck_fail(err, errlen, "%s", v->err);
+        flas_fail(err, errlen, "%s", v->err);
         goto fail;
     }
     r->meta = v->meta;
@@ -449,7 +449,7 @@ flas_ckpt_reader *flas_ckpt_open(const char *path, MPI_Comm comm, char *err, siz
         }
     }
     if (!ok) {
-        ck_fail(err, errlen, "%s", why);
+        flas_fail(err, errlen, "%s", why);
         flas_ckpt_close(r);
         r = NULL;
     }
@@ -488,7 +488,7 @@ int flas_ckpt_expect_config(const flas_ckpt_reader *r, const flas_config *want, 
 {
     char what[128];
     if (ck_same_config(&r->meta.cfg, want, what, sizeof what))
-        return ck_fail(err, errlen, "%s: model config differs from the expected one: %s (file != expected)",
+        return flas_fail(err, errlen, "%s: model config differs from the expected one: %s (file != expected)",
                        r->f.path, what);
     return 0;
 }
@@ -503,7 +503,7 @@ static int get_sel(flas_ckpt_reader *r, flas_ckpt_section s, int tensor, int ok,
         MPI_Allreduce(MPI_IN_PLACE, key, 3, MPI_INT, MPI_MAX, f->comm);
         if (key[0] || key[1] != -key[2]) {
             if (ok)
-                ck_fail(err, errlen, "%s: ranks disagree on the get (another rank passed invalid arguments or "
+                flas_fail(err, errlen, "%s: ranks disagree on the get (another rank passed invalid arguments or "
                         "another tensor)", f->path);
             return -1;
         }
@@ -517,10 +517,10 @@ static int locate(flas_ckpt_reader *r, flas_ckpt_section s, const char *name, in
 {
     *tensor = -1;
     if (s < 0 || s >= FLAS_CKPT_N_SECTIONS || !(r->contents & FLAS_CKPT_HAS(s)))
-        return ck_fail(err, errlen, "%s: the checkpoint has no %s section", r->f.path, flas_ckpt_section_name(s));
+        return flas_fail(err, errlen, "%s: the checkpoint has no %s section", r->f.path, flas_ckpt_section_name(s));
     *tensor = name ? ck_tensor_index(&r->f, name) : -1;
     if (*tensor < 0)
-        return ck_fail(err, errlen, "%s: no tensor named '%s' in this model", r->f.path, name ? name : "(null)");
+        return flas_fail(err, errlen, "%s: no tensor named '%s' in this model", r->f.path, name ? name : "(null)");
     return 0;
 }
 
@@ -534,7 +534,7 @@ int flas_ckpt_get(flas_ckpt_reader *r, flas_ckpt_section section, const char *na
     int ok = locate(r, section, name, &tensor, err, errlen) == 0 &&
              ck_sel_box(&r->f.table.tensors[tensor], start, count, &sel, err, errlen) == 0;
     if (ok && sel.n && !out)
-        ok = 0, ck_fail(err, errlen, "%s: get of %s without a buffer", r->f.path, name);
+        ok = 0, flas_fail(err, errlen, "%s: get of %s without a buffer", r->f.path, name);
     int rc = get_sel(r, section, ok ? tensor : 0, ok, &sel, out, err, errlen);
     ck_quiet_end(&q);
     return rc;
@@ -552,10 +552,10 @@ int flas_ckpt_get_elems(flas_ckpt_reader *r, flas_ckpt_section section, const ch
         const flas_tensor *t = &r->f.table.tensors[tensor];
         size_t numel = ck_rows(t) * ck_cols(t);
         if (lo > numel || n > numel - lo)
-            ok = 0, ck_fail(err, errlen, "%s: elements [%zu, +%zu) of %s are outside its %zu elements", r->f.path,
+            ok = 0, flas_fail(err, errlen, "%s: elements [%zu, +%zu) of %s are outside its %zu elements", r->f.path,
                             lo, n, name, numel);
         else if (n && !out)
-            ok = 0, ck_fail(err, errlen, "%s: get of %s without a buffer", r->f.path, name);
+            ok = 0, flas_fail(err, errlen, "%s: get of %s without a buffer", r->f.path, name);
         else
             ck_sel_range(ck_full_rect(t), lo, n, &sel);
     }
@@ -571,14 +571,14 @@ int flas_ckpt_get_flat(flas_ckpt_reader *r, flas_ckpt_section section, const fla
     ck_quiet_begin(&q);
     int ok = 1;
     if (section < 0 || section >= FLAS_CKPT_N_SECTIONS || !(r->contents & FLAS_CKPT_HAS(section)))
-        ok = 0, ck_fail(err, errlen, "%s: the checkpoint has no %s section", r->f.path, flas_ckpt_section_name(section));
+        ok = 0, flas_fail(err, errlen, "%s: the checkpoint has no %s section", r->f.path, flas_ckpt_section_name(section));
     else if (ck_flat_check(&r->f, t, lo, hi, out != NULL, err, errlen))
         ok = 0;
     if (r->f.comm != MPI_COMM_NULL) {
         int all = ok;
         MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, r->f.comm);
         if (ok && !all)
-            ck_fail(err, errlen, "%s: another rank passed invalid arguments to get_flat", r->f.path);
+            flas_fail(err, errlen, "%s: another rank passed invalid arguments to get_flat", r->f.path);
         ok = all;
     }
     int rc = ok ? 0 : -1;
@@ -598,7 +598,7 @@ int flas_ckpt_get_flat(flas_ckpt_reader *r, flas_ckpt_section section, const fla
 int flas_ckpt_get_optimizer(const flas_ckpt_reader *r, flas_ckpt_optimizer *o, char *err, size_t errlen)
 {
     if (!(r->contents & FLAS_CKPT_OPTIMIZER))
-        return ck_fail(err, errlen, "%s: the checkpoint holds no optimizer state", r->f.path);
+        return flas_fail(err, errlen, "%s: the checkpoint holds no optimizer state", r->f.path);
     *o = r->opt;
     return 0;
 }
@@ -606,7 +606,7 @@ int flas_ckpt_get_optimizer(const flas_ckpt_reader *r, flas_ckpt_optimizer *o, c
 int flas_ckpt_get_train_state(const flas_ckpt_reader *r, flas_train_state *s, char *err, size_t errlen)
 {
     if (!(r->contents & FLAS_CKPT_TRAIN_STATE))
-        return ck_fail(err, errlen, "%s: the checkpoint holds no training state", r->f.path);
+        return flas_fail(err, errlen, "%s: the checkpoint holds no training state", r->f.path);
     *s = r->train;
     return 0;
 }
@@ -614,7 +614,7 @@ int flas_ckpt_get_train_state(const flas_ckpt_reader *r, flas_train_state *s, ch
 int flas_ckpt_get_server_state(const flas_ckpt_reader *r, flas_server_state *s, char *err, size_t errlen)
 {
     if (!(r->contents & FLAS_CKPT_SERVER_STATE))
-        return ck_fail(err, errlen, "%s: the checkpoint holds no server state", r->f.path);
+        return flas_fail(err, errlen, "%s: the checkpoint holds no server state", r->f.path);
     *s = r->server;
     return 0;
 }
@@ -622,7 +622,7 @@ int flas_ckpt_get_server_state(const flas_ckpt_reader *r, flas_server_state *s, 
 int flas_ckpt_get_metrics(const flas_ckpt_reader *r, flas_ckpt_metrics *m, char *err, size_t errlen)
 {
     if (!(r->contents & FLAS_CKPT_METRICS))
-        return ck_fail(err, errlen, "%s: the checkpoint holds no metrics", r->f.path);
+        return flas_fail(err, errlen, "%s: the checkpoint holds no metrics", r->f.path);
     *m = r->metrics;
     return 0;
 }

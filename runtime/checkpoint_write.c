@@ -105,7 +105,7 @@ static int agree(const ck_file *f, int ok, char *err, size_t errlen)
         snprintf(msg, sizeof msg, "%s", err);
     MPI_Bcast(msg, sizeof msg, MPI_CHAR, lowest, f->comm);
     if (ok && err)
-        ck_fail(err, errlen, "rank %d: %s", lowest, msg);
+        flas_fail(err, errlen, "rank %d: %s", lowest, msg);
     return -1;
 }
 
@@ -120,34 +120,34 @@ static int check_meta(const flas_ckpt_meta *m, unsigned contents, char *err, siz
 {
     char why[256];
     if (flas_config_validate(&m->cfg, 1, why, sizeof why))
-        return ck_fail(err, errlen, "invalid model config: %s", why);
+        return flas_fail(err, errlen, "invalid model config: %s", why);
     if (m->cfg.n_layers > FLAS_CKPT_MAX_LAYERS)
-        return ck_fail(err, errlen, "invalid model config: n_layers %d exceeds %d", m->cfg.n_layers,
+        return flas_fail(err, errlen, "invalid model config: n_layers %d exceeds %d", m->cfg.n_layers,
                        FLAS_CKPT_MAX_LAYERS);
     if (m->role != FLAS_CKPT_GLOBAL && m->role != FLAS_CKPT_LOCAL)
-        return ck_fail(err, errlen, "role %d is neither global nor local", (int)m->role);
+        return flas_fail(err, errlen, "role %d is neither global nor local", (int)m->role);
     if (m->round < 0 || m->step < 0 || m->tokens_trained < 0)
-        return ck_fail(err, errlen, "round, step and tokens_trained must be >= 0");
+        return flas_fail(err, errlen, "round, step and tokens_trained must be >= 0");
     if (!memchr(m->site, '\0', sizeof m->site))
-        return ck_fail(err, errlen, "site name is not NUL-terminated");
+        return flas_fail(err, errlen, "site name is not NUL-terminated");
     if (m->role == FLAS_CKPT_LOCAL && !m->site[0])
-        return ck_fail(err, errlen, "a local checkpoint needs a site name");
+        return flas_fail(err, errlen, "a local checkpoint needs a site name");
     if (!memchr(m->base_sha256, '\0', sizeof m->base_sha256) ||
         (m->base_sha256[0] && !flas_sha256_is_hex(m->base_sha256)))
-        return ck_fail(err, errlen, "base_sha256 must be empty or 64 lowercase hex digits");
+        return flas_fail(err, errlen, "base_sha256 must be empty or 64 lowercase hex digits");
     if (m->tp_size < 0 || m->dp_size < 0)
-        return ck_fail(err, errlen, "tp_size and dp_size must be >= 1");
+        return flas_fail(err, errlen, "tp_size and dp_size must be >= 1");
     unsigned known = FLAS_CKPT_HAS(FLAS_CKPT_PARAMS) | FLAS_CKPT_OPTIMIZER | FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M) |
                      FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V) | FLAS_CKPT_TRAIN_STATE | FLAS_CKPT_SERVER_STATE |
                      FLAS_CKPT_PROVENANCE | FLAS_CKPT_METRICS;
     if (contents & ~known)
-        return ck_fail(err, errlen, "unknown contents bits 0x%x", contents & ~known);
+        return flas_fail(err, errlen, "unknown contents bits 0x%x", contents & ~known);
     if (!(contents & FLAS_CKPT_HAS(FLAS_CKPT_ADAM_M)) != !(contents & FLAS_CKPT_HAS(FLAS_CKPT_ADAM_V)))
-        return ck_fail(err, errlen, "optimizer state needs both AdamW moments (m and v)");
+        return flas_fail(err, errlen, "optimizer state needs both AdamW moments (m and v)");
     if ((contents & FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V)) && !(contents & FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M)))
-        return ck_fail(err, errlen, "server second moment (v) without first moment (m)");
+        return flas_fail(err, errlen, "server second moment (v) without first moment (m)");
     if ((contents & (FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M))) && !(contents & FLAS_CKPT_SERVER_STATE))
-        return ck_fail(err, errlen, "server buffers need the server state (FLAS_CKPT_SERVER_STATE)");
+        return flas_fail(err, errlen, "server buffers need the server state (FLAS_CKPT_SERVER_STATE)");
     return 0;
 }
 
@@ -195,7 +195,7 @@ static int create_layout(ck_file *f, unsigned contents, char *err, size_t errlen
                              FLAS_CKPT_PROVENANCE, FLAS_CKPT_METRICS};
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++)
         if ((contents & need[i]) && make_group(f->fid, groups[i]))
-            return ck_fail(err, errlen, "%s: cannot create group %s", f->path, groups[i]);
+            return flas_fail(err, errlen, "%s: cannot create group %s", f->path, groups[i]);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     int rc = (dcpl < 0 || H5Pset_layout(dcpl, H5D_CONTIGUOUS) < 0 || H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0 ||
               H5Pset_alloc_time(dcpl, f->comm != MPI_COMM_NULL ? H5D_ALLOC_TIME_EARLY : H5D_ALLOC_TIME_LATE) < 0)
@@ -212,7 +212,7 @@ static int create_layout(ck_file *f, unsigned contents, char *err, size_t errlen
             if (d < 0) {
                 char detail[256];
                 ck_h5_detail(detail, sizeof detail);
-                rc = ck_fail(err, errlen, "%s: cannot create dataset %s/%s (%s)", f->path,
+                rc = flas_fail(err, errlen, "%s: cannot create dataset %s/%s (%s)", f->path,
                              ck_section_group((flas_ckpt_section)s), t->name, detail);
             } else {
                 H5Dclose(d);
@@ -221,7 +221,7 @@ static int create_layout(ck_file *f, unsigned contents, char *err, size_t errlen
                 H5Sclose(sp);
         }
         if (g < 0)
-            rc = ck_fail(err, errlen, "%s: cannot open group %s", f->path, ck_section_group((flas_ckpt_section)s));
+            rc = flas_fail(err, errlen, "%s: cannot open group %s", f->path, ck_section_group((flas_ckpt_section)s));
         else
             H5Gclose(g);
     }
@@ -247,7 +247,7 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
     ck_quiet_begin(&q);
     flas_ckpt_writer *w = calloc(1, sizeof *w);
     if (!w) {
-        ck_fail(err, errlen, "%s: out of memory", path);
+        flas_fail(err, errlen, "%s: out of memory", path);
         ck_quiet_end(&q);
         return NULL;
     }
@@ -261,7 +261,7 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
         int inited = 0;
         MPI_Initialized(&inited);
         if (!inited) {
-            ck_fail(err, errlen, "%s: parallel checkpoint write before MPI_Init", path);
+            flas_fail(err, errlen, "%s: parallel checkpoint write before MPI_Init", path);
             goto fail_local;
         }
         MPI_Comm_rank(comm, &f->rank);
@@ -281,11 +281,11 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
     int ok = 1;
     if (strlen(path) >= CK_PATH_MAX - 128) {
         ok = 0;
-        ck_fail(msg, sizeof msg, "%.200s...: path too long", path);
+        flas_fail(msg, sizeof msg, "%.200s...: path too long", path);
     } else if (check_meta(&w->meta, contents, msg, sizeof msg)) {
         ok = 0;
         char tmp[CK_ERR_MAX];
-        ck_fail(tmp, sizeof tmp, "%s: %s", path, msg);
+        flas_fail(tmp, sizeof tmp, "%s: %s", path, msg);
         snprintf(msg, sizeof msg, "%s", tmp);
     }
     if (ok && f->rank == 0) {
@@ -298,13 +298,13 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
         w->meta.created_unix = (int64_t)now;
         strftime(w->meta.created_utc, sizeof w->meta.created_utc, "%Y-%m-%dT%H:%M:%SZ", &tm);
         if (stat(dir, &st) || !S_ISDIR(st.st_mode))
-            ok = 0, ck_fail(msg, sizeof msg, "%s: directory %s does not exist", path, dir);
+            ok = 0, flas_fail(msg, sizeof msg, "%s: directory %s does not exist", path, dir);
         else if (access(dir, W_OK | X_OK))
-            ok = 0, ck_fail(msg, sizeof msg, "%s: directory %s is not writable: %s", path, dir, strerror(errno));
+            ok = 0, flas_fail(msg, sizeof msg, "%s: directory %s is not writable: %s", path, dir, strerror(errno));
         else if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-            ok = 0, ck_fail(msg, sizeof msg, "%s: is a directory", path);
+            ok = 0, flas_fail(msg, sizeof msg, "%s: is a directory", path);
         else if (temp_name(path, w->temp, sizeof w->temp))
-            ok = 0, ck_fail(msg, sizeof msg, "%s: cannot form a temporary name", path);
+            ok = 0, flas_fail(msg, sizeof msg, "%s: cannot form a temporary name", path);
     }
     if (is_parallel(f)) {
         MPI_Bcast(&ok, 1, MPI_INT, 0, comm);
@@ -313,17 +313,17 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
         MPI_Bcast(&w->meta, sizeof w->meta, MPI_BYTE, 0, comm);
     }
     if (agree(f, ok, msg, sizeof msg)) {
-        ck_fail(err, errlen, "%s", msg);
+        flas_fail(err, errlen, "%s", msg);
         goto fail_local;
     }
     if (flas_param_table_init(&f->table, &w->meta.cfg, 0, 1, msg, sizeof msg)) {
-        ck_fail(err, errlen, "%s: %s", path, msg); /* same config everywhere: every rank fails alike */
+        flas_fail(err, errlen, "%s: %s", path, msg); /* same config everywhere: every rank fails alike */
         goto fail_local;
     }
     w->written = calloc((size_t)FLAS_CKPT_N_SECTIONS * (size_t)f->table.n_tensors, sizeof *w->written);
     ok = w->written != NULL;
     if (agree(f, ok, msg, sizeof msg)) {
-        ck_fail(err, errlen, "%s: out of memory", path);
+        flas_fail(err, errlen, "%s: out of memory", path);
         goto fail_local;
     }
 
@@ -334,7 +334,7 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
     if (fapl >= 0)
         H5Pclose(fapl);
     if (f->fid < 0) {
-        ck_fail(err, errlen, "%s: cannot create temporary file %s (%s)", path, w->temp, detail);
+        flas_fail(err, errlen, "%s: cannot create temporary file %s (%s)", path, w->temp, detail);
         goto fail_local;
     }
     if (is_parallel(f))
@@ -344,7 +344,7 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
     if (root >= 0)
         H5Gclose(root);
     if (rc)
-        ck_fail(err, errlen, "%s: cannot write the root attributes", path);
+        flas_fail(err, errlen, "%s: cannot write the root attributes", path);
     else
         rc = create_layout(f, w->contents, err, errlen);
     if (rc) {
@@ -373,7 +373,7 @@ static int put_sel(flas_ckpt_writer *w, flas_ckpt_section s, int tensor, int ok,
         MPI_Allreduce(MPI_IN_PLACE, key, 3, MPI_INT, MPI_MAX, f->comm);
         if (key[0] || key[1] != -key[2]) {
             if (ok)
-                ck_fail(err, errlen, "%s: ranks disagree on the put (another rank passed invalid arguments or "
+                flas_fail(err, errlen, "%s: ranks disagree on the put (another rank passed invalid arguments or "
                         "another tensor)", f->path);
             remember(w, err);
             return -1;
@@ -394,10 +394,10 @@ static int locate(flas_ckpt_writer *w, flas_ckpt_section s, const char *name, in
 {
     *tensor = -1;
     if (s < 0 || s >= FLAS_CKPT_N_SECTIONS || !(w->contents & FLAS_CKPT_HAS(s)))
-        return ck_fail(err, errlen, "%s: section %s was not chosen at create", w->f.path, flas_ckpt_section_name(s));
+        return flas_fail(err, errlen, "%s: section %s was not chosen at create", w->f.path, flas_ckpt_section_name(s));
     *tensor = name ? ck_tensor_index(&w->f, name) : -1;
     if (*tensor < 0)
-        return ck_fail(err, errlen, "%s: no tensor named '%s' in this model", w->f.path, name ? name : "(null)");
+        return flas_fail(err, errlen, "%s: no tensor named '%s' in this model", w->f.path, name ? name : "(null)");
     return 0;
 }
 
@@ -411,7 +411,7 @@ int flas_ckpt_put(flas_ckpt_writer *w, flas_ckpt_section section, const char *na
     int ok = locate(w, section, name, &tensor, err, errlen) == 0 &&
              ck_sel_box(&w->f.table.tensors[tensor], start, count, &sel, err, errlen) == 0;
     if (ok && sel.n && !data)
-        ok = 0, ck_fail(err, errlen, "%s: put of %s without data", w->f.path, name);
+        ok = 0, flas_fail(err, errlen, "%s: put of %s without data", w->f.path, name);
     int rc = put_sel(w, section, ok ? tensor : 0, ok, &sel, data, err, errlen);
     ck_quiet_end(&q);
     return rc;
@@ -429,10 +429,10 @@ int flas_ckpt_put_elems(flas_ckpt_writer *w, flas_ckpt_section section, const ch
         const flas_tensor *t = &w->f.table.tensors[tensor];
         size_t numel = ck_rows(t) * ck_cols(t);
         if (lo > numel || n > numel - lo)
-            ok = 0, ck_fail(err, errlen, "%s: elements [%zu, +%zu) of %s are outside its %zu elements", w->f.path,
+            ok = 0, flas_fail(err, errlen, "%s: elements [%zu, +%zu) of %s are outside its %zu elements", w->f.path,
                             lo, n, name, numel);
         else if (n && !data)
-            ok = 0, ck_fail(err, errlen, "%s: put of %s without data", w->f.path, name);
+            ok = 0, flas_fail(err, errlen, "%s: put of %s without data", w->f.path, name);
         else
             ck_sel_range(ck_full_rect(t), lo, n, &sel);
     }
@@ -448,7 +448,7 @@ int flas_ckpt_put_flat(flas_ckpt_writer *w, flas_ckpt_section section, const fla
     ck_quiet_begin(&q);
     int ok = 1;
     if (section < 0 || section >= FLAS_CKPT_N_SECTIONS || !(w->contents & FLAS_CKPT_HAS(section)))
-        ok = 0, ck_fail(err, errlen, "%s: section %s was not chosen at create", w->f.path,
+        ok = 0, flas_fail(err, errlen, "%s: section %s was not chosen at create", w->f.path,
                         flas_ckpt_section_name(section));
     else if (ck_flat_check(&w->f, t, lo, hi, data != NULL, err, errlen))
         ok = 0;
@@ -482,9 +482,9 @@ static int set_begin(flas_ckpt_writer *w, unsigned content_bit, unsigned set_bit
 {
     int ok = 1;
     if (!(w->contents & content_bit))
-        ok = 0, ck_fail(err, errlen, "%s: %s was not chosen at create", w->f.path, what);
+        ok = 0, flas_fail(err, errlen, "%s: %s was not chosen at create", w->f.path, what);
     else if (w->states_set & set_bit)
-        ok = 0, ck_fail(err, errlen, "%s: %s set twice", w->f.path, what);
+        ok = 0, flas_fail(err, errlen, "%s: %s set twice", w->f.path, what);
     if (agree(&w->f, ok, err, errlen)) {
         remember(w, err);
         return -1;
@@ -497,7 +497,7 @@ static int set_begin(flas_ckpt_writer *w, unsigned content_bit, unsigned set_bit
 static int set_end(flas_ckpt_writer *w, unsigned set_bit, int rc, const char *what, char *err, size_t errlen)
 {
     if (rc) {
-        ck_fail(err, errlen, "%s: cannot write %s", w->f.path, what);
+        flas_fail(err, errlen, "%s: cannot write %s", w->f.path, what);
         remember(w, err);
         return -1;
     }
@@ -563,7 +563,7 @@ int flas_ckpt_set_optimizer(flas_ckpt_writer *w, const flas_ckpt_optimizer *o, c
     flas_ckpt_optimizer v = *o;
     int rc = set_begin(w, FLAS_CKPT_OPTIMIZER, SET_OPTIMIZER, "optimizer state", &v, sizeof v, err, errlen);
     if (rc == 0 && v.step < 0)
-        rc = -1, ck_fail(err, errlen, "%s: optimizer step %lld is negative", w->f.path, (long long)v.step),
+        rc = -1, flas_fail(err, errlen, "%s: optimizer step %lld is negative", w->f.path, (long long)v.step),
         remember(w, err);
     if (rc == 0)
         rc = set_end(w, SET_OPTIMIZER, with_group(w->f.fid, "/optimizer", put_optimizer, &v), "optimizer state",
@@ -592,7 +592,7 @@ int flas_ckpt_set_metrics(flas_ckpt_writer *w, const flas_ckpt_metrics *m, char 
     flas_ckpt_metrics v = *m;
     int rc = set_begin(w, FLAS_CKPT_METRICS, SET_METRICS, "metrics", &v, sizeof v, err, errlen);
     if (rc == 0 && (v.valid_tokens < 0 || !memchr(v.stop_reason, '\0', sizeof v.stop_reason)))
-        rc = -1, ck_fail(err, errlen, "%s: invalid metrics (valid_tokens %lld)", w->f.path, (long long)v.valid_tokens),
+        rc = -1, flas_fail(err, errlen, "%s: invalid metrics (valid_tokens %lld)", w->f.path, (long long)v.valid_tokens),
         remember(w, err);
     if (rc == 0)
         rc = set_end(w, SET_METRICS, with_group(w->f.fid, "/metrics", put_metrics, &v), "metrics", err, errlen);
@@ -607,7 +607,7 @@ int flas_ckpt_set_server_state(flas_ckpt_writer *w, const flas_server_state *s, 
     flas_server_state *v = malloc(sizeof *v);
     int rc = -1;
     if (!v) {
-        ck_fail(err, errlen, "%s: out of memory", w->f.path);
+        flas_fail(err, errlen, "%s: out of memory", w->f.path);
         remember(w, err);
         ck_quiet_end(&q);
         return -1;
@@ -616,7 +616,7 @@ int flas_ckpt_set_server_state(flas_ckpt_writer *w, const flas_server_state *s, 
     rc = set_begin(w, FLAS_CKPT_SERVER_STATE, SET_SERVER, "server state", v, sizeof *v, err, errlen);
     if (rc == 0 && (v->n_sites < 0 || v->n_sites > FLAS_CKPT_MAX_SITES || v->round < 0 || v->step < 0 ||
                     !memchr(v->strategy, '\0', sizeof v->strategy)))
-        rc = -1, ck_fail(err, errlen, "%s: invalid server state (sites %d, round %lld)", w->f.path, v->n_sites,
+        rc = -1, flas_fail(err, errlen, "%s: invalid server state (sites %d, round %lld)", w->f.path, v->n_sites,
                          (long long)v->round), remember(w, err);
     if (rc == 0)
         rc = set_end(w, SET_SERVER, with_group(w->f.fid, "/server", put_server, v), "server state", err, errlen);
@@ -684,7 +684,7 @@ int flas_ckpt_set_provenance(flas_ckpt_writer *w, const flas_ckpt_provenance *p,
     int rc = set_begin(w, FLAS_CKPT_PROVENANCE, SET_PROVENANCE, "provenance", NULL, 0, err, errlen);
     if (rc == 0 && (p->n_inputs < 0 || p->n_hyper < 0 || (p->n_inputs && !p->inputs) ||
                     (p->n_hyper && (!p->hyper_names || !p->hyper_values))))
-        rc = -1, ck_fail(err, errlen, "%s: invalid provenance", w->f.path), remember(w, err);
+        rc = -1, flas_fail(err, errlen, "%s: invalid provenance", w->f.path), remember(w, err);
     if (rc == 0)
         rc = set_end(w, SET_PROVENANCE, with_group(w->f.fid, "/provenance", put_provenance, p), "provenance", err,
                      errlen);
@@ -708,7 +708,7 @@ static int check_complete(flas_ckpt_writer *w, char *err, size_t errlen)
             int64_t want = (int64_t)(ck_rows(t) * ck_cols(t));
             int64_t got = w->written[(size_t)s * (size_t)f->table.n_tensors + (size_t)i];
             if (got < want)
-                return ck_fail(err, errlen, "%s: %s/%s was not fully written (%lld of %lld elements)", f->path,
+                return flas_fail(err, errlen, "%s: %s/%s was not fully written (%lld of %lld elements)", f->path,
                                ck_section_group((flas_ckpt_section)s), t->name, (long long)got, (long long)want);
         }
     }
@@ -720,7 +720,7 @@ static int check_complete(flas_ckpt_writer *w, char *err, size_t errlen)
         {FLAS_CKPT_METRICS, SET_METRICS, "metrics (flas_ckpt_set_metrics)"}};
     for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
         if ((w->contents & states[i].content) && !(w->states_set & states[i].set))
-            return ck_fail(err, errlen, "%s: %s was chosen but never set", f->path, states[i].what);
+            return flas_fail(err, errlen, "%s: %s was chosen but never set", f->path, states[i].what);
     return 0;
 }
 
@@ -732,7 +732,7 @@ int flas_ckpt_commit(flas_ckpt_writer *w, char *err, size_t errlen)
     char msg[CK_ERR_MAX];
     snprintf(msg, sizeof msg, "%s", w->first_err);
     if (agree(f, !w->failed, msg, sizeof msg) || check_complete(w, msg, sizeof msg)) {
-        ck_fail(err, errlen, "%s: not committed: %s", f->path, msg);
+        flas_fail(err, errlen, "%s: not committed: %s", f->path, msg);
         flas_ckpt_abort(w);
         ck_quiet_end(&q);
         return -1;
@@ -756,16 +756,16 @@ int flas_ckpt_commit(flas_ckpt_writer *w, char *err, size_t errlen)
     }
     ok = (H5Fclose(f->fid) >= 0) && ok;
     f->fid = -1;
-    ck_fail(msg, sizeof msg, "%s: writing %s failed (disk full or I/O error?)", f->path, w->temp);
+    flas_fail(msg, sizeof msg, "%s: writing %s failed (disk full or I/O error?)", f->path, w->temp);
     if (f->rank == 0 && ok) {
         char dir[CK_PATH_MAX];
         dir_of(f->path, dir, sizeof dir);
         if (fsync_path(w->temp, 0))
-            ok = 0, ck_fail(msg, sizeof msg, "%s: fsync of %s failed: %s", f->path, w->temp, strerror(errno));
+            ok = 0, flas_fail(msg, sizeof msg, "%s: fsync of %s failed: %s", f->path, w->temp, strerror(errno));
         else if (rename(w->temp, f->path))
-            ok = 0, ck_fail(msg, sizeof msg, "%s: rename from %s failed: %s", f->path, w->temp, strerror(errno));
+            ok = 0, flas_fail(msg, sizeof msg, "%s: rename from %s failed: %s", f->path, w->temp, strerror(errno));
         else if (fsync_path(dir, 1))
-            ok = 0, ck_fail(msg, sizeof msg, "%s: fsync of directory %s failed: %s", f->path, dir, strerror(errno));
+            ok = 0, flas_fail(msg, sizeof msg, "%s: fsync of directory %s failed: %s", f->path, dir, strerror(errno));
     }
     if (is_parallel(f)) {
         MPI_Bcast(&ok, 1, MPI_INT, 0, f->comm);
@@ -781,7 +781,7 @@ int flas_ckpt_commit(flas_ckpt_writer *w, char *err, size_t errlen)
     writer_free(w);
     ck_quiet_end(&q);
     if (!renamed)
-        return ck_fail(err, errlen, "%s", msg);
+        return flas_fail(err, errlen, "%s", msg);
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /* Sampling text from a checkpoint (see include/flas/generate.h). No KV cache: each new token reruns
  * the forward pass over the last seq_len tokens, which is simple, exact, and fast enough for the small
  * models FLaS's demo trains; the forward pass is the same code training uses. */
+#include "flas/error.h"
 #include "flas/generate.h"
 
 #include <math.h>
@@ -12,15 +13,6 @@
 
 #include "flas/checkpoint.h"
 #include "flas/llama.h"
-
-static char *gen_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return NULL;
-}
 
 static uint64_t splitmix64(uint64_t *s)
 {
@@ -90,14 +82,14 @@ char *flas_generate(const char *checkpoint, const flas_tokenizer *tok, const cha
 {
     flas_model m;
     if (o->max_new_tokens < 1 || o->max_new_tokens > 1000000 || o->top_k < 0 || !(o->temperature >= 0))
-        return gen_fail(err, errlen, "max_new_tokens must be 1..1000000, top_k >= 0, temperature >= 0");
+        return flas_fail(err, errlen, "max_new_tokens must be 1..1000000, top_k >= 0, temperature >= 0"), NULL;
     if (load_model(checkpoint, &m, o->threads, err, errlen))
         return NULL;
     int V = m.cfg.vocab_size, L = m.cfg.seq_len;
     if (flas_tokenizer_vocab_size(tok) != V) {
         flas_model_free(&m);
-        return gen_fail(err, errlen, "the tokenizer has %d pieces but %s was trained with a vocabulary of %d",
-                        flas_tokenizer_vocab_size(tok), checkpoint, V);
+        return flas_fail(err, errlen, "the tokenizer has %d pieces but %s was trained with a vocabulary of %d",
+                        flas_tokenizer_vocab_size(tok), checkpoint, V), NULL;
     }
     flas_ids ids = {0};
     char *text = NULL;
@@ -106,7 +98,7 @@ char *flas_generate(const char *checkpoint, const flas_tokenizer *tok, const cha
     if (!logits || !c || flas_tokenizer_encode(tok, prompt, strlen(prompt), FLAS_TOK_BOS, &ids, err, errlen) ||
         flas_ids_reserve(&ids, (size_t)o->max_new_tokens)) {
         if (!err[0])
-            gen_fail(err, errlen, "out of memory");
+            flas_fail(err, errlen, "out of memory");
         goto out;
     }
     size_t first_new = ids.n;
@@ -116,7 +108,7 @@ char *flas_generate(const char *checkpoint, const flas_tokenizer *tok, const cha
         int T = ids.n < (size_t)L ? (int)ids.n : L;
         const int32_t *window = ids.ids + ids.n - (size_t)T;
         if (flas_model_forward(&m, window, NULL, 1, T, NULL, logits)) {
-            gen_fail(err, errlen, "%s", m.err);
+            flas_fail(err, errlen, "%s", m.err);
             goto out;
         }
         int next = sample(logits + (size_t)(T - 1) * (size_t)V, V, o, &rng, c);

@@ -1,4 +1,5 @@
 /* The trainer's data loader (see include/flas/loader.h for the windowing and sharing rules). */
+#include "flas/error.h"
 #include "flas/loader.h"
 
 #include <stdarg.h>
@@ -18,17 +19,6 @@ struct flas_loader {
     int32_t *row;       /* [seq_len + 1]: one window and the token after it */
     unsigned char tokenizer_sha256[FLAS_SHA256_BYTES];
 };
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* splitmix64's finaliser: a cheap, well-mixed 64-bit hash. */
 static uint64_t mix64(uint64_t x)
@@ -91,7 +81,7 @@ static int fingerprint(flas_loader *l, char *err, size_t errlen)
     }
     ok = md && flas_sha256_end_raw(md, sha) == 0 && ok; /* frees md in every case */
     if (!ok)
-        return fail(err, errlen, "SHA-256 failed");
+        return flas_fail(err, errlen, "SHA-256 failed");
     l->fingerprint = 0;
     for (int b = 0; b < 8; b++)
         l->fingerprint |= (uint64_t)sha[b] << (8 * b);
@@ -102,12 +92,12 @@ static int check_shard(flas_loader *l, const flas_shard *s, char *err, size_t er
 {
     char want[2 * FLAS_SHA256_BYTES + 1], got[2 * FLAS_SHA256_BYTES + 1];
     if (s->h.vocab_size != (uint32_t)l->o.vocab_size)
-        return fail(err, errlen, "%s: shard vocabulary has %u tokens but the model's vocab_size is %d: "
+        return flas_fail(err, errlen, "%s: shard vocabulary has %u tokens but the model's vocab_size is %d: "
                     "tokenized with another tokenizer", s->path, s->h.vocab_size, l->o.vocab_size);
     if (memcmp(s->h.tokenizer_sha256, l->tokenizer_sha256, FLAS_SHA256_BYTES) != 0) {
         flas_sha256_hex(l->tokenizer_sha256, want);
         flas_sha256_hex(s->h.tokenizer_sha256, got);
-        return fail(err, errlen, "%s: tokenized with tokenizer sha256 %.16s..., expected %.16s... (%s)",
+        return flas_fail(err, errlen, "%s: tokenized with tokenizer sha256 %.16s..., expected %.16s... (%s)",
                     s->path, got, want, l->o.tokenizer_sha256 ? "the model's tokenizer" : "as the first shard");
     }
     return 0;
@@ -118,7 +108,7 @@ flas_loader *flas_loader_open(const char *const *paths, int n_paths, const flas_
 {
     if (o->seq_len <= 0 || o->batch <= 0 || o->dp_size <= 0 || o->dp_rank < 0 ||
         o->dp_rank >= o->dp_size || o->vocab_size <= 0) {
-        fail(err, errlen, "loader: need seq_len, batch, dp_size, vocab_size > 0 and 0 <= dp_rank < "
+        flas_fail(err, errlen, "loader: need seq_len, batch, dp_size, vocab_size > 0 and 0 <= dp_rank < "
              "dp_size (got %d, %d, %d, %d, %d)", o->seq_len, o->batch, o->dp_size, o->vocab_size, o->dp_rank);
         return NULL;
     }
@@ -130,7 +120,7 @@ flas_loader *flas_loader_open(const char *const *paths, int n_paths, const flas_
     if (!l || !(l->shards = calloc((size_t)n, sizeof *l->shards)) ||
         !(l->starts = calloc((size_t)n + 1, sizeof *l->starts)) ||
         !(l->row = malloc(((size_t)o->seq_len + 1) * sizeof *l->row))) {
-        fail(err, errlen, "loader: out of memory");
+        flas_fail(err, errlen, "loader: out of memory");
         goto bad;
     }
     l->o = *o;
@@ -150,7 +140,7 @@ flas_loader *flas_loader_open(const char *const *paths, int n_paths, const flas_
     l->n_windows = l->n_tokens > 0 ? (l->n_tokens - 1) / (uint64_t)o->seq_len : 0;
     const uint64_t per_step = (uint64_t)o->batch * (uint64_t)o->dp_size;
     if (l->n_windows < per_step) {
-        fail(err, errlen, "%s%s: %llu tokens make %llu windows of seq_len %d, fewer than one step needs "
+        flas_fail(err, errlen, "%s%s: %llu tokens make %llu windows of seq_len %d, fewer than one step needs "
              "(batch %d x %d ranks)", list[0], n > 1 ? " ..." : "", (unsigned long long)l->n_tokens,
              (unsigned long long)l->n_windows, o->seq_len, o->batch, o->dp_size);
         goto bad;
@@ -198,7 +188,7 @@ static int read_stream(const flas_loader *l, uint64_t pos, size_t count, int32_t
         for (size_t k = 0; k < take; k++) {
             uint32_t t = flas_shard_token(s, at + k);
             if (t >= (uint32_t)l->o.vocab_size)
-                return fail(err, errlen, "%s: token %llu is id %u, outside the vocabulary of %d: damaged shard",
+                return flas_fail(err, errlen, "%s: token %llu is id %u, outside the vocabulary of %d: damaged shard",
                             s->path, (unsigned long long)(at + k), t, l->o.vocab_size);
             dst[k] = (int32_t)t;
         }
@@ -206,7 +196,7 @@ static int read_stream(const flas_loader *l, uint64_t pos, size_t count, int32_t
         pos += take;
         count -= take;
     }
-    return count == 0 ? 0 : fail(err, errlen, "loader: read past the end of the stream");
+    return count == 0 ? 0 : flas_fail(err, errlen, "loader: read past the end of the stream");
 }
 
 int flas_loader_next(flas_loader *l, int32_t *tokens, int32_t *targets, char *err, size_t errlen)
@@ -252,22 +242,22 @@ int flas_loader_set_cursor(flas_loader *l, const flas_loader_cursor *c, char *er
     flas_loader_cursor mine;
     flas_loader_get_cursor(l, &mine);
     if (c->version != FLAS_LOADER_CURSOR_VERSION)
-        return fail(err, errlen, "data cursor version %llu, this FLaS writes version %d",
+        return flas_fail(err, errlen, "data cursor version %llu, this FLaS writes version %d",
                     (unsigned long long)c->version, FLAS_LOADER_CURSOR_VERSION);
     if (c->n_tokens != mine.n_tokens || c->fingerprint != mine.fingerprint)
-        return fail(err, errlen, "data cursor was saved for other data (%llu tokens, fingerprint %016llx; "
+        return flas_fail(err, errlen, "data cursor was saved for other data (%llu tokens, fingerprint %016llx; "
                     "these shards: %llu tokens, %016llx)", (unsigned long long)c->n_tokens,
                     (unsigned long long)c->fingerprint, (unsigned long long)mine.n_tokens,
                     (unsigned long long)mine.fingerprint);
     if (c->seq_len != mine.seq_len)
-        return fail(err, errlen, "data cursor was saved with seq_len %llu, the loader has %llu",
+        return flas_fail(err, errlen, "data cursor was saved with seq_len %llu, the loader has %llu",
                     (unsigned long long)c->seq_len, (unsigned long long)mine.seq_len);
     if (c->seed != mine.seed || c->shuffle != mine.shuffle)
-        return fail(err, errlen, "data cursor was saved with seed %llu shuffle %llu, the loader has seed "
+        return flas_fail(err, errlen, "data cursor was saved with seed %llu shuffle %llu, the loader has seed "
                     "%llu shuffle %llu", (unsigned long long)c->seed, (unsigned long long)c->shuffle,
                     (unsigned long long)mine.seed, (unsigned long long)mine.shuffle);
     if (c->position > l->n_windows)
-        return fail(err, errlen, "data cursor position %llu is beyond the %llu windows",
+        return flas_fail(err, errlen, "data cursor position %llu is beyond the %llu windows",
                     (unsigned long long)c->position, (unsigned long long)l->n_windows);
     l->epoch = c->epoch;
     l->position = c->position;

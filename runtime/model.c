@@ -1,5 +1,6 @@
 /* The LLaMA-2 model of one tensor-parallel rank: buffers, initialisation, and the layer sequence of
  * forward and backward. The layers themselves are in layers.c (fast) and layers_ref.c (reference). */
+#include "flas/error.h"
 #include "flas/llama.h"
 
 #include <math.h>
@@ -70,17 +71,6 @@ static dims model_dims(const flas_model *m)
     return d;
 }
 
-static int set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 /* Carves 64-byte aligned arrays out of one allocation; the first pass (base NULL) only counts. */
 typedef struct carver {
     float *base;
@@ -142,7 +132,7 @@ int flas_model_create(flas_model *m, const flas_config *cfg, int tp_rank, int tp
         return -1;
     if (max_batch <= 0 || max_seq <= 0 || max_seq > cfg->seq_len) {
         flas_param_table_free(&m->table);
-        return set_err(err, errlen, "batch capacity %d x %d is outside 1..any x 1..seq_len %d", max_batch,
+        return flas_fail(err, errlen, "batch capacity %d x %d is outside 1..any x 1..seq_len %d", max_batch,
                        max_seq, cfg->seq_len);
     }
     m->cfg = *cfg;
@@ -161,13 +151,13 @@ int flas_model_create(flas_model *m, const flas_config *cfg, int tp_rank, int tp
         const flas_tensor *wv = flas_param_get(&m->table, FLAS_T_WV, l);
         if (wk->offset != wq->offset + wq->numel || wv->offset != wk->offset + wk->numel) {
             flas_param_table_free(&m->table);
-            return set_err(err, errlen, "internal: wq/wk/wv of layer %d are not adjacent in the table", l);
+            return flas_fail(err, errlen, "internal: wq/wk/wv of layer %d are not adjacent in the table", l);
         }
     }
     size_t N = (size_t)max_batch * max_seq;
     if (N > (size_t)1 << 31 || N * (size_t)d.V > ((size_t)1 << 40)) {
         flas_param_table_free(&m->table);
-        return set_err(err, errlen, "batch %d x %d is too large for vocabulary %d", max_batch, max_seq, d.V);
+        return flas_fail(err, errlen, "batch %d x %d is too large for vocabulary %d", max_batch, max_seq, d.V);
     }
     m->acts = calloc(1, sizeof *m->acts);
     if (m->acts)
@@ -181,7 +171,7 @@ int flas_model_create(flas_model *m, const flas_config *cfg, int tp_rank, int tp
     if (!m->params || !m->grads || !arena) {
         free(arena);
         flas_model_free(m);
-        return set_err(err, errlen, "out of memory: %zu parameters + %.1f MiB of activations",
+        return flas_fail(err, errlen, "out of memory: %zu parameters + %.1f MiB of activations",
                        m->table.n_params, cv.used * 4.0 / 1048576.0);
     }
     m->acts->arena = arena;
@@ -312,18 +302,18 @@ int flas_model_forward(flas_model *m, const int *tokens, const int *targets, int
     const flas_kernels *K = m->kernels;
     dims d = model_dims(m);
     if (B <= 0 || T <= 0 || B > m->max_batch || T > m->max_seq)
-        return set_err(m->err, sizeof m->err, "batch %d x %d is outside the capacity %d x %d", B, T,
+        return flas_fail(m->err, sizeof m->err, "batch %d x %d is outside the capacity %d x %d", B, T,
                        m->max_batch, m->max_seq);
     if (m->tp_size > 1 && !m->allreduce_sum)
-        return set_err(m->err, sizeof m->err, "tp size %d needs an allreduce (flas_model_set_allreduce)",
+        return flas_fail(m->err, sizeof m->err, "tp size %d needs an allreduce (flas_model_set_allreduce)",
                        m->tp_size);
     int N = B * T;
     for (int n = 0; n < N; n++) {
         if (tokens[n] < 0 || tokens[n] >= d.V)
-            return set_err(m->err, sizeof m->err, "token %d at position %d is outside the vocabulary 0..%d",
+            return flas_fail(m->err, sizeof m->err, "token %d at position %d is outside the vocabulary 0..%d",
                            tokens[n], n, d.V - 1);
         if (targets && (targets[n] < 0 || targets[n] >= d.V))
-            return set_err(m->err, sizeof m->err, "target %d at position %d is outside the vocabulary 0..%d",
+            return flas_fail(m->err, sizeof m->err, "target %d at position %d is outside the vocabulary 0..%d",
                            targets[n], n, d.V - 1);
     }
     omp_set_num_threads(m->n_threads);
@@ -381,7 +371,7 @@ int flas_model_backward(flas_model *m, float loss_scale)
     const flas_kernels *K = m->kernels;
     dims d = model_dims(m);
     if (!a->ready_for_backward)
-        return set_err(m->err, sizeof m->err, "backward needs a forward with targets first");
+        return flas_fail(m->err, sizeof m->err, "backward needs a forward with targets first");
     omp_set_num_threads(m->n_threads);
     int B = a->B, T = a->T, N = B * T;
     a->ready_for_backward = 0; /* the probabilities are about to become gradients */

@@ -1,4 +1,5 @@
 /* Model shapes: presets, the FFN width rule, validation, and the named-tensor layout. */
+#include "flas/error.h"
 #include "flas/model.h"
 
 #include <stdarg.h>
@@ -54,17 +55,6 @@ int flas_hidden_dim(int dim, int multiple_of, float ffn_dim_multiplier)
 
 size_t flas_config_head_dim(const flas_config *c) { return (size_t)(c->dim / c->n_heads); }
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 /* a * b without overflow, else 0 (callers refuse 0: every factor is already known positive). */
 static size_t mul_ok(size_t a, size_t b) { return (b != 0 && a > SIZE_MAX / b) ? 0 : a * b; }
 
@@ -76,24 +66,24 @@ int flas_config_validate(const flas_config *c, int tp_size, char *err, size_t er
         {"vocab_size", c->vocab_size}, {"seq_len", c->seq_len}, {"tp", tp_size}};
     for (size_t i = 0; i < sizeof pos / sizeof pos[0]; i++)
         if (pos[i].v <= 0)
-            return fail(err, errlen, "%s must be positive (got %d)", pos[i].name, pos[i].v);
+            return flas_fail(err, errlen, "%s must be positive (got %d)", pos[i].name, pos[i].v);
     if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f))
-        return fail(err, errlen, "norm_eps must be in (0, 1) (got %g)", (double)c->norm_eps);
+        return flas_fail(err, errlen, "norm_eps must be in (0, 1) (got %g)", (double)c->norm_eps);
     if (!(c->rope_theta > 1.0f))
-        return fail(err, errlen, "rope_theta must be > 1 (got %g)", (double)c->rope_theta);
+        return flas_fail(err, errlen, "rope_theta must be > 1 (got %g)", (double)c->rope_theta);
     if (c->tied_embeddings != 0 && c->tied_embeddings != 1)
-        return fail(err, errlen, "tied_embeddings must be 0 or 1 (got %d)", c->tied_embeddings);
+        return flas_fail(err, errlen, "tied_embeddings must be 0 or 1 (got %d)", c->tied_embeddings);
     if (c->dim % c->n_heads)
-        return fail(err, errlen, "dim %d is not divisible by n_heads %d", c->dim, c->n_heads);
+        return flas_fail(err, errlen, "dim %d is not divisible by n_heads %d", c->dim, c->n_heads);
     if (c->n_heads % c->n_kv_heads)
-        return fail(err, errlen, "n_heads %d is not divisible by n_kv_heads %d (grouped-query attention)",
+        return flas_fail(err, errlen, "n_heads %d is not divisible by n_kv_heads %d (grouped-query attention)",
                     c->n_heads, c->n_kv_heads);
     if ((c->dim / c->n_heads) % 2)
-        return fail(err, errlen, "head_dim %d is odd: RoPE rotates pairs of dimensions", c->dim / c->n_heads);
+        return flas_fail(err, errlen, "head_dim %d is odd: RoPE rotates pairs of dimensions", c->dim / c->n_heads);
     if (c->n_kv_heads % tp_size)
-        return fail(err, errlen, "n_kv_heads %d is not divisible by tp %d", c->n_kv_heads, tp_size);
+        return flas_fail(err, errlen, "n_kv_heads %d is not divisible by tp %d", c->n_kv_heads, tp_size);
     if (c->hidden_dim % tp_size)
-        return fail(err, errlen, "hidden_dim %d is not divisible by tp %d", c->hidden_dim, tp_size);
+        return flas_fail(err, errlen, "hidden_dim %d is not divisible by tp %d", c->hidden_dim, tp_size);
     /* Products that index activations and logits must fit in int-based loops and size_t buffers. */
     size_t d = (size_t)c->dim, h = (size_t)c->hidden_dim, v = (size_t)c->vocab_size, t = (size_t)c->seq_len;
     size_t per_layer = 0, total = 0;
@@ -101,14 +91,14 @@ int flas_config_validate(const flas_config *c, int tp_size, char *err, size_t er
     size_t qo = mul_ok(d, d), kvw = mul_ok(kv, d), ffn = mul_ok(d, h), emb = mul_ok(v, d);
     if (!qo || !kvw || !ffn || !emb || mul_ok(t, v) == 0 || mul_ok(t, t) == 0 ||
         mul_ok(t, h) > (size_t)INT32_MAX || mul_ok(t, v) > (size_t)INT32_MAX || emb > (size_t)INT32_MAX * 64)
-        return fail(err, errlen, "model shape overflows (dim %d, hidden_dim %d, vocab_size %d, seq_len %d)",
+        return flas_fail(err, errlen, "model shape overflows (dim %d, hidden_dim %d, vocab_size %d, seq_len %d)",
                     c->dim, c->hidden_dim, c->vocab_size, c->seq_len);
     per_layer = 2 * qo + 2 * kvw + 3 * ffn + 2 * d;
     if (per_layer < qo || mul_ok(per_layer, (size_t)c->n_layers) == 0)
-        return fail(err, errlen, "model shape overflows (n_layers %d)", c->n_layers);
+        return flas_fail(err, errlen, "model shape overflows (n_layers %d)", c->n_layers);
     total = per_layer * (size_t)c->n_layers + emb * (c->tied_embeddings ? 1 : 2) + d;
     if (total < per_layer || total > ((size_t)1 << 40))
-        return fail(err, errlen, "model has too many parameters (%zu)", total);
+        return flas_fail(err, errlen, "model has too many parameters (%zu)", total);
     return 0;
 }
 
@@ -150,14 +140,14 @@ int flas_param_table_init(flas_param_table *t, const flas_config *c, int tp_rank
     if (flas_config_validate(c, tp_size, err, errlen))
         return -1;
     if (tp_rank < 0 || tp_rank >= tp_size)
-        return fail(err, errlen, "tp rank %d is outside 0..%d", tp_rank, tp_size - 1);
+        return flas_fail(err, errlen, "tp rank %d is outside 0..%d", tp_rank, tp_size - 1);
     t->cfg = *c;
     t->tp_rank = tp_rank;
     t->tp_size = tp_size;
     int cap = 3 + 9 * c->n_layers;
     t->tensors = calloc((size_t)cap, sizeof *t->tensors);
     if (!t->tensors)
-        return fail(err, errlen, "out of memory for %d tensor descriptors", cap);
+        return flas_fail(err, errlen, "out of memory for %d tensor descriptors", cap);
     layout L = {t, cap};
     size_t d = (size_t)c->dim, hd = flas_config_head_dim(c), h = (size_t)c->hidden_dim;
     size_t q = hd * (size_t)c->n_heads, kv = hd * (size_t)c->n_kv_heads;

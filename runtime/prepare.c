@@ -1,5 +1,6 @@
 /* flas-prepare: input files -> token shards, in parallel over files (see include/flas/prepare.h). */
 #define _GNU_SOURCE
+#include "flas/error.h"
 #include "flas/prepare.h"
 
 #include <dirent.h>
@@ -23,17 +24,6 @@
 #define DEFAULT_SHARD_TOKENS (1ull << 27)
 #define DEFAULT_MAX_DOCUMENT (64u << 20)
 #define MAX_INPUTS 999999 /* shard names carry the input index in 6 digits: name order = input order */
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static double now(void)
 {
@@ -108,7 +98,7 @@ static flas_shard_writer *next_shard(run *r, int file, int part, char *err, size
 {
     char *path = NULL;
     if (asprintf(&path, "%s/part-%06d-%04d%s", r->tmp_dir, file, part, FLAS_SHARD_SUFFIX) < 0) {
-        fail(err, errlen, "out of memory");
+        flas_fail(err, errlen, "out of memory");
         return NULL;
     }
     flas_shard_writer *w = flas_shard_writer_open(path, &r->proto, err, errlen);
@@ -135,12 +125,12 @@ static int prepare_file(run *r, int file, char *err, size_t errlen)
     char why[512];
     while ((rc = text_input_next(in, &text, &len, err, errlen)) == 1) {
         if (should_stop(r)) {
-            rc = fail(err, errlen, "interrupted");
+            rc = flas_fail(err, errlen, "interrupted");
             break;
         }
         ids.n = 0;
         if (flas_tokenizer_encode(r->tok, text, len, flags, &ids, why, sizeof why) != 0) {
-            rc = fail(err, errlen, "%s: document %llu: %s", path, (unsigned long long)docs + 1, why);
+            rc = flas_fail(err, errlen, "%s: document %llu: %s", path, (unsigned long long)docs + 1, why);
             break;
         }
         if (w && flas_shard_writer_tokens(w) + ids.n > r->shard_tokens) {
@@ -167,7 +157,7 @@ static int prepare_file(run *r, int file, char *err, size_t errlen)
             progress(r, o->n_inputs, 0);
     }
     if (rc == 0 && docs == 0)
-        rc = fail(err, errlen, "%s: no documents (empty input)", path);
+        rc = flas_fail(err, errlen, "%s: no documents (empty input)", path);
     if (rc == 0) {
         rc = flas_shard_writer_commit(w, NULL, err, errlen);
         w = NULL;
@@ -210,11 +200,11 @@ static char *make_tmp_dir(const char *out_dir, char *err, size_t errlen)
     free(a);
     free(b);
     if (!tmp) {
-        fail(err, errlen, "out of memory");
+        flas_fail(err, errlen, "out of memory");
         return NULL;
     }
     if (!mkdtemp(tmp)) {
-        fail(err, errlen, "%s: cannot create a temporary directory next to it: %s", out_dir, strerror(errno));
+        flas_fail(err, errlen, "%s: cannot create a temporary directory next to it: %s", out_dir, strerror(errno));
         free(tmp);
         return NULL;
     }
@@ -225,23 +215,23 @@ static int check_opts(const flas_prepare_opts *o, char *err, size_t errlen)
 {
     struct stat st;
     if (!o->tokenizer_path)
-        return fail(err, errlen, "no tokenizer model given (--tokenizer)");
+        return flas_fail(err, errlen, "no tokenizer model given (--tokenizer)");
     if (!o->out_dir || !*o->out_dir)
-        return fail(err, errlen, "no output directory given (--out)");
+        return flas_fail(err, errlen, "no output directory given (--out)");
     if (o->n_inputs <= 0)
-        return fail(err, errlen, "no input files given");
+        return flas_fail(err, errlen, "no input files given");
     if (o->n_inputs > MAX_INPUTS)
-        return fail(err, errlen, "%d input files: at most %d per run", o->n_inputs, MAX_INPUTS);
+        return flas_fail(err, errlen, "%d input files: at most %d per run", o->n_inputs, MAX_INPUTS);
     if (lstat(o->out_dir, &st) == 0)
-        return fail(err, errlen, "%s: exists; flas-prepare writes a new directory (remove it or choose "
+        return flas_fail(err, errlen, "%s: exists; flas-prepare writes a new directory (remove it or choose "
                     "another --out)", o->out_dir);
     for (int i = 0; i < o->n_inputs; i++) {
         if (stat(o->inputs[i], &st) != 0)
-            return fail(err, errlen, "%s: %s", o->inputs[i], strerror(errno));
+            return flas_fail(err, errlen, "%s: %s", o->inputs[i], strerror(errno));
         if (S_ISDIR(st.st_mode))
-            return fail(err, errlen, "%s: is a directory, expected a text or JSON-lines file", o->inputs[i]);
+            return flas_fail(err, errlen, "%s: is a directory, expected a text or JSON-lines file", o->inputs[i]);
         if (access(o->inputs[i], R_OK) != 0)
-            return fail(err, errlen, "%s: %s", o->inputs[i], strerror(errno));
+            return flas_fail(err, errlen, "%s: %s", o->inputs[i], strerror(errno));
     }
     return 0;
 }
@@ -254,16 +244,16 @@ int flas_prepare_run(const flas_prepare_opts *o, flas_prepare_stats *st, char *e
     char why[768];
     flas_tokenizer *tok = flas_tokenizer_open(o->tokenizer_path, why, sizeof why);
     if (!tok)
-        return fail(err, errlen, "%s", why);
+        return flas_fail(err, errlen, "%s", why);
     const int vocab = flas_tokenizer_vocab_size(tok);
     if (o->expect_vocab_size > 0 && o->expect_vocab_size != vocab) {
         flas_tokenizer_close(tok);
-        return fail(err, errlen, "%s: vocabulary of %d pieces but the model's vocab_size is %d: shards "
+        return flas_fail(err, errlen, "%s: vocabulary of %d pieces but the model's vocab_size is %d: shards "
                     "made with it could not train that model", o->tokenizer_path, vocab, o->expect_vocab_size);
     }
     if (flas_tokenizer_bos_id(tok) < 0) {
         flas_tokenizer_close(tok);
-        return fail(err, errlen, "%s: the model has no BOS piece, so documents could not be told apart",
+        return flas_fail(err, errlen, "%s: the model has no BOS piece, so documents could not be told apart",
                     o->tokenizer_path);
     }
     run r = {.o = o, .tok = tok, .t0 = now()};
@@ -298,19 +288,19 @@ int flas_prepare_run(const flas_prepare_opts *o, flas_prepare_stats *st, char *e
 
     int rc = 0;
     if (o->stop && *o->stop)
-        rc = fail(err, errlen, "interrupted");
+        rc = flas_fail(err, errlen, "interrupted");
     else if (r.failed)
-        rc = fail(err, errlen, "%s", r.err);
+        rc = flas_fail(err, errlen, "%s", r.err);
     if (rc == 0 && chmod(tmp, flas_atomic_mode(0777)) != 0)
-        rc = fail(err, errlen, "%s: chmod: %s", tmp, strerror(errno));
+        rc = flas_fail(err, errlen, "%s: chmod: %s", tmp, strerror(errno));
     /* The directory appears whole or not at all: its files are fsync'ed already. */
     if (rc == 0 && flas_fsync_dir_of(tmp, 1) != 0)
-        rc = fail(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
+        rc = flas_fail(err, errlen, "%s: fsync: %s", tmp, strerror(errno));
     /* NOREPLACE: a directory someone created meanwhile is not clobbered. */
     if (rc == 0 && renameat2(AT_FDCWD, tmp, AT_FDCWD, o->out_dir, RENAME_NOREPLACE) != 0)
-        rc = fail(err, errlen, "%s: cannot rename %s into place: %s", o->out_dir, tmp, strerror(errno));
+        rc = flas_fail(err, errlen, "%s: cannot rename %s into place: %s", o->out_dir, tmp, strerror(errno));
     if (rc == 0 && flas_fsync_dir_of(o->out_dir, 0) != 0)
-        rc = fail(err, errlen, "%s: fsync of its parent directory: %s", o->out_dir, strerror(errno));
+        rc = flas_fail(err, errlen, "%s: fsync of its parent directory: %s", o->out_dir, strerror(errno));
     if (rc != 0)
         remove_tree(access(tmp, F_OK) == 0 ? tmp : o->out_dir);
     free(tmp);
@@ -333,13 +323,13 @@ int flas_prepare_verify(const char *tokenizer_path, int expect_vocab_size, const
     if (tokenizer_path) {
         flas_tokenizer *tok = flas_tokenizer_open(tokenizer_path, why, sizeof why);
         if (!tok)
-            return fail(err, errlen, "%s", why);
+            return flas_fail(err, errlen, "%s", why);
         const int v = flas_tokenizer_vocab_size(tok);
         memcpy(want_sha, flas_tokenizer_sha256(tok), FLAS_SHA256_BYTES);
         flas_tokenizer_close(tok);
         have_sha = 1;
         if (want_vocab > 0 && want_vocab != v)
-            return fail(err, errlen, "%s: vocabulary of %d pieces but the model's vocab_size is %d",
+            return flas_fail(err, errlen, "%s: vocabulary of %d pieces but the model's vocab_size is %d",
                         tokenizer_path, v, want_vocab);
         want_vocab = v;
     }
@@ -355,12 +345,12 @@ int flas_prepare_verify(const char *tokenizer_path, int expect_vocab_size, const
         }
         char got[2 * FLAS_SHA256_BYTES + 1], want[2 * FLAS_SHA256_BYTES + 1];
         if (want_vocab > 0 && s.h.vocab_size != (uint32_t)want_vocab) {
-            rc = fail(err, errlen, "%s: shard vocabulary has %u tokens but %s has %d: vocabulary mismatch",
+            rc = flas_fail(err, errlen, "%s: shard vocabulary has %u tokens but %s has %d: vocabulary mismatch",
                       list[i], s.h.vocab_size, tokenizer_path ? tokenizer_path : "the model", want_vocab);
         } else if (have_sha && memcmp(s.h.tokenizer_sha256, want_sha, FLAS_SHA256_BYTES) != 0) {
             flas_sha256_hex(s.h.tokenizer_sha256, got);
             flas_sha256_hex(want_sha, want);
-            rc = fail(err, errlen, "%s: tokenized with tokenizer sha256 %.16s..., %s is %.16s...: "
+            rc = flas_fail(err, errlen, "%s: tokenized with tokenizer sha256 %.16s..., %s is %.16s...: "
                       "vocabulary mismatch", list[i], got, tokenizer_path, want);
         } else if (flas_shard_verify(&s, err, errlen) != 0) {
             rc = -1;

@@ -1,6 +1,7 @@
 /* Token shards: header encoding, the atomic writer, the memory-mapped reader, directory listing.
  * The format is declared in include/flas/shards.h and described in docs/data.md. */
 #define _GNU_SOURCE
+#include "flas/error.h"
 #include "flas/sha256.h"
 #include "flas/shards.h"
 
@@ -18,17 +19,6 @@
 #include "flas/atomic_file.h"
 
 #define WRITE_BUFFER_TOKENS (1u << 16) /* 128-256 KiB per writer: bounded memory */
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static void put32(unsigned char *p, uint32_t v)
 {
@@ -69,14 +59,14 @@ int flas_shard_header_decode(const unsigned char in[FLAS_SHARD_HEADER_BYTES], fl
                              char *err, size_t errlen)
 {
     if (memcmp(in, FLAS_SHARD_MAGIC, 8) != 0)
-        return fail(err, errlen, "not a FLaS token shard (bad magic)");
+        return flas_fail(err, errlen, "not a FLaS token shard (bad magic)");
     memset(h, 0, sizeof *h);
     h->version = get32(in + 8);
     if (h->version != FLAS_SHARD_VERSION)
-        return fail(err, errlen, "shard format version %u, this FLaS reads version %d", h->version,
+        return flas_fail(err, errlen, "shard format version %u, this FLaS reads version %d", h->version,
                     FLAS_SHARD_VERSION);
     if (get32(in + 12) != FLAS_SHARD_HEADER_BYTES)
-        return fail(err, errlen, "header of %u bytes, expected %d", get32(in + 12), FLAS_SHARD_HEADER_BYTES);
+        return flas_fail(err, errlen, "header of %u bytes, expected %d", get32(in + 12), FLAS_SHARD_HEADER_BYTES);
     h->vocab_size = get32(in + 16);
     h->token_bytes = get32(in + 20);
     h->n_tokens = get64(in + 24);
@@ -87,12 +77,12 @@ int flas_shard_header_decode(const unsigned char in[FLAS_SHARD_HEADER_BYTES], fl
     memcpy(h->tokenizer_sha256, in + 56, FLAS_SHA256_BYTES);
     memcpy(h->payload_sha256, in + 88, FLAS_SHA256_BYTES);
     if (h->vocab_size == 0)
-        return fail(err, errlen, "vocab_size 0");
+        return flas_fail(err, errlen, "vocab_size 0");
     if (h->token_bytes != flas_shard_token_bytes(h->vocab_size))
-        return fail(err, errlen, "%u-byte tokens for a vocabulary of %u (expected %u)", h->token_bytes,
+        return flas_fail(err, errlen, "%u-byte tokens for a vocabulary of %u (expected %u)", h->token_bytes,
                     h->vocab_size, flas_shard_token_bytes(h->vocab_size));
     if (h->n_tokens > (UINT64_MAX - FLAS_SHARD_HEADER_BYTES) / h->token_bytes)
-        return fail(err, errlen, "token count %llu overflows", (unsigned long long)h->n_tokens);
+        return flas_fail(err, errlen, "token count %llu overflows", (unsigned long long)h->n_tokens);
     return 0;
 }
 
@@ -111,12 +101,12 @@ flas_shard_writer *flas_shard_writer_open(const char *path, const flas_shard_hea
                                           size_t errlen)
 {
     if (h->vocab_size == 0) {
-        fail(err, errlen, "%s: vocab_size 0", path);
+        flas_fail(err, errlen, "%s: vocab_size 0", path);
         return NULL;
     }
     flas_shard_writer *w = calloc(1, sizeof *w);
     if (!w) {
-        fail(err, errlen, "%s: out of memory", path);
+        flas_fail(err, errlen, "%s: out of memory", path);
         return NULL;
     }
     w->fd = -1;
@@ -128,7 +118,7 @@ flas_shard_writer *flas_shard_writer_open(const char *path, const flas_shard_hea
     w->buf = malloc((size_t)WRITE_BUFFER_TOKENS * 4);
     w->md = flas_sha256_begin();
     if (!w->path || !w->buf || !w->md) {
-        fail(err, errlen, "%s: out of memory", path);
+        flas_fail(err, errlen, "%s: out of memory", path);
         goto bad;
     }
     w->fd = flas_atomic_create(path, &w->tmp, err, errlen);
@@ -137,7 +127,7 @@ flas_shard_writer *flas_shard_writer_open(const char *path, const flas_shard_hea
     /* The header goes in last (it holds the counts and the hash); reserve its bytes now. */
     unsigned char zero[FLAS_SHARD_HEADER_BYTES] = {0};
     if (flas_atomic_write_all(w->fd, zero, sizeof zero) != 0) {
-        fail(err, errlen, "%s: write: %s", w->tmp, strerror(errno));
+        flas_fail(err, errlen, "%s: write: %s", w->tmp, strerror(errno));
         goto bad;
     }
     return w;
@@ -151,9 +141,9 @@ static int flush_buffer(flas_shard_writer *w, char *err, size_t errlen)
     if (w->buf_used == 0)
         return 0;
     if (flas_sha256_update(w->md, w->buf, w->buf_used) != 0)
-        return fail(err, errlen, "%s: SHA-256 failed", w->path);
+        return flas_fail(err, errlen, "%s: SHA-256 failed", w->path);
     if (flas_atomic_write_all(w->fd, w->buf, w->buf_used) != 0)
-        return fail(err, errlen, "%s: write: %s", w->tmp, strerror(errno));
+        return flas_fail(err, errlen, "%s: write: %s", w->tmp, strerror(errno));
     w->buf_used = 0;
     return 0;
 }
@@ -163,7 +153,7 @@ int flas_shard_writer_add(flas_shard_writer *w, const int32_t *ids, size_t n, ch
     const size_t cap = (size_t)WRITE_BUFFER_TOKENS * w->h.token_bytes;
     for (size_t i = 0; i < n; i++) {
         if (ids[i] < 0 || (uint32_t)ids[i] >= w->h.vocab_size)
-            return fail(err, errlen, "%s: token id %d outside the vocabulary of %u", w->path, ids[i],
+            return flas_fail(err, errlen, "%s: token id %d outside the vocabulary of %u", w->path, ids[i],
                         w->h.vocab_size);
         if (w->buf_used == cap && flush_buffer(w, err, errlen) != 0)
             return -1;
@@ -210,7 +200,7 @@ int flas_shard_writer_commit(flas_shard_writer *w, flas_shard_header *out, char 
 {
     unsigned char head[FLAS_SHARD_HEADER_BYTES];
     if (w->h.n_tokens == 0) {
-        fail(err, errlen, "%s: no tokens to write", w->path);
+        flas_fail(err, errlen, "%s: no tokens to write", w->path);
         goto bad;
     }
     if (flush_buffer(w, err, errlen) != 0)
@@ -218,12 +208,12 @@ int flas_shard_writer_commit(flas_shard_writer *w, flas_shard_header *out, char 
     int sha_failed = flas_sha256_end_raw(w->md, w->h.payload_sha256) != 0;
     w->md = NULL;
     if (sha_failed) {
-        fail(err, errlen, "%s: SHA-256 failed", w->path);
+        flas_fail(err, errlen, "%s: SHA-256 failed", w->path);
         goto bad;
     }
     flas_shard_header_encode(&w->h, head);
     if (pwrite(w->fd, head, sizeof head, 0) != (ssize_t)sizeof head) {
-        fail(err, errlen, "%s: write: %s", w->tmp, strerror(errno));
+        flas_fail(err, errlen, "%s: write: %s", w->tmp, strerror(errno));
         goto bad;
     }
     const int fd = w->fd;
@@ -246,33 +236,33 @@ int flas_shard_open(flas_shard *s, const char *path, char *err, size_t errlen)
     memset(s, 0, sizeof *s);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail(err, errlen, "%s: %s", path, strerror(errno));
+        return flas_fail(err, errlen, "%s: %s", path, strerror(errno));
     struct stat st;
     unsigned char head[FLAS_SHARD_HEADER_BYTES];
     char why[160];
     int rc = -1;
     if (fstat(fd, &st) != 0) {
-        fail(err, errlen, "%s: %s", path, strerror(errno));
+        flas_fail(err, errlen, "%s: %s", path, strerror(errno));
         goto out;
     }
     if (st.st_size < FLAS_SHARD_HEADER_BYTES || pread(fd, head, sizeof head, 0) != (ssize_t)sizeof head) {
-        fail(err, errlen, "%s: not a FLaS token shard (only %lld bytes)", path, (long long)st.st_size);
+        flas_fail(err, errlen, "%s: not a FLaS token shard (only %lld bytes)", path, (long long)st.st_size);
         goto out;
     }
     if (flas_shard_header_decode(head, &s->h, why, sizeof why) != 0) {
-        fail(err, errlen, "%s: %s", path, why);
+        flas_fail(err, errlen, "%s: %s", path, why);
         goto out;
     }
     const uint64_t expect = FLAS_SHARD_HEADER_BYTES + s->h.n_tokens * s->h.token_bytes;
     if ((uint64_t)st.st_size != expect) {
-        fail(err, errlen, "%s: %lld bytes but the header announces %llu tokens (%llu bytes): truncated "
+        flas_fail(err, errlen, "%s: %lld bytes but the header announces %llu tokens (%llu bytes): truncated "
              "or damaged", path, (long long)st.st_size, (unsigned long long)s->h.n_tokens,
              (unsigned long long)expect);
         goto out;
     }
     s->path = strdup(path);
     if (!s->path) {
-        fail(err, errlen, "%s: out of memory", path);
+        flas_fail(err, errlen, "%s: out of memory", path);
         goto out;
     }
     if (s->h.n_tokens > 0) {
@@ -280,7 +270,7 @@ int flas_shard_open(flas_shard *s, const char *path, char *err, size_t errlen)
         s->map = mmap(NULL, s->map_len, PROT_READ, MAP_SHARED, fd, 0);
         if (s->map == MAP_FAILED) {
             s->map = NULL;
-            fail(err, errlen, "%s: mmap: %s", path, strerror(errno));
+            flas_fail(err, errlen, "%s: mmap: %s", path, strerror(errno));
             free(s->path);
             s->path = NULL;
             goto out;
@@ -305,13 +295,13 @@ int flas_shard_verify(const flas_shard *s, char *err, size_t errlen)
 {
     unsigned char sha[FLAS_SHA256_BYTES];
     if (flas_sha256_raw(s->tokens ? s->tokens : (const unsigned char *)"", s->h.n_tokens * s->h.token_bytes, sha))
-        return fail(err, errlen, "%s: SHA-256 failed", s->path);
+        return flas_fail(err, errlen, "%s: SHA-256 failed", s->path);
     if (memcmp(sha, s->h.payload_sha256, FLAS_SHA256_BYTES) != 0)
-        return fail(err, errlen, "%s: token bytes do not match the header's SHA-256: damaged", s->path);
+        return flas_fail(err, errlen, "%s: token bytes do not match the header's SHA-256: damaged", s->path);
     for (uint64_t i = 0; i < s->h.n_tokens; i++) {
         uint32_t t = flas_shard_token(s, i);
         if (t >= s->h.vocab_size)
-            return fail(err, errlen, "%s: token %llu is id %u, outside the vocabulary of %u", s->path,
+            return flas_fail(err, errlen, "%s: token %llu is id %u, outside the vocabulary of %u", s->path,
                         (unsigned long long)i, t, s->h.vocab_size);
     }
     return 0;
@@ -356,12 +346,12 @@ int flas_shard_list(const char *const *paths, int n_paths, char ***out, int *n_o
     for (int i = 0; i < n_paths; i++) {
         struct stat st;
         if (stat(paths[i], &st) != 0) {
-            fail(err, errlen, "%s: %s", paths[i], strerror(errno));
+            flas_fail(err, errlen, "%s: %s", paths[i], strerror(errno));
             goto bad;
         }
         if (!S_ISDIR(st.st_mode)) {
             if (!has_suffix(paths[i], FLAS_SHARD_SUFFIX)) {
-                fail(err, errlen, "%s: not a token shard (expected a *%s file or a directory of them)",
+                flas_fail(err, errlen, "%s: not a token shard (expected a *%s file or a directory of them)",
                      paths[i], FLAS_SHARD_SUFFIX);
                 goto bad;
             }
@@ -371,7 +361,7 @@ int flas_shard_list(const char *const *paths, int n_paths, char ***out, int *n_o
         }
         DIR *d = opendir(paths[i]);
         if (!d) {
-            fail(err, errlen, "%s: %s", paths[i], strerror(errno));
+            flas_fail(err, errlen, "%s: %s", paths[i], strerror(errno));
             goto bad;
         }
         const int first = n;
@@ -390,20 +380,20 @@ int flas_shard_list(const char *const *paths, int n_paths, char ***out, int *n_o
         }
         closedir(d);
         if (n == first) {
-            fail(err, errlen, "%s: no *%s shards in this directory", paths[i], FLAS_SHARD_SUFFIX);
+            flas_fail(err, errlen, "%s: no *%s shards in this directory", paths[i], FLAS_SHARD_SUFFIX);
             goto bad;
         }
         qsort(list + first, (size_t)(n - first), sizeof *list, cmp_str);
     }
     if (n == 0) {
-        fail(err, errlen, "no shards given");
+        flas_fail(err, errlen, "no shards given");
         goto bad;
     }
     *out = list;
     *n_out = n;
     return 0;
 oom:
-    fail(err, errlen, "out of memory listing shards");
+    flas_fail(err, errlen, "out of memory listing shards");
 bad:
     flas_shard_list_free(list, n);
     return -1;

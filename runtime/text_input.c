@@ -1,4 +1,5 @@
 /* Documents from one input file of flas-prepare (see text_input.h). */
+#include "flas/error.h"
 #include "text_input.h"
 
 #include <errno.h>
@@ -28,17 +29,6 @@ struct text_input {
     size_t doc_len, doc_cap;
     uint64_t replaced, skipped_empty;
 };
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static int ends_with(const char *s, const char *suffix)
 {
@@ -104,7 +94,7 @@ text_input *text_input_open(const char *path, flas_input_format format, const ch
     text_input *in = calloc(1, sizeof *in);
     if (!in || !(in->path = strdup(path)) || !(in->field = strdup(json_field ? json_field : "text")) ||
         !(in->chunk = malloc(READ_CHUNK))) {
-        fail(err, errlen, "%s: out of memory", path);
+        flas_fail(err, errlen, "%s: out of memory", path);
         text_input_close(in);
         return NULL;
     }
@@ -114,7 +104,7 @@ text_input *text_input_open(const char *path, flas_input_format format, const ch
     errno = 0;
     in->gz = gzopen(path, "rb");
     if (!in->gz) {
-        fail(err, errlen, "%s: %s", path, errno ? strerror(errno) : "cannot open");
+        flas_fail(err, errlen, "%s: %s", path, errno ? strerror(errno) : "cannot open");
         text_input_close(in);
         return NULL;
     }
@@ -167,7 +157,7 @@ static int read_line(text_input *in, char *err, size_t errlen)
             if (k < 0) {
                 int code;
                 const char *msg = gzerror(in->gz, &code);
-                return fail(err, errlen, "%s:%llu: read error: %s", in->path,
+                return flas_fail(err, errlen, "%s:%llu: read error: %s", in->path,
                             (unsigned long long)in->line_no + 1, code == Z_ERRNO ? strerror(errno) : msg);
             }
             if (k == 0) {
@@ -182,10 +172,10 @@ static int read_line(text_input *in, char *err, size_t errlen)
         const char *nl = memchr(start, '\n', in->chunk_len - in->chunk_pos);
         size_t take = nl ? (size_t)(nl - start) : in->chunk_len - in->chunk_pos;
         if (in->line_len + take > in->max_doc)
-            return fail(err, errlen, "%s:%llu: line longer than %zu bytes (raise --max-document-bytes)",
+            return flas_fail(err, errlen, "%s:%llu: line longer than %zu bytes (raise --max-document-bytes)",
                         in->path, (unsigned long long)in->line_no + 1, in->max_doc);
         if (grow(&in->line, &in->line_cap, in->line_len + take + 1) != 0)
-            return fail(err, errlen, "%s:%llu: out of memory", in->path, (unsigned long long)in->line_no + 1);
+            return flas_fail(err, errlen, "%s:%llu: out of memory", in->path, (unsigned long long)in->line_no + 1);
         memcpy(in->line + in->line_len, start, take);
         in->line_len += take;
         in->chunk_pos += take + (nl ? 1 : 0);
@@ -220,13 +210,13 @@ static int check_utf8(text_input *in, const char *text, size_t len, const char *
         return 0;
     }
     if (!in->replace)
-        return fail(err, errlen, "%s:%llu: invalid UTF-8 (byte 0x%02x at offset %zu); fix the input or "
+        return flas_fail(err, errlen, "%s:%llu: invalid UTF-8 (byte 0x%02x at offset %zu); fix the input or "
                     "use --replace-invalid-utf8", in->path, (unsigned long long)in->line_no,
                     (unsigned char)text[ok], ok);
     /* Worst case every byte becomes 3 bytes of U+FFFD. */
     char *fixed = malloc(3 * len + 1);
     if (!fixed)
-        return fail(err, errlen, "%s:%llu: out of memory", in->path, (unsigned long long)in->line_no);
+        return flas_fail(err, errlen, "%s:%llu: out of memory", in->path, (unsigned long long)in->line_no);
     size_t i = 0, j = 0;
     while (i < len) {
         size_t run = flas_utf8_valid_prefix(text + i, len - i);
@@ -242,7 +232,7 @@ static int check_utf8(text_input *in, const char *text, size_t len, const char *
     }
     if (grow(&in->doc, &in->doc_cap, j + 1) != 0) {
         free(fixed);
-        return fail(err, errlen, "%s:%llu: out of memory", in->path, (unsigned long long)in->line_no);
+        return flas_fail(err, errlen, "%s:%llu: out of memory", in->path, (unsigned long long)in->line_no);
     }
     memcpy(in->doc, fixed, j);
     in->doc[j] = '\0';
@@ -276,10 +266,10 @@ static int next_paragraph(text_input *in, const char **text, size_t *len, char *
             continue;
         }
         if (n + in->line_len + 1 > in->max_doc)
-            return fail(err, errlen, "%s:%llu: paragraph longer than %zu bytes (raise --max-document-bytes)",
+            return flas_fail(err, errlen, "%s:%llu: paragraph longer than %zu bytes (raise --max-document-bytes)",
                         in->path, (unsigned long long)in->line_no, in->max_doc);
         if (grow(&in->doc, &in->doc_cap, n + in->line_len + 2) != 0)
-            return fail(err, errlen, "%s:%llu: out of memory", in->path, (unsigned long long)in->line_no);
+            return flas_fail(err, errlen, "%s:%llu: out of memory", in->path, (unsigned long long)in->line_no);
         if (n > 0)
             in->doc[n++] = '\n';
         memcpy(in->doc + n, in->line, in->line_len);
@@ -298,7 +288,7 @@ static int next_paragraph(text_input *in, const char **text, size_t *len, char *
     }
     char *copy = malloc(n);
     if (!copy)
-        return fail(err, errlen, "%s:%llu: out of memory", in->path, (unsigned long long)in->line_no);
+        return flas_fail(err, errlen, "%s:%llu: out of memory", in->path, (unsigned long long)in->line_no);
     memcpy(copy, in->doc, n);
     rc = check_utf8(in, copy, n, text, len, err, errlen);
     free(copy);
@@ -318,12 +308,12 @@ static int next_json(text_input *in, const char **text, size_t *len, char *err, 
         json_error_t je;
         json_t *obj = json_loadb(raw, raw_len, 0, &je);
         if (!obj)
-            return fail(err, errlen, "%s:%llu: malformed JSON at column %d: %s", in->path,
+            return flas_fail(err, errlen, "%s:%llu: malformed JSON at column %d: %s", in->path,
                         (unsigned long long)in->line_no, je.column, je.text);
         json_t *v = json_is_object(obj) ? json_object_get(obj, in->field) : NULL;
         if (!json_is_string(v)) {
             json_decref(obj);
-            return fail(err, errlen, "%s:%llu: expected a JSON object with a string field \"%s\"",
+            return flas_fail(err, errlen, "%s:%llu: expected a JSON object with a string field \"%s\"",
                         in->path, (unsigned long long)in->line_no, in->field);
         }
         size_t n = json_string_length(v);
@@ -334,7 +324,7 @@ static int next_json(text_input *in, const char **text, size_t *len, char *err, 
         }
         if (grow(&in->doc, &in->doc_cap, n + 1) != 0) {
             json_decref(obj);
-            return fail(err, errlen, "%s:%llu: out of memory", in->path, (unsigned long long)in->line_no);
+            return flas_fail(err, errlen, "%s:%llu: out of memory", in->path, (unsigned long long)in->line_no);
         }
         memcpy(in->doc, json_string_value(v), n);
         in->doc[n] = '\0';

@@ -1,6 +1,7 @@
 // The only C++ in libflas: an extern "C" shim over sentencepiece::SentencePieceProcessor, so that
 // FLaS tokenizes with the library LLaMA-2 itself uses instead of a re-implementation. No exception
 // may cross into C: every entry point catches and reports through err.
+#include "flas/error.h"
 #include "flas/tokenizer.h"
 
 #include <sentencepiece_processor.h>
@@ -22,16 +23,6 @@ struct flas_tokenizer {
     bool byte_fallback;
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 extern "C" {
 
 flas_tokenizer *flas_tokenizer_open(const char *model_path, char *err, size_t errlen)
@@ -40,30 +31,30 @@ flas_tokenizer *flas_tokenizer_open(const char *model_path, char *err, size_t er
         // Read the bytes once: they are both hashed and parsed, so the hash names what was loaded.
         std::ifstream in(model_path, std::ios::binary);
         if (!in) {
-            set_err(err, errlen, "%s: %s", model_path, strerror(errno));
+            flas_fail(err, errlen, "%s: %s", model_path, strerror(errno));
             return nullptr;
         }
         std::stringstream bytes;
         bytes << in.rdbuf();
         if (in.bad()) {
-            set_err(err, errlen, "%s: read error", model_path);
+            flas_fail(err, errlen, "%s: read error", model_path);
             return nullptr;
         }
         const std::string blob = bytes.str();
         if (blob.empty()) {
-            set_err(err, errlen, "%s: empty file, not a SentencePiece model", model_path);
+            flas_fail(err, errlen, "%s: empty file, not a SentencePiece model", model_path);
             return nullptr;
         }
         auto *t = new flas_tokenizer();
         const auto status = t->sp.LoadFromSerializedProto(blob);
         if (!status.ok() || t->sp.GetPieceSize() <= 0) {
-            set_err(err, errlen, "%s: not a SentencePiece model (%s)", model_path,
+            flas_fail(err, errlen, "%s: not a SentencePiece model (%s)", model_path,
                     status.ok() ? "no pieces" : status.ToString().c_str());
             delete t;
             return nullptr;
         }
         if (flas_sha256_raw(blob.data(), blob.size(), t->sha256) != 0) {
-            set_err(err, errlen, "%s: SHA-256 failed", model_path);
+            flas_fail(err, errlen, "%s: SHA-256 failed", model_path);
             delete t;
             return nullptr;
         }
@@ -74,7 +65,7 @@ flas_tokenizer *flas_tokenizer_open(const char *model_path, char *err, size_t er
             t->byte_fallback = t->sp.IsByte(id);
         return t;
     } catch (const std::exception &e) {
-        set_err(err, errlen, "%s: %s", model_path, e.what());
+        flas_fail(err, errlen, "%s: %s", model_path, e.what());
         return nullptr;
     }
 }
@@ -124,17 +115,17 @@ int flas_tokenizer_encode(const flas_tokenizer *t, const char *text, size_t len,
         std::vector<int> ids;
         const auto status = t->sp.Encode(absl::string_view(text, len), &ids);
         if (!status.ok()) {
-            set_err(err, errlen, "sentencepiece: %s", status.ToString().c_str());
+            flas_fail(err, errlen, "sentencepiece: %s", status.ToString().c_str());
             return -1;
         }
         const int bos = (flags & FLAS_TOK_BOS) ? t->sp.bos_id() : -1;
         const int eos = (flags & FLAS_TOK_EOS) ? t->sp.eos_id() : -1;
         if (((flags & FLAS_TOK_BOS) && bos < 0) || ((flags & FLAS_TOK_EOS) && eos < 0)) {
-            set_err(err, errlen, "the tokenizer has no %s id", bos < 0 && (flags & FLAS_TOK_BOS) ? "BOS" : "EOS");
+            flas_fail(err, errlen, "the tokenizer has no %s id", bos < 0 && (flags & FLAS_TOK_BOS) ? "BOS" : "EOS");
             return -1;
         }
         if (flas_ids_reserve(out, ids.size() + 2) != 0) {
-            set_err(err, errlen, "out of memory for %zu token ids", out->n + ids.size() + 2);
+            flas_fail(err, errlen, "out of memory for %zu token ids", out->n + ids.size() + 2);
             return -1;
         }
         if (bos >= 0)
@@ -145,7 +136,7 @@ int flas_tokenizer_encode(const flas_tokenizer *t, const char *text, size_t len,
             out->ids[out->n++] = eos;
         return 0;
     } catch (const std::exception &e) {
-        set_err(err, errlen, "sentencepiece: %s", e.what());
+        flas_fail(err, errlen, "sentencepiece: %s", e.what());
         return -1;
     }
 }
@@ -158,19 +149,19 @@ char *flas_tokenizer_decode(const flas_tokenizer *t, const int32_t *ids, size_t 
         std::vector<int> v(ids, ids + n);
         for (size_t i = 0; i < n; i++)
             if (v[i] < 0 || v[i] >= size) {
-                set_err(err, errlen, "token id %d at position %zu is outside the vocabulary (0..%d)",
+                flas_fail(err, errlen, "token id %d at position %zu is outside the vocabulary (0..%d)",
                         v[i], i, size - 1);
                 return nullptr;
             }
         std::string text;
         const auto status = t->sp.Decode(v, &text);
         if (!status.ok()) {
-            set_err(err, errlen, "sentencepiece: %s", status.ToString().c_str());
+            flas_fail(err, errlen, "sentencepiece: %s", status.ToString().c_str());
             return nullptr;
         }
         char *out = static_cast<char *>(malloc(text.size() + 1));
         if (!out) {
-            set_err(err, errlen, "out of memory for %zu bytes of text", text.size());
+            flas_fail(err, errlen, "out of memory for %zu bytes of text", text.size());
             return nullptr;
         }
         memcpy(out, text.data(), text.size());
@@ -179,7 +170,7 @@ char *flas_tokenizer_decode(const flas_tokenizer *t, const int32_t *ids, size_t 
             *len = text.size();
         return out;
     } catch (const std::exception &e) {
-        set_err(err, errlen, "sentencepiece: %s", e.what());
+        flas_fail(err, errlen, "sentencepiece: %s", e.what());
         return nullptr;
     }
 }

@@ -1,5 +1,6 @@
 /* flas-train's command line: defaults, flags (getopt_long), the model config they describe, and the
  * checks of a combination before any rank touches a file. */
+#include "flas/error.h"
 #include "flas/train.h"
 
 #include <errno.h>
@@ -8,16 +9,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 void flas_train_opts_init(flas_train_opts *o)
 {
@@ -46,7 +37,7 @@ void flas_train_opts_init(flas_train_opts *o)
 static int copy(char *dst, size_t len, const char *v, const char *flag, char *err, size_t errlen)
 {
     if (strlen(v) >= len)
-        return fail(err, errlen, "%s: value is longer than %zu characters", flag, len - 1);
+        return flas_fail(err, errlen, "%s: value is longer than %zu characters", flag, len - 1);
     memcpy(dst, v, strlen(v) + 1);
     return 0;
 }
@@ -57,7 +48,7 @@ static int parse_long(const char *v, long lo, long hi, long *out, const char *fl
     errno = 0;
     long x = strtol(v, &end, 10);
     if (!*v || *end || errno || x < lo || x > hi)
-        return fail(err, errlen, "%s: '%s' is not an integer in %ld..%ld", flag, v, lo, hi);
+        return flas_fail(err, errlen, "%s: '%s' is not an integer in %ld..%ld", flag, v, lo, hi);
     *out = x;
     return 0;
 }
@@ -78,7 +69,7 @@ static int parse_double(const char *v, double lo, double hi, double *out, const 
     errno = 0;
     double x = strtod(v, &end);
     if (!*v || *end || errno || !isfinite(x) || x < lo || x > hi)
-        return fail(err, errlen, "%s: '%s' is not a number in %g..%g", flag, v, lo, hi);
+        return flas_fail(err, errlen, "%s: '%s' is not a number in %g..%g", flag, v, lo, hi);
     *out = x;
     return 0;
 }
@@ -108,7 +99,7 @@ static int parse_count(const char *v, int64_t *out, const char *flag, char *err,
         mult = 1e9, end++;
     x *= mult;
     if (!*v || *end || errno || !(x >= 1) || x > 9e18 || x != floor(x))
-        return fail(err, errlen, "%s: '%s' is not a positive count (e.g. 5000, 20k, 1.5M, 2G)", flag, v);
+        return flas_fail(err, errlen, "%s: '%s' is not a positive count (e.g. 5000, 20k, 1.5M, 2G)", flag, v);
     *out = (int64_t)x;
     return 0;
 }
@@ -171,7 +162,7 @@ static int apply(flas_train_opts *o, int c, const char *v, const char *flag, cha
     case O_GLOBAL_SHA:
         o->given |= FLAS_GIVEN_GLOBAL_SHA;
         if (!flas_sha256_is_hex(v))
-            return fail(err, errlen, "%s: '%s' is not 64 lowercase hex digits", flag, v);
+            return flas_fail(err, errlen, "%s: '%s' is not 64 lowercase hex digits", flag, v);
         return copy(o->global_sha256, sizeof o->global_sha256, v, flag, err, errlen);
     case O_OUTPUT: o->given |= FLAS_GIVEN_OUTPUT; return copy(o->output, sizeof o->output, v, flag, err, errlen);
     case O_OUTPUT_DIR: o->given |= FLAS_GIVEN_OUTPUT_DIR; return copy(o->output_dir, sizeof o->output_dir, v, flag, err, errlen);
@@ -191,7 +182,7 @@ static int apply(flas_train_opts *o, int c, const char *v, const char *flag, cha
             char names[256] = "";
             for (const char *const *p = flas_config_preset_names(); *p; p++)
                 snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", names[0] ? ", " : "", *p);
-            return fail(err, errlen, "%s: unknown preset '%s' (known: %s)", flag, v, names);
+            return flas_fail(err, errlen, "%s: unknown preset '%s' (known: %s)", flag, v, names);
         }
         o->cfg_given |= FLAS_CFG_PRESET;
         return copy(o->preset, sizeof o->preset, v, flag, err, errlen);
@@ -233,7 +224,7 @@ static int apply(flas_train_opts *o, int c, const char *v, const char *flag, cha
     case O_PEAK: return parse_double(v, 0.001, 1e9, &o->peak_gflops, flag, err, errlen);
     case O_VALID_BATCHES: return parse_long(v, 1, 1L << 40, &o->valid_batches, flag, err, errlen);
     case O_JSON: o->json = 1; return 0;
-    default: return fail(err, errlen, "internal: unhandled option %d", c);
+    default: return flas_fail(err, errlen, "internal: unhandled option %d", c);
     }
 }
 
@@ -247,7 +238,7 @@ int flas_train_parse_args(flas_train_opts *o, int argc, char **argv, char *err, 
         if (c == -1)
             break;
         if (c == '?' || c == ':')
-            return fail(err, errlen, "unknown option or missing value: '%s' (see --help)",
+            return flas_fail(err, errlen, "unknown option or missing value: '%s' (see --help)",
                         prev < argc ? argv[prev] : "?");
         char flag[48] = "-h";
         if (index >= 0)
@@ -256,7 +247,7 @@ int flas_train_parse_args(flas_train_opts *o, int argc, char **argv, char *err, 
             return -1;
     }
     if (optind < argc)
-        return fail(err, errlen, "unexpected argument '%s' (all inputs are given by flags; see --help)", argv[optind]);
+        return flas_fail(err, errlen, "unexpected argument '%s' (all inputs are given by flags; see --help)", argv[optind]);
     return 0;
 }
 
@@ -290,7 +281,7 @@ int flas_train_opts_config(const flas_train_opts *o, flas_config *c, char *err, 
     flas_train_opts_overlay(o, &llama, &want);
     char why[256];
     if (flas_config_validate(&want, o->tp, why, sizeof why))
-        return fail(err, errlen, "model: %s%s", why,
+        return flas_fail(err, errlen, "model: %s%s", why,
                     (o->cfg_given & FLAS_CFG_PRESET) ? "" : " (give --model PRESET or --dim, --layers, --heads, --vocab, --seq-len)");
     *c = want;
     return 0;
@@ -303,28 +294,28 @@ int flas_train_opts_check(flas_train_opts *o, char *err, size_t errlen)
     if (o->min_lr < 0)
         o->min_lr = o->lr * 0.1f;
     if (o->min_lr > o->lr)
-        return fail(err, errlen, "--min-lr %g is above --lr %g", (double)o->min_lr, (double)o->lr);
+        return flas_fail(err, errlen, "--min-lr %g is above --lr %g", (double)o->min_lr, (double)o->lr);
     if (o->mode == FLAS_TRAIN_INIT) {
         flas_config c;
         if (!o->output[0])
-            return fail(err, errlen, "--init needs --output FILE (the global model to write)");
+            return flas_fail(err, errlen, "--init needs --output FILE (the global model to write)");
         if (!o->cfg_given)
-            return fail(err, errlen, "--init needs a model shape: --model PRESET or --dim, --layers, --heads, --vocab, --seq-len");
+            return flas_fail(err, errlen, "--init needs a model shape: --model PRESET or --dim, --layers, --heads, --vocab, --seq-len");
         return flas_train_opts_config(o, &c, err, errlen);
     }
     if (o->mode == FLAS_TRAIN_EVAL) {
         if (!o->valid[0])
-            return fail(err, errlen, "--eval needs --valid DIR (token shards to measure the loss on)");
+            return flas_fail(err, errlen, "--eval needs --valid DIR (token shards to measure the loss on)");
         return 0;
     }
     if (!o->data[0])
-        return fail(err, errlen, "no training data: give --data DIR (the site's *.flastok token shards)");
+        return flas_fail(err, errlen, "no training data: give --data DIR (the site's *.flastok token shards)");
     if (!o->output[0])
-        return fail(err, errlen, "no output checkpoint: set FLAS_OUTPUT_CHECKPOINT (a --federation job) or give --output FILE");
+        return flas_fail(err, errlen, "no output checkpoint: set FLAS_OUTPUT_CHECKPOINT (a --federation job) or give --output FILE");
     if (!o->global[0] && !o->resume[0])
-        return fail(err, errlen, "no model to start from: set FLAS_GLOBAL_CHECKPOINT (a --federation job), or give --global FILE or --resume FILE");
+        return flas_fail(err, errlen, "no model to start from: set FLAS_GLOBAL_CHECKPOINT (a --federation job), or give --global FILE or --resume FILE");
     if (!o->steps && !o->tokens)
-        return fail(err, errlen, "say how much to train this round: --steps N and/or --tokens N");
+        return flas_fail(err, errlen, "say how much to train this round: --steps N and/or --tokens N");
     return 0;
 }
 

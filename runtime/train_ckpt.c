@@ -11,17 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "flas/error.h"
 #include "train_internal.h"
-
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 int train_verify_global(const flas_train_opts *o, flas_train_comm *c, char sha[FLAS_SHA256_HEX], char *err,
                         size_t errlen)
@@ -32,7 +23,7 @@ int train_verify_global(const flas_train_opts *o, flas_train_comm *c, char sha[F
         if (flas_sha256_file(o->global, sha, NULL, err, errlen))
             ok = 0;
         else if (o->global_sha256[0] && strcmp(sha, o->global_sha256))
-            ok = 0, fail(err, errlen,
+            ok = 0, flas_fail(err, errlen,
                          "%s: sha256 %s differs from the expected %s (FLAS_GLOBAL_SHA256 or --global-sha256): "
                          "not the model staged for this round, refusing to train on it",
                          o->global, sha, o->global_sha256);
@@ -52,32 +43,32 @@ static int check_source(const trainer *t, const flas_ckpt_reader *r, const char 
     unsigned has = flas_ckpt_contents(r);
     if (resume) {
         if (m->role != FLAS_CKPT_LOCAL)
-            return fail(err, errlen, "%s: --resume needs a local checkpoint written by flas-train, this is a %s model",
+            return flas_fail(err, errlen, "%s: --resume needs a local checkpoint written by flas-train, this is a %s model",
                         path, flas_ckpt_role_name(m->role));
         if (!(has & FLAS_CKPT_OPTIMIZER) || !(has & FLAS_CKPT_TRAIN_STATE))
-            return fail(err, errlen, "%s: cannot resume: no optimizer state or training state in the file", path);
+            return flas_fail(err, errlen, "%s: cannot resume: no optimizer state or training state in the file", path);
         if (global_sha[0] && strcmp(m->base_sha256, global_sha))
-            return fail(err, errlen, "%s: started from the global model with sha256 %s, not from %s (%s): another round",
+            return flas_fail(err, errlen, "%s: started from the global model with sha256 %s, not from %s (%s): another round",
                         path, m->base_sha256[0] ? m->base_sha256 : "(none)", o->global, global_sha);
         if (o->site[0] && strcmp(m->site, o->site))
-            return fail(err, errlen, "%s: trained by site '%s', not '%s'", path, m->site, o->site);
+            return flas_fail(err, errlen, "%s: trained by site '%s', not '%s'", path, m->site, o->site);
     } else if (m->role != FLAS_CKPT_GLOBAL) {
-        return fail(err, errlen, "%s: is a %s checkpoint (site '%s'), not a global model; continue it with --resume",
+        return flas_fail(err, errlen, "%s: is a %s checkpoint (site '%s'), not a global model; continue it with --resume",
                     path, flas_ckpt_role_name(m->role), m->site);
     }
     if (o->round >= 0 && m->round != o->round)
-        return fail(err, errlen, "%s: holds round %lld, but this job trains round %ld (FLAS_ROUND or --round)", path,
+        return flas_fail(err, errlen, "%s: holds round %lld, but this job trains round %ld (FLAS_ROUND or --round)", path,
                     (long long)m->round, o->round);
     if (o->cfg_given) {
         flas_config want;
         char why[512];
         flas_train_opts_overlay(o, &m->cfg, &want);
         if (flas_ckpt_expect_config(r, &want, why, sizeof why))
-            return fail(err, errlen, "model flags do not match the checkpoint: %s", why);
+            return flas_fail(err, errlen, "model flags do not match the checkpoint: %s", why);
     }
     int T = o->seq ? o->seq : m->cfg.seq_len;
     if (T > m->cfg.seq_len)
-        return fail(err, errlen, "--seq %d is longer than the model's seq_len %d", T, m->cfg.seq_len);
+        return flas_fail(err, errlen, "--seq %d is longer than the model's seq_len %d", T, m->cfg.seq_len);
     return 0;
 }
 
@@ -100,11 +91,11 @@ static int build(trainer *t, const flas_config *cfg, char *err, size_t errlen)
     t->opt_hi = o->zero ? t->io_hi : n;
     if (flas_train_slice_table(&t->model.table, t->opt_lo, t->opt_hi, &t->opt_table) ||
         flas_adamw_init(&t->opt, &t->opt_table, o->beta1, o->beta2, o->eps, o->weight_decay))
-        return fail(err, errlen, "out of memory for the AdamW state (%zu floats x 2)", t->opt_hi - t->opt_lo);
+        return flas_fail(err, errlen, "out of memory for the AdamW state (%zu floats x 2)", t->opt_hi - t->opt_lo);
     t->tokens = malloc(sizeof(int32_t) * (size_t)t->B * t->T);
     t->targets = malloc(sizeof(int32_t) * (size_t)t->B * t->T);
     if (!t->tokens || !t->targets)
-        return fail(err, errlen, "out of memory for a %d x %d batch", t->B, t->T);
+        return flas_fail(err, errlen, "out of memory for a %d x %d batch", t->B, t->T);
     return 0;
 }
 
@@ -145,7 +136,7 @@ int train_load(trainer *t, const char *resume, const char *global_sha, char *err
             if (flas_ckpt_get_metrics(r, &mt, err, errlen) == 0)
                 t->train_seconds = mt.train_seconds;
             if (ts.loader_cursor[0] == 0)
-                ok = 0, fail(err, errlen, "%s: no data loader cursor in /train_state: cannot continue exactly", path);
+                ok = 0, flas_fail(err, errlen, "%s: no data loader cursor in /train_state: cannot continue exactly", path);
         } else {
             ok = 0;
         }

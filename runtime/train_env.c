@@ -1,5 +1,6 @@
 /* The round's context from the FLAS_* variables that flas.so exports into a --federation job's steps
  * (see include/flas/staging.h). Flags given on the command line win over them. */
+#include "flas/error.h"
 #include "flas/env.h"
 #include "flas/staging.h"
 #include "flas/train.h"
@@ -9,16 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* Copies variable name into dst unless the flag bit was given; "" and unset variables are skipped. */
 static int take(flas_train_opts *o, unsigned bit, const char *name, char *dst, size_t len, char *err,
                 size_t errlen)
@@ -27,7 +18,7 @@ static int take(flas_train_opts *o, unsigned bit, const char *name, char *dst, s
     if (!v || !*v || (o->given & bit))
         return 0;
     if (strlen(v) >= len)
-        return fail(err, errlen, "%s is longer than %zu characters", name, len - 1);
+        return flas_fail(err, errlen, "%s is longer than %zu characters", name, len - 1);
     memcpy(dst, v, strlen(v) + 1);
     return 0;
 }
@@ -49,14 +40,14 @@ int flas_train_opts_from_env(flas_train_opts *o, char *err, size_t errlen)
     const char *sha = getenv(FLAS_ENV_GLOBAL_SHA256);
     if (sha && *sha && !(o->given & FLAS_GIVEN_GLOBAL_SHA)) {
         if (!flas_sha256_is_hex(sha))
-            return fail(err, errlen, "FLAS_GLOBAL_SHA256 '%.80s' is not 64 lowercase hex digits", sha);
+            return flas_fail(err, errlen, "FLAS_GLOBAL_SHA256 '%.80s' is not 64 lowercase hex digits", sha);
         snprintf(o->global_sha256, sizeof o->global_sha256, "%s", sha);
     }
     const char *round = getenv(FLAS_ENV_ROUND);
     if (round && *round && !(o->given & FLAS_GIVEN_ROUND)) {
         long r = flas_parse_round(round);
         if (r < 0)
-            return fail(err, errlen, "FLAS_ROUND '%.40s' is not a round number (0..%ld)", round, FLAS_ROUND_MAX);
+            return flas_fail(err, errlen, "FLAS_ROUND '%.40s' is not a round number (0..%ld)", round, FLAS_ROUND_MAX);
         o->round = r;
     }
     return 0;

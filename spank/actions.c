@@ -12,18 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "flas/error.h"
 #include "flas/staging.h"
 #include "job.h"
 #include "safefs.h"
-
-static int site_fault(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 typedef struct {
     int root, fed, state;
@@ -46,13 +38,13 @@ static int open_stage(const flas_federation_conf *fed, int create, stage_fds *s,
     char e[256];
     s->root = safefs_open_trusted_root(fed->staging_root, e, sizeof e);
     if (s->root < 0)
-        return site_fault(err, errlen, "StagingRoot of federation '%s': %s", fed->name, e);
+        return flas_fail(err, errlen, "StagingRoot of federation '%s': %s", fed->name, e);
     s->fed = safefs_open_dir(s->root, fed->name, create, 0755, 0, 0, 0, e, sizeof e);
     if (s->fed >= 0)
         s->state = safefs_open_dir(s->fed, FLAS_STAGE_STATE, create, 0755, 0, 0, 0, e, sizeof e);
     if (s->state < 0) {
         close_fds(s);
-        return site_fault(err, errlen, "%s/%s: %s", fed->staging_root, fed->name, e);
+        return flas_fail(err, errlen, "%s/%s: %s", fed->staging_root, fed->name, e);
     }
     return 0;
 }
@@ -64,7 +56,7 @@ static int write_record(const stage_fds *s, unsigned long jobid, const flas_job_
     snprintf(name, sizeof name, "%lu", jobid);
     if (flas_job_record_format(rec, text, sizeof text) < 0 ||
         safefs_write_atomic(s->state, name, text, strlen(text), 0644, 0, 0, 0, e, sizeof e) < 0)
-        return site_fault(err, errlen, "state/%s: %s", name, e);
+        return flas_fail(err, errlen, "state/%s: %s", name, e);
     return 0;
 }
 
@@ -156,7 +148,7 @@ int flas_prolog(const flas_job *job, char *err, size_t errlen)
     int jobs = safefs_open_dir(s.fed, FLAS_STAGE_JOBS, 1, 0755, 0, 0, 0, e, sizeof e);
     if (jobs < 0) {
         close_fds(&s);
-        return site_fault(err, errlen, "%s/%s/%s: %s", job->fed->staging_root, job->fed->name, FLAS_STAGE_JOBS, e);
+        return flas_fail(err, errlen, "%s/%s/%s: %s", job->fed->staging_root, job->fed->name, FLAS_STAGE_JOBS, e);
     }
     if (access_ok(job, rec.error, sizeof rec.error) == 0) {
         if (rec.round < 0) {
@@ -423,10 +415,10 @@ static int write_manifest(const flas_job *job, const flas_job_record *rec, int r
                      job_state(job), job->exit_code, job->signal, ckpt, p->name[0] ? (long long)p->size : -1LL,
                      p->name[0] ? p->sha256 : "", rec->sha256, error, when);
     if (n < 0 || (size_t)n >= sizeof text)
-        return site_fault(err, errlen, "manifest too long");
+        return flas_fail(err, errlen, "manifest too long");
     /* Root-owned: the manifest is the site's statement about the job, not the user's. */
     if (safefs_write_atomic(round_dir, name, text, (size_t)n, 0644, 0, 0, 1, e, sizeof e) < 0)
-        return site_fault(err, errlen, "outbox: %s", e);
+        return flas_fail(err, errlen, "outbox: %s", e);
     return 0;
 }
 
@@ -460,7 +452,7 @@ int flas_epilog(const flas_job *job, char *err, size_t errlen)
         close(outbox);
     if (round_dir < 0) {
         close_fds(&s);
-        return site_fault(err, errlen, "outbox/%s: %s", rname, e);
+        return flas_fail(err, errlen, "outbox/%s: %s", rname, e);
     }
     published p;
     memset(&p, 0, sizeof p);

@@ -1,5 +1,6 @@
 /* No-follow, owner-checked file operations for root-side code (see safefs.h). */
 #define _GNU_SOURCE /* renameat2, AT_EMPTY_PATH */
+#include "flas/error.h"
 #include "safefs.h"
 
 #include <errno.h>
@@ -8,19 +9,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-
-static int errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    int saved = errno;
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    errno = saved;
-    return -1;
-}
 
 /* One path component: not empty, not "." or "..", no '/'. */
 static int component_ok(const char *name)
@@ -31,10 +19,10 @@ static int component_ok(const char *name)
 int safefs_open_trusted_root(const char *path, char *err, size_t errlen)
 {
     if (!path || path[0] != '/')
-        return errf(err, errlen, "%s: not an absolute path", path ? path : "(null)");
+        return flas_fail(err, errlen, "%s: not an absolute path", path ? path : "(null)");
     int fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        return errf(err, errlen, "/: %s", strerror(errno));
+        return flas_fail(err, errlen, "/: %s", strerror(errno));
     char comp[256];
     const char *c = path;
     while (*c) {
@@ -45,21 +33,21 @@ int safefs_open_trusted_root(const char *path, char *err, size_t errlen)
             break;
         if (len >= sizeof comp) {
             close(fd);
-            return errf(err, errlen, "%s: path component too long", path);
+            return flas_fail(err, errlen, "%s: path component too long", path);
         }
         memcpy(comp, c, len);
         comp[len] = '\0';
         c += len;
         if (!component_ok(comp)) {
             close(fd);
-            return errf(err, errlen, "%s: '.' or '..' in path", path);
+            return flas_fail(err, errlen, "%s: '.' or '..' in path", path);
         }
         int next = openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         int saved = errno;
         close(fd);
         if (next < 0) {
             errno = saved;
-            return errf(err, errlen, "%s: component '%s': %s", path, comp,
+            return flas_fail(err, errlen, "%s: component '%s': %s", path, comp,
                         saved == ELOOP || saved == ENOTDIR ? "not a directory (symlink?)" : strerror(saved));
         }
         struct stat st;
@@ -68,7 +56,7 @@ int safefs_open_trusted_root(const char *path, char *err, size_t errlen)
         if (fstat(next, &st) || st.st_uid != 0 || ((st.st_mode & 022) && !(st.st_mode & S_ISVTX))) {
             close(next);
             errno = EPERM;
-            return errf(err, errlen, "%s: component '%s' is not owned by root or is writable by others", path,
+            return flas_fail(err, errlen, "%s: component '%s' is not owned by root or is writable by others", path,
                         comp);
         }
         fd = next;
@@ -79,7 +67,7 @@ int safefs_open_trusted_root(const char *path, char *err, size_t errlen)
 /* err for a failed openat of directory name (errno kept). */
 static int not_a_dir(const char *name, char *err, size_t errlen)
 {
-    return errf(err, errlen, "%s: %s", name,
+    return flas_fail(err, errlen, "%s: %s", name,
                 errno == ELOOP || errno == ENOTDIR ? "not a directory (symlink?)" : strerror(errno));
 }
 
@@ -126,11 +114,11 @@ static int create_dir(int parent, const char *name, mode_t mode, uid_t owner, gi
     char tmp[320];
     if (temp_name(tmp, sizeof tmp, name)) {
         errno = ENAMETOOLONG;
-        return errf(err, errlen, "'%s': name too long", name);
+        return flas_fail(err, errlen, "'%s': name too long", name);
     }
     unlinkat(parent, tmp, AT_REMOVEDIR); /* a leftover of a crashed earlier attempt on this host by this pid */
     if (mkdirat(parent, tmp, 0700))
-        return errf(err, errlen, "mkdir %s: %s", name, strerror(errno));
+        return flas_fail(err, errlen, "mkdir %s: %s", name, strerror(errno));
     int fd = openat(parent, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     int rc = fd < 0 || fchown(fd, owner, group) || fchmod(fd, mode) ? -2 : rename_dir_noreplace(parent, tmp, name);
     int saved = errno;
@@ -147,8 +135,8 @@ static int create_dir(int parent, const char *name, mode_t mode, uid_t owner, gi
     }
     errno = saved;
     if (rc == -2)
-        return errf(err, errlen, "%s: cannot set owner/mode: %s", name, strerror(saved));
-    return errf(err, errlen, "mkdir %s: %s", name, strerror(saved));
+        return flas_fail(err, errlen, "%s: cannot set owner/mode: %s", name, strerror(saved));
+    return flas_fail(err, errlen, "mkdir %s: %s", name, strerror(saved));
 }
 
 int safefs_open_dir(int parent, const char *name, int create, mode_t mode, uid_t owner, gid_t group,
@@ -156,7 +144,7 @@ int safefs_open_dir(int parent, const char *name, int create, mode_t mode, uid_t
 {
     if (!component_ok(name)) {
         errno = EINVAL;
-        return errf(err, errlen, "'%s': not a single path component", name ? name : "(null)");
+        return flas_fail(err, errlen, "'%s': not a single path component", name ? name : "(null)");
     }
     int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0 && errno == ENOENT && create)
@@ -170,12 +158,12 @@ int safefs_open_dir(int parent, const char *name, int create, mode_t mode, uid_t
         int saved = errno;
         close(fd);
         errno = saved;
-        return errf(err, errlen, "%s: %s", name, strerror(saved));
+        return flas_fail(err, errlen, "%s: %s", name, strerror(saved));
     }
     if (want_owner != SAFEFS_ANY_OWNER && st.st_uid != want_owner) {
         close(fd);
         errno = EPERM;
-        return errf(err, errlen, "%s: owned by uid %u, expected uid %u", name, (unsigned)st.st_uid,
+        return flas_fail(err, errlen, "%s: owned by uid %u, expected uid %u", name, (unsigned)st.st_uid,
                     (unsigned)want_owner);
     }
     return fd;
@@ -185,15 +173,15 @@ int safefs_open_regular(int dir, const char *name, struct stat *st, char *err, s
 {
     if (!component_ok(name)) {
         errno = EINVAL;
-        return errf(err, errlen, "'%s': not a single path component", name ? name : "(null)");
+        return flas_fail(err, errlen, "'%s': not a single path component", name ? name : "(null)");
     }
     int fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
     if (fd < 0)
-        return errf(err, errlen, "%s: %s", name, errno == ELOOP ? "is a symlink (refused)" : strerror(errno));
+        return flas_fail(err, errlen, "%s: %s", name, errno == ELOOP ? "is a symlink (refused)" : strerror(errno));
     if (fstat(fd, st) || !S_ISREG(st->st_mode)) {
         close(fd);
         errno = EPERM;
-        return errf(err, errlen, "%s: not a regular file (refused)", name);
+        return flas_fail(err, errlen, "%s: not a regular file (refused)", name);
     }
     int flags = fcntl(fd, F_GETFL);
     if (flags >= 0)
@@ -209,7 +197,7 @@ int safefs_read_small(int dir, const char *name, char *buf, size_t max, char *er
         return -1;
     if ((size_t)st.st_size > max) {
         close(fd);
-        return errf(err, errlen, "%s: larger than %zu bytes (refused)", name, max);
+        return flas_fail(err, errlen, "%s: larger than %zu bytes (refused)", name, max);
     }
     size_t got = 0;
     while (got < max) {
@@ -252,12 +240,12 @@ int safefs_write_atomic(int dir, const char *name, const void *data, size_t len,
     char tmp[320];
     if (!component_ok(name) || temp_name(tmp, sizeof tmp, name)) {
         errno = EINVAL;
-        return errf(err, errlen, "'%s': bad file name", name ? name : "(null)");
+        return flas_fail(err, errlen, "'%s': bad file name", name ? name : "(null)");
     }
     unlinkat(dir, tmp, 0); /* a leftover of a crashed earlier attempt on this host by this pid */
     int fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
-        return errf(err, errlen, "create %s: %s", tmp, strerror(errno));
+        return flas_fail(err, errlen, "create %s: %s", tmp, strerror(errno));
     const char *p = data;
     size_t left = len;
     int ok = 1;
@@ -281,7 +269,7 @@ int safefs_write_atomic(int dir, const char *name, const void *data, size_t len,
         unlinkat(dir, tmp, 0);
         if (rc < 0) {
             errno = saved;
-            return errf(err, errlen, "write %s: %s", name, strerror(saved));
+            return flas_fail(err, errlen, "write %s: %s", name, strerror(saved));
         }
         return 1;
     }
@@ -294,19 +282,19 @@ int safefs_link_fd(int fd, int dir, const char *name, int noreplace, char *err, 
     char tmp[320];
     if (!component_ok(name) || temp_name(tmp, sizeof tmp, name)) {
         errno = EINVAL;
-        return errf(err, errlen, "'%s': bad file name", name ? name : "(null)");
+        return flas_fail(err, errlen, "'%s': bad file name", name ? name : "(null)");
     }
     unlinkat(dir, tmp, 0);
     /* AT_EMPTY_PATH links the very inode we opened and checked: the user cannot swap it in between. */
     if (linkat(fd, "", dir, tmp, AT_EMPTY_PATH))
-        return errf(err, errlen, "link %s: %s", name, strerror(errno));
+        return flas_fail(err, errlen, "link %s: %s", name, strerror(errno));
     int rc = rename_into(dir, tmp, name, noreplace);
     if (rc != 0) {
         int saved = errno;
         unlinkat(dir, tmp, 0);
         if (rc < 0) {
             errno = saved;
-            return errf(err, errlen, "rename %s: %s", name, strerror(saved));
+            return flas_fail(err, errlen, "rename %s: %s", name, strerror(saved));
         }
         return 1;
     }

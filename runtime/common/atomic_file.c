@@ -1,5 +1,6 @@
 /* Atomic file creation (see atomic_file.h). */
 #define _GNU_SOURCE
+#include "flas/error.h"
 #include "flas/atomic_file.h"
 
 #include <errno.h>
@@ -12,17 +13,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 static mode_t process_umask;
 static pthread_once_t umask_once = PTHREAD_ONCE_INIT;
@@ -46,19 +36,19 @@ int flas_atomic_create(const char *final_path, char **tmp_path, char *err, size_
     int fd = -1;
     if (!a || !b || asprintf(&tmp, "%s/.%s.tmp.XXXXXX", dirname(a), basename(b)) < 0) {
         tmp = NULL;
-        fail(err, errlen, "%s: out of memory", final_path);
+        flas_fail(err, errlen, "%s: out of memory", final_path);
         goto out;
     }
     fd = mkostemp(tmp, O_CLOEXEC);
     if (fd >= 0 && fchmod(fd, flas_atomic_mode(0666)) != 0) {
-        fail(err, errlen, "%s: chmod: %s", tmp, strerror(errno));
+        flas_fail(err, errlen, "%s: chmod: %s", tmp, strerror(errno));
         close(fd);
         unlink(tmp);
         fd = -1;
         free(tmp);
         tmp = NULL;
     } else if (fd < 0) {
-        fail(err, errlen, "%s: cannot create a temporary file: %s", final_path, strerror(errno));
+        flas_fail(err, errlen, "%s: cannot create a temporary file: %s", final_path, strerror(errno));
         free(tmp);
         tmp = NULL;
     }
@@ -104,23 +94,23 @@ int flas_fsync_dir_of(const char *path, int dir)
 int flas_atomic_commit(int fd, const char *tmp_path, const char *final_path, char *err, size_t errlen)
 {
     if (fsync(fd) != 0) {
-        fail(err, errlen, "%s: fsync: %s", tmp_path, strerror(errno));
+        flas_fail(err, errlen, "%s: fsync: %s", tmp_path, strerror(errno));
         close(fd);
         unlink(tmp_path);
         return -1;
     }
     if (close(fd) != 0) {
-        fail(err, errlen, "%s: close: %s", tmp_path, strerror(errno));
+        flas_fail(err, errlen, "%s: close: %s", tmp_path, strerror(errno));
         unlink(tmp_path);
         return -1;
     }
     if (rename(tmp_path, final_path) != 0) {
-        fail(err, errlen, "%s: rename to %s: %s", tmp_path, final_path, strerror(errno));
+        flas_fail(err, errlen, "%s: rename to %s: %s", tmp_path, final_path, strerror(errno));
         unlink(tmp_path);
         return -1;
     }
     if (flas_fsync_dir_of(final_path, 0) != 0)
-        return fail(err, errlen, "%s: fsync of its directory: %s", final_path, strerror(errno));
+        return flas_fail(err, errlen, "%s: fsync of its directory: %s", final_path, strerror(errno));
     return 0;
 }
 
@@ -131,7 +121,7 @@ int flas_atomic_write_file(const char *final_path, const void *data, size_t len,
     if (fd < 0)
         return -1;
     if (flas_atomic_write_all(fd, data, len) != 0) {
-        fail(err, errlen, "%s: write: %s", tmp, strerror(errno));
+        flas_fail(err, errlen, "%s: write: %s", tmp, strerror(errno));
         close(fd);
         unlink(tmp);
     } else {
@@ -145,7 +135,7 @@ int flas_atomic_copy(const char *src, const char *final_path, char *err, size_t 
 {
     int in = open(src, O_RDONLY | O_CLOEXEC);
     if (in < 0)
-        return fail(err, errlen, "%s: %s", src, strerror(errno));
+        return flas_fail(err, errlen, "%s: %s", src, strerror(errno));
     char *tmp = NULL;
     int out = flas_atomic_create(final_path, &tmp, err, errlen);
     if (out < 0) {
@@ -166,7 +156,7 @@ int flas_atomic_copy(const char *src, const char *final_path, char *err, size_t 
     close(in);
     int rc;
     if (!ok) {
-        rc = fail(err, errlen, "copying %s to %s: %s", src, final_path, strerror(saved ? saved : EIO));
+        rc = flas_fail(err, errlen, "copying %s to %s: %s", src, final_path, strerror(saved ? saved : EIO));
         close(out);
         unlink(tmp);
     } else {
