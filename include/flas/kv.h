@@ -12,8 +12,9 @@
  *                   printable ASCII only (a path that means one thing, and no way to smuggle a space
  *                   or a control character into a command line or a log)
  *   FLAS_KV_TEXT    letters, digits and ._-:@%[] (host names, addresses, templates, signal specs)
- *   FLAS_KV_INT     decimal in [lo, hi] (hi == 0: no upper bound), stored as int or int64_t by size
- *   FLAS_KV_DOUBLE  a number in [0, 1e6)
+ *   FLAS_KV_INT     decimal digits with an optional '-', in [lo, hi] (hi == 0: no upper bound but the
+ *                   destination's), stored as int or int64_t by size
+ *   FLAS_KV_DOUBLE  a number in plain decimal notation (no inf, nan or hexadecimal) in [0, 1e6)
  *   FLAS_KV_CUSTOM  the key's parse function decides (lists, enumerations) */
 #ifndef FLAS_KV_H
 #define FLAS_KV_H
@@ -45,12 +46,14 @@ typedef struct flas_kv_kind {
     void *(*open)(void *ctx, const char *value, int line, char *why, size_t whylen);
 } flas_kv_kind;
 
-/* Parses text as the file called path. 0, or -1 with "path:line: reason" in err. */
+/* Parses text as the file called path. Each kind has 1 to 64 keys and an open(). 0, or -1 with
+ * "path:line: reason" in err. */
 int flas_kv_parse(const char *path, const char *text, const flas_kv_kind *kinds, size_t n_kinds, void *ctx,
                   char *err, size_t errlen);
 
-/* Reads a configuration file: a regular file of at most max_bytes, without NUL bytes. *text is malloc'ed
- * and NUL-terminated. 0, or -1 with "path: reason" in err. */
+/* Reads a configuration file: a regular file of at most max_bytes, without NUL bytes (anything else, a
+ * FIFO included, is refused without blocking). *text is malloc'ed and NUL-terminated. 0, or -1 with
+ * "path: reason" in err. */
 int flas_kv_read_file(const char *path, size_t max_bytes, char **text, char *err, size_t errlen);
 
 /* The value rules, for callers that check a value outside a file (1 valid, 0 not). */

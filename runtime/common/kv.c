@@ -1,9 +1,9 @@
 /* The Key=Value parser (see flas/kv.h). libc only: it runs inside the SPANK plugin. */
 #include "flas/kv.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -22,8 +22,8 @@ int flas_kv_path_valid(const char *p)
     size_t n = strlen(p);
     if (n < 2 || p[0] != '/' || p[n - 1] == '/')
         return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isgraph((unsigned char)p[i]))
+    for (size_t i = 0; i < n; i++) /* printable ASCII, whatever the locale says */
+        if ((unsigned char)p[i] <= ' ' || (unsigned char)p[i] >= 0x7f)
             return 0;
     for (const char *c = p; *c;) {
         c++; /* the '/' */
@@ -35,12 +35,18 @@ int flas_kv_path_valid(const char *p)
     return 1;
 }
 
+/* isalnum() follows the locale, which a Slurm client may have set: the rules are ASCII. */
+static int ascii_alnum(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
 int flas_kv_text_valid(const char *v)
 {
     if (!*v)
         return 0;
     for (; *v; v++)
-        if (!isalnum((unsigned char)*v) && !strchr("._-:@%[]", *v))
+        if (!ascii_alnum(*v) && !strchr("._-:@%[]", *v))
             return 0;
     return 1;
 }
@@ -69,24 +75,35 @@ static int set_value(const where *w, const flas_kv_key *k, void *record, const c
     char *dst = record ? (char *)record + k->offset : NULL;
     char *end;
     switch (k->type) {
-    case FLAS_KV_NAME:
-        if (!flas_name_valid(v) || strlen(v) >= k->size)
-            return fail_at(w, "%s=%s: a name is 1-63 characters of [A-Za-z0-9_-], not starting with '-'", k->key, v);
+    case FLAS_KV_NAME: {
+        size_t max = k->size < FLAS_NAME_MAX ? k->size - 1 : FLAS_NAME_MAX - 1; /* the field may be shorter */
+        if (!flas_name_valid(v) || strlen(v) > max)
+            return fail_at(w, "%s=%s: a name is 1-%zu characters of [A-Za-z0-9_-], not starting with '-'", k->key, v,
+                           max);
         break;
+    }
     case FLAS_KV_PATH:
-        if (!flas_kv_path_valid(v) || strlen(v) >= k->size)
+        if (!flas_kv_path_valid(v))
             return fail_at(w, "%s=%s: must be an absolute path without '.', '..', '//' or a trailing '/'", k->key, v);
+        if (strlen(v) >= k->size)
+            return fail_at(w, "%s=%s: longer than %zu characters", k->key, v, k->size - 1);
         break;
     case FLAS_KV_TEXT:
-        if (!flas_kv_text_valid(v) || strlen(v) >= k->size)
+        if (!flas_kv_text_valid(v))
             return fail_at(w, "%s=%s: unexpected characters (allowed: letters, digits, ._-:@%%[])", k->key, v);
+        if (strlen(v) >= k->size)
+            return fail_at(w, "%s=%s: longer than %zu characters", k->key, v, k->size - 1);
         break;
     case FLAS_KV_INT: {
+        /* hi == 0 means no bound of the key's own, but an int still holds no more than INT_MAX */
+        long long hi = k->size == sizeof(int64_t) ? k->hi : k->hi > 0 && k->hi < INT_MAX ? k->hi : INT_MAX;
         errno = 0;
         long long x = strtoll(v, &end, 10);
-        if (errno || end == v || *end || x < k->lo || (k->hi > 0 && x > k->hi)) {
-            if (k->hi > 0)
-                return fail_at(w, "%s=%s: expected a whole number from %lld to %lld", k->key, v, k->lo, k->hi);
+        /* decimal digits with an optional '-': strtoll alone would also take "+5" */
+        int digits = (v[0] >= '0' && v[0] <= '9') || (v[0] == '-' && v[1] >= '0' && v[1] <= '9');
+        if (!digits || errno || *end || x < k->lo || (hi > 0 && x > hi)) {
+            if (hi > 0)
+                return fail_at(w, "%s=%s: expected a whole number from %lld to %lld", k->key, v, k->lo, hi);
             return fail_at(w, "%s=%s: expected a whole number of at least %lld", k->key, v, k->lo);
         }
         if (!dst)
@@ -98,9 +115,11 @@ static int set_value(const where *w, const flas_kv_key *k, void *record, const c
         return 0;
     }
     case FLAS_KV_DOUBLE: {
+        /* plain decimal notation: strtod alone would also take "inf", "nan" and hexadecimal */
+        int plain = v[strspn(v, "0123456789.eE+-")] == '\0';
         errno = 0;
         double x = strtod(v, &end);
-        if (errno || end == v || *end || !(x >= 0 && x < 1e6))
+        if (!plain || errno || end == v || *end || !(x >= 0 && x < 1e6))
             return fail_at(w, "%s=%s: expected a non-negative number below 1e6", k->key, v);
         if (dst)
             *(double *)dst = x;
@@ -137,12 +156,18 @@ static void key_list(const flas_kv_kind *kind, char *buf, size_t len)
 int flas_kv_parse(const char *path, const char *text, const flas_kv_kind *kinds, size_t n_kinds, void *ctx,
                   char *err, size_t errlen)
 {
+    for (size_t i = 0; i < n_kinds; i++) /* the keys given in a record are bits of a 64-bit word */
+        if (kinds[i].n_keys == 0 || kinds[i].n_keys > 64 || !kinds[i].open)
+            return flas_fail(err, errlen, "%s: bad key table (record kind %zu)", path, i);
+    if (n_kinds == 0)
+        return flas_fail(err, errlen, "%s: no record kinds", path);
     char *copy = strdup(text);
     if (!copy)
         return flas_fail(err, errlen, "%s: out of memory", path);
     where w = {path, 0, err, errlen};
     const flas_kv_kind *kind = NULL;
     void *record = NULL;
+    const char *opened = NULL; /* the value that opened the record, for messages */
     unsigned long long seen = 0;
     int rc = 0;
     /* strtok_r would skip empty lines and break the numbering: lines are split by hand. */
@@ -193,11 +218,11 @@ int flas_kv_parse(const char *path, const char *text, const flas_kv_kind *kinds,
                     rc = fail_at(&w, "%s", why);
                     break;
                 }
-                kind = opens, record = r, seen = 0;
+                kind = opens, record = r, opened = v, seen = 0;
             }
             unsigned long long bit = 1ull << (k - kind->keys);
             if (seen & bit) {
-                rc = fail_at(&w, "%s given twice in one record", k->key);
+                rc = fail_at(&w, "%s given twice in the %s=%s record", k->key, kind->keys[0].key, opened);
                 break;
             }
             seen |= bit;
@@ -211,7 +236,9 @@ int flas_kv_parse(const char *path, const char *text, const flas_kv_kind *kinds,
 int flas_kv_read_file(const char *path, size_t max_bytes, char **text, char *err, size_t errlen)
 {
     *text = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* O_NONBLOCK: a FIFO in the file's place must not hang a Slurm daemon in open(); it is then refused
+     * as not a regular file (on a regular file the flag changes nothing). */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0)
         return flas_fail(err, errlen, "%s: %s", path, strerror(errno));
     struct stat st;

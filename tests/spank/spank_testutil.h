@@ -27,6 +27,12 @@ int test_count_entries(const char *dir, const char *needle);
 /* printf into a static rotating buffer (8 slots), for building paths inline. */
 const char *test_path(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* The test binaries' renameat2 stands in for libc's in the code under test (linked statically; the plugin
+ * harness exports it to flas.so too). It passes through to the system call, unless spank_test_nfs_like is
+ * set: then it refuses every flag with EINVAL, as the Linux NFS client (and other network file systems)
+ * does. */
+extern int spank_test_nfs_like;
+
 /* A flat JSON object: string, integer or null values only (what a manifest holds). */
 #define TEST_JSON_MAX 32
 typedef struct test_json {

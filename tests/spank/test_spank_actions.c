@@ -20,19 +20,6 @@
 #include "job.h"
 #include "spank_testutil.h"
 
-/* Stands in for libc's renameat2 in the code under test: with nfs_like set it refuses every flag with
- * EINVAL, as the Linux NFS client does. */
-static int nfs_like;
-
-int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)
-{
-    if (flags && nfs_like) {
-        errno = EINVAL;
-        return -1;
-    }
-    return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
-}
-
 /* Stand in for libc's pread and clock_gettime, so that what happens while the epilog hashes a checkpoint
  * is decided by the test, not by a race with a writer process or by how fast this machine reads (only
  * the hashing reads with pread, and only its deadline asks the monotonic clock). on_first_read runs at
@@ -673,7 +660,7 @@ START_TEST(prolog_and_epilog_work_on_nfs)
 {
     /* Regression: without RENAME_NOREPLACE (NFS) the manifest could not be written and every epilog
      * failed as a site fault, which drains the node when the plugin is required. */
-    nfs_like = 1;
+    spank_test_nfs_like = 1;
     stage_model(3, "three");
     prolog_ok();
     assert_owner_mode(S("flas/jobs/42"), TEST_UID, S_IFDIR | 0700);

@@ -111,19 +111,19 @@ typedef struct {
 #define PATH_RULE "must be an absolute path without '.', '..', '//' or a trailing '/'"
 #define LIST_RULE "expected a comma-separated list of names (or *), at most 64"
 #define OK_REC "Federation=ok Site=s StagingRoot=/srv/ok\n"
+#define KNOWN_KEYS "Federation, Site, StagingRoot, AllowUsers, AllowGroups, AllowAccounts"
 
 static const bad_conf bad_confs[] = {
     /* unknown key */
     {OK_REC "Federation=f Site=s StagingRoot=/x Colour=red\n",
-     "bad.conf:2: unknown key 'Colour' (known: Federation, Site, StagingRoot, AllowUsers, AllowGroups, AllowAccounts)"},
+     "bad.conf:2: unknown key 'Colour' in a Federation record (known: " KNOWN_KEYS ")"},
     {"Federation=f Site=s StagingRoot=/x AllowUser=alice\n",
-     "bad.conf:1: unknown key 'AllowUser' (known: Federation, Site, StagingRoot, AllowUsers, AllowGroups, "
-     "AllowAccounts)"},
+     "bad.conf:1: unknown key 'AllowUser' in a Federation record (known: " KNOWN_KEYS ")"},
     /* duplicate key in one record, on the same line or the next one, whatever the case */
-    {"Federation=f Site=s Site=t StagingRoot=/x\n", "bad.conf:1: Site given twice for federation 'f'"},
-    {"Federation=f Site=s\n# comment\nsite=t StagingRoot=/x\n", "bad.conf:3: Site given twice for federation 'f'"},
+    {"Federation=f Site=s Site=t StagingRoot=/x\n", "bad.conf:1: Site given twice in the Federation=f record"},
+    {"Federation=f Site=s\n# comment\nsite=t StagingRoot=/x\n", "bad.conf:3: Site given twice in the Federation=f record"},
     {"Federation=f Site=s StagingRoot=/x AllowUsers=a\nALLOWUSERS=b\n",
-     "bad.conf:2: AllowUsers given twice for federation 'f'"},
+     "bad.conf:2: AllowUsers given twice in the Federation=f record"},
     /* duplicate federation */
     {OK_REC "\n" OK_REC, "bad.conf:3: federation 'ok' is defined twice"},
     /* bad names */
@@ -149,7 +149,7 @@ static const bad_conf bad_confs[] = {
     {OK_REC "# second\nFederation=f\n StagingRoot=/x\n", "bad.conf:3: federation 'f' has no Site="},
     {"Federation=f Site=s\n" OK_REC, "bad.conf:1: federation 'f' has no StagingRoot="},
     /* a key before any Federation= */
-    {"# header\nSite=s Federation=f StagingRoot=/x\n", "bad.conf:2: Site before any Federation= record"},
+    {"# header\nSite=s Federation=f StagingRoot=/x\n", "bad.conf:2: Site= before any Federation= record"},
     /* empty value */
     {"Federation=f Site= StagingRoot=/x\n", "bad.conf:1: Site has an empty value"},
     {"Federation=\n", "bad.conf:1: Federation has an empty value"},
@@ -222,7 +222,7 @@ START_TEST(conf_load_reads_a_file)
     /* an error in a file names that file */
     test_write_text(p, "Federation=flas Site=s StagingRoot=/srv/flas\nSite=x\n");
     ck_assert_int_eq(flas_conf_load(p, &c, err, sizeof err), -1);
-    ck_assert_str_eq(err, test_path("%s:2: Site given twice for federation 'flas'", p));
+    ck_assert_str_eq(err, test_path("%s:2: Site given twice in the Federation=flas record", p));
 }
 END_TEST
 

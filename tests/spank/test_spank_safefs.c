@@ -17,19 +17,8 @@
 #include "spank_testutil.h"
 
 /* Stand-ins for two system calls, which the code under test (linked statically) binds to instead of
- * libc's. They pass through unless a test switches them on. */
-
-/* The Linux NFS client (and other network file systems) refuses every renameat2 flag with EINVAL. */
-static int nfs_like;
-
-int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags)
-{
-    if (flags && nfs_like) {
-        errno = EINVAL;
-        return -1;
-    }
-    return (int)syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags);
-}
+ * libc's. They pass through unless a test switches them on. renameat2 is spank_testutil's (NFS-like
+ * when spank_test_nfs_like is set). */
 
 /* Runs once, just before the next fchown: another node acting in the middle of an operation. */
 static void (*before_next_fchown)(void);
@@ -398,7 +387,7 @@ START_TEST(noreplace_works_without_renameat2_flags)
     /* Regression: on NFS every no-replace write failed with EINVAL, so no manifest was ever written and
      * each epilog failed as a site fault (a drained node for a required plugin). */
     char err[512] = "";
-    nfs_like = 1;
+    spank_test_nfs_like = 1;
     errno = 0;
     ck_assert_int_eq(renameat2(dirfd_, "a", dirfd_, "b", RENAME_NOREPLACE), -1); /* the stand-in is active */
     ck_assert_int_eq(errno, EINVAL);
@@ -451,7 +440,7 @@ static void other_node_opens_job_dir(void)
 static void created_once_by_two_nodes(int nfs)
 {
     char err[512] = "";
-    nfs_like = nfs;
+    spank_test_nfs_like = nfs;
     other_node_ok = -1;
     before_next_fchown = other_node_opens_job_dir;
     int fd = safefs_open_dir(dirfd_, "job", 1, 0700, TEST_UID, TEST_GID, TEST_UID, err, sizeof err);
