@@ -93,7 +93,7 @@ bed_install() { # BUILD_DIR: install FLaS into $BED/install so the test user can
 }
 installed_plugin() {
     local so
-    so=$(find "$BED/install" -name flas.so -type f 2>/dev/null | head -n 1)
+    so=$(find "$BED/install" -name flas.so -type f -print -quit 2>/dev/null)
     [ -n "$so" ] || die "no flas.so under $BED/install: run 'flas-bed install BUILD_DIR' first"
     echo "$so"
 }

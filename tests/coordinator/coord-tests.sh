@@ -179,7 +179,7 @@ check_privacy() {
     local mine f
     mine=$(find "$BED"/sites/*/data -name '*.flastok' -exec sha256sum {} + | cut -d' ' -f1 | sort -u)
     for f in $(grep -rl "^FLASTOK" "${places[@]}" 2>/dev/null | grep -Ev "^$BED/sites/[a-z]+/data/" || true); do
-        echo "$mine" | grep -qx "$(sha "$f")" && fail "a site's token shard was copied to $f"
+        grep -qx "$(sha "$f")" <<<"$mine" && fail "a site's token shard was copied to $f"
     done
     echo "privacy: no training text (3 probes per site) or token shard of a site outside its data directory (searched: ${places[*]})"
 }
@@ -227,7 +227,7 @@ case_scancel_min2() { # the same with MinSites=2: the round fails cleanly, the g
     grep -q "only 1 of 2 sites delivered an update (MinSites=2)" "$WORK/err" || fail "unclear failure: $(tail -2 "$WORK/err")"
     [ ! -e "$WORK/coord/global/round-000001.h5" ] || fail "a failed round produced a global model"
     [ "$(sha "$WORK/coord/global/round-000000.h5")" = "$(sha "$BED/coord/global0.h5")" ] || fail "round 0's global changed"
-    coord status "$WORK/coordinator.conf" | grep -q "phase failed" || fail "status does not show the failure"
+    grep -q "phase failed" <<<"$(coord status "$WORK/coordinator.conf")" || fail "status does not show the failure"
     # run again: still failed, nothing resubmitted
     coord run "$WORK/coordinator.conf" >/dev/null 2>&1 && fail "a failed round ran again"
     [ "$(jobs_at karolina 0)" = 1 ] && [ "$(jobs_at leonardo 0)" = 1 ] || fail "jobs were resubmitted after the failure"
@@ -301,7 +301,7 @@ wait_job() { # SITE ATTEMPT STATE
     return 1
 }
 # Whether JOB's srun step (the training) has been created at SITE.
-step_runs() { SLURM_CONF=$(sconf "$1") squeue -h -s -j "$2" -o %i 2>/dev/null | grep -qx "$2\.0"; }
+step_runs() { grep -qx "$2\.0" <<<"$(SLURM_CONF=$(sconf "$1") squeue -h -s -j "$2" -o %i 2>/dev/null)"; }
 # Ends the jobs of this round early (they checkpoint at USR1 and exit 0). A job still pending is
 # waited for until its training step runs, and then a second more: scancel retries a signal to a
 # pending job until the job starts, and a USR1 that reaches flas-train while it is still being loaded,
@@ -402,7 +402,7 @@ case_node_fail() { # the node fails under a job: the coordinator submits a new a
     [ -f "$g" ] || fail "no new global"
     [ "$(jobs_at karolina 0)" = 2 ] || fail "karolina ran $(jobs_at karolina 0) jobs, expected 2 attempts"
     m2="$(sdir karolina)/stage/flas/outbox/round-000000/karolina-job$k2.manifest.json"
-    input_shas "$g" | tr ' ' '\n' | grep -qx "$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sha256"])' "$m2")" ||
+    grep -qx "$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sha256"])' "$m2")" <<<"$(input_shas "$g" | tr ' ' '\n')" ||
         fail "the new global does not merge attempt 2's checkpoint"
     [ "$(input_shas "$g" | wc -w)" = 2 ] || fail "the new global merges $(input_shas "$g" | wc -w) inputs, expected 2"
     pass "karolina's node failed under job $k1 (NODE_FAIL): attempt 2 (job $k2) was submitted and only its update merged"

@@ -44,12 +44,12 @@ case_roundtrip() { # upload and download, verified, atomic names, sidecar in sha
     [ "$(sha "$WORK/round-000001.h5")" = "$(sha "$LOCAL/model.h5")" ] || fail "uploaded bytes differ"
     (cd "$WORK" && sha256sum -c --quiet round-000001.h5.sha256) || fail "sidecar is not sha256sum-compatible"
     [ "$(stat -c %U "$WORK/round-000001.h5")" = "$P_user" ] || fail "remote file not owned by the login user"
-    ls -a "$WORK" | grep -q '\.part$\|\.tmp$' && fail "temporary files left at the site"
+    grep -q '\.part$\|\.tmp' <<<"$(ls -a "$WORK")" && fail "temporary files left at the site"
     fs -t "$P_user@$KAR" put "$LOCAL/model.h5" "$WORK/at-karolina.h5" || fail "upload to the second site failed"
     fs -t "$P_user@$LEO" --sha256 "$(sha "$LOCAL/model.h5")" --size 40000000 get "$WORK/round-000001.h5" "$LOCAL/back.h5" ||
         fail "download failed"
     cmp -s "$LOCAL/model.h5" "$LOCAL/back.h5" || fail "downloaded bytes differ"
-    ls -a "$LOCAL" | grep -q '\.part$' && fail "temporary files left locally"
+    grep -q '\.part$' <<<"$(ls -a "$LOCAL")" && fail "temporary files left locally"
     pass "verified upload (with sidecar) and download to two sites"
 }
 
@@ -98,7 +98,7 @@ case_resume_download() { # the link is cut mid-download; the retry resumes and v
     [ ! -e "$LOCAL/ckpt.h5" ] || fail "a partial download got the final name"
     out=$(fs -t "$P_user@$KAR" --chunk 8 --sha256 "$want" get "$WORK/ckpt.h5" "$LOCAL/ckpt.h5") || fail "retry failed"
     echo "$out"
-    echo "$out" | grep -q "resumed at 0," && fail "the retry started from scratch"
+    grep -q "resumed at 0," <<<"$out" && fail "the retry started from scratch"
     [ "$(sha "$LOCAL/ckpt.h5")" = "$want" ] || fail "resumed download differs"
     pass "download cut by killing the SSH session, resumed from the verified prefix"
 }
@@ -156,7 +156,7 @@ case_jump() { # ProxyJump-style: reach karolina through leonardo
 case_agent() { # no key file: authentication through ssh-agent
     local sock="$LOCAL/agent.sock" apid out
     ssh-agent -a "$sock" >/dev/null
-    apid=$(pgrep -f -- "ssh-agent -a $sock" | head -n 1)
+    apid=$(pgrep -o -f -- "ssh-agent -a $sock")
     # shellcheck disable=SC2064
     trap "kill $apid 2>/dev/null; rm -rf '$LOCAL'" EXIT
     # the bed user's key is not in the agent yet: refused
