@@ -45,6 +45,29 @@ on_signal() { # SIGNAL-NAME EXIT-CODE
 trap 'on_signal INT 130' INT
 trap 'on_signal TERM 143' TERM
 
+# The options both scripts take: --rounds N, --steps N, --skip-build (sets BUILD=0) and -h/--help, which
+# prints the script's header comment (lines 2 to HELP_END). Any other option goes to the script's own
+# demo_option, which sets what it means and DEMO_SHIFT (how many arguments it took), or returns non-zero
+# when it does not know it. Then refuses to go on unless run as root.
+demo_options() { # HELP_END ARGS...
+    local help_end=$1
+    shift
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --steps) STEPS=$2; shift 2 ;;
+        --skip-build) BUILD=0; shift ;;
+        -h | --help) sed -n "2,${help_end}p" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *)
+            DEMO_SHIFT=0
+            demo_option "$@" || die "unknown option $1 (see --help)"
+            shift "$DEMO_SHIFT"
+            ;;
+        esac
+    done
+    [ "$(id -u)" = 0 ] || die "run as root (it boots SLURM daemons and network namespaces)"
+}
+
 demo_paths() { eval "$("$BEDCTL" paths | sed 's/^/P_/')"; }
 site_dir() { local v="P_${1}_dir"; echo "${!v}"; }
 site_addr() { local v="P_${1}_addr"; echo "${!v}"; }
@@ -64,6 +87,29 @@ demo_boot() {
     step "booting two SLURM sites: leonardo (Italian data) and karolina (Czech data)"
     "$BEDCTL" restart sites
     demo_paths
+}
+
+# The EXIT trap while the sites are the script's own: stops them, and exits non-zero if that fails.
+demo_cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    demo_stop || rc=1
+    exit $rc
+}
+
+# What both scripts do first: builds unless BUILD=0, boots the sites (stopped again on exit) unless BOOT=0,
+# when it uses the running ones and leaves them up, and prepares each site's data. Sets t0, the start time.
+demo_start() {
+    t0=$(date +%s)
+    [ "$BUILD" = 1 ] && demo_build
+    if [ "${BOOT:-1}" = 1 ]; then
+        trap demo_cleanup EXIT # INT and TERM: on_signal, which exits through this
+        demo_boot
+    else
+        "$BEDCTL" status sites >/dev/null || die "--running-sites: the sites are not up (tests/bed/flas-bed start sites)"
+        demo_paths
+    fi
+    demo_data
 }
 
 # Each site's private corpus and token shards, made AT the site by a batch job.

@@ -20,36 +20,16 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/demo-lib.sh"
 
 ROUNDS=4 STEPS=100 STRATEGY=fedavg BUILD=1 CHECK=0 BOOT=1
-while [ $# -gt 0 ]; do
+demo_option() {
     case "$1" in
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --steps) STEPS=$2; shift 2 ;;
-    --strategy) STRATEGY=$2; shift 2 ;;
-    --skip-build) BUILD=0; shift ;;
-    --running-sites) BOOT=0; shift ;;
-    --check) CHECK=1; shift ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown option $1 (see --help)" ;;
+    --strategy) STRATEGY=$2; DEMO_SHIFT=2 ;;
+    --running-sites) BOOT=0; DEMO_SHIFT=1 ;;
+    --check) CHECK=1; DEMO_SHIFT=1 ;;
+    *) return 1 ;;
     esac
-done
-[ "$(id -u)" = 0 ] || die "run as root (it boots SLURM daemons and network namespaces)"
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    demo_stop || rc=1
-    exit $rc
 }
-t0=$(date +%s)
-[ $BUILD = 1 ] && demo_build
-if [ $BOOT = 1 ]; then
-    trap cleanup EXIT # INT and TERM: on_signal (demo-lib.sh), which exits through this
-    demo_boot
-else
-    "$BEDCTL" status sites >/dev/null || die "--running-sites: the sites are not up (tests/bed/flas-bed start sites)"
-    demo_paths
-fi
-demo_data
+demo_options 20 "$@"
+demo_start
 
 DEMO="$BED/demo"
 WORK="$DEMO/$STRATEGY"

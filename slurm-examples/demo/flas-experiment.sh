@@ -15,28 +15,14 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/demo-lib.sh"
 
 ROUNDS=6 STEPS=150 OUT="$ROOT/build/experiment" BUILD=1
-while [ $# -gt 0 ]; do
+demo_option() {
     case "$1" in
-    --rounds) ROUNDS=$2; shift 2 ;;
-    --steps) STEPS=$2; shift 2 ;;
-    --out) OUT=$2; shift 2 ;;
-    --skip-build) BUILD=0; shift ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown option $1 (see --help)" ;;
+    --out) OUT=$2; DEMO_SHIFT=2 ;;
+    *) return 1 ;;
     esac
-done
-[ "$(id -u)" = 0 ] || die "run as root (it boots SLURM daemons and network namespaces)"
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    demo_stop || rc=1
-    exit $rc
 }
-t0=$(date +%s)
-[ $BUILD = 1 ] && demo_build
-trap cleanup EXIT # INT and TERM: on_signal (demo-lib.sh), which exits through this
-demo_boot
-demo_data
+demo_options 16 "$@"
+demo_start
 EXP="$BED/experiment"
 rm -rf "$EXP"
 install -d -m 755 "$EXP" "$OUT"

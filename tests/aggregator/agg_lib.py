@@ -4,31 +4,17 @@ independent float64 numpy implementation of every merge strategy (docs/aggregati
 import hashlib
 import os
 import subprocess
+import sys
 
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracle"))
+from flas_tensors import meta_tensors  # noqa: E402,F401  (also used as L.meta_tensors)
+
 # stories260K shapes with an untied output head: 48 tensors, GQA (8 heads, 4 kv heads).
 CFG = dict(dim=64, n_layers=5, n_heads=8, n_kv_heads=4, hidden_dim=172, vocab_size=512, seq_len=512,
            norm_eps=1e-5, rope_theta=10000.0, tied_embeddings=0)
-
-
-def meta_tensors(c):
-    d, h, v = c["dim"], c["hidden_dim"], c["vocab_size"]
-    hd = d // c["n_heads"]
-    q, kv = hd * c["n_heads"], hd * c["n_kv_heads"]
-    out = [("tok_embeddings.weight", (v, d))]
-    for l in range(c["n_layers"]):
-        p = f"layers.{l}."
-        out += [(p + "attention_norm.weight", (d,)), (p + "attention.wq.weight", (q, d)),
-                (p + "attention.wk.weight", (kv, d)), (p + "attention.wv.weight", (kv, d)),
-                (p + "attention.wo.weight", (d, q)), (p + "ffn_norm.weight", (d,)),
-                (p + "feed_forward.w1.weight", (h, d)), (p + "feed_forward.w2.weight", (d, h)),
-                (p + "feed_forward.w3.weight", (h, d))]
-    out.append(("norm.weight", (d,)))
-    if not c["tied_embeddings"]:
-        out.append(("output.weight", (v, d)))
-    return out
 
 
 def sha256(path):

@@ -11,21 +11,14 @@ import time
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracle"))
+import flas_tensors  # noqa: E402
+
 
 def meta_tensors(c):
-    d, h, v = c["dim"], c["hidden_dim"], c["vocab_size"]
-    hd = d // c["n_heads"]
-    out = [("tok_embeddings.weight", (v, d))]
-    for l in range(c["n_layers"]):
-        p = f"layers.{l}."
-        out += [(p + "attention_norm.weight", (d,)), (p + "attention.wq.weight", (hd * c["n_heads"], d)),
-                (p + "attention.wk.weight", (hd * c["n_kv_heads"], d)),
-                (p + "attention.wv.weight", (hd * c["n_kv_heads"], d)),
-                (p + "attention.wo.weight", (d, hd * c["n_heads"])), (p + "ffn_norm.weight", (d,)),
-                (p + "feed_forward.w1.weight", (h, d)), (p + "feed_forward.w2.weight", (d, h)),
-                (p + "feed_forward.w3.weight", (h, d))]
-    out.append(("norm.weight", (d,)))
-    return out if c.get("tied") else out + [("output.weight", (v, d))]
+    """The FLaS tensor table (tests/oracle/flas_tensors.py) with this benchmark's convention: untied
+    unless c["tied"] (tests/train/bench_train.py passes tied=1 for llama2.c's layout)."""
+    return flas_tensors.meta_tensors(dict(c, tied_embeddings=1 if c.get("tied") else 0))
 
 
 PRESETS = {

@@ -5,34 +5,19 @@ the tensor names/shapes from the LLaMA layout, the element values from the fixtu
 (tests/ckpt/ckpt_fixture.h), the attributes from the documented schema (docs/checkpoint-format.md).
 Usage: h5py_check.py FILE GEN [all|optimizer]   (exit 0 only if everything matches)"""
 import hashlib
+import os
 import sys
 import time
 
 import h5py
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracle"))
+from flas_tensors import meta_tensors  # noqa: E402  (names/shapes in the order of runtime/model_config.c)
+
 SECTIONS = {"params": 0, "optimizer/m": 1, "optimizer/v": 2, "server/m": 3, "server/v": 4}
 CFG = dict(dim=64, n_layers=5, n_heads=8, n_kv_heads=4, hidden_dim=172, vocab_size=512, seq_len=512,
            tied_embeddings=0)
-
-
-def meta_tensors(c):
-    """Meta names and full shapes in the order of include/flas/model.h."""
-    d, h, v = c["dim"], c["hidden_dim"], c["vocab_size"]
-    hd = d // c["n_heads"]
-    q, kv = hd * c["n_heads"], hd * c["n_kv_heads"]
-    out = [("tok_embeddings.weight", (v, d))]
-    for l in range(c["n_layers"]):
-        p = f"layers.{l}."
-        out += [(p + "attention_norm.weight", (d,)), (p + "attention.wq.weight", (q, d)),
-                (p + "attention.wk.weight", (kv, d)), (p + "attention.wv.weight", (kv, d)),
-                (p + "attention.wo.weight", (d, q)), (p + "ffn_norm.weight", (d,)),
-                (p + "feed_forward.w1.weight", (h, d)), (p + "feed_forward.w2.weight", (d, h)),
-                (p + "feed_forward.w3.weight", (h, d))]
-    out.append(("norm.weight", (d,)))
-    if not c["tied_embeddings"]:
-        out.append(("output.weight", (v, d)))
-    return out
 
 
 def expected(section, tensor, shape, gen):
