@@ -4,6 +4,7 @@
  * destination and fsyncs the directory. A crash before the rename leaves the previous destination
  * untouched; the marker can only exist once every tensor byte reached the file. */
 #include "checkpoint_internal.h"
+#include "flas/atomic_file.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -64,19 +65,6 @@ static int temp_name(const char *path, char *out, size_t outlen)
     for (size_t i = 0; i < sizeof r; i++)
         n += (size_t)snprintf(out + n, outlen - n, "%02x", r[i]);
     return 0;
-}
-
-static int fsync_path(const char *path, int directory)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0));
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    /* Some file systems cannot fsync a directory (EINVAL): the rename is still as durable as they get. */
-    if (rc && directory && (errno == EINVAL || errno == EROFS))
-        rc = 0;
-    close(fd);
-    return rc;
 }
 
 static void dir_of(const char *path, char *dir, size_t len)
@@ -742,7 +730,7 @@ int flas_ckpt_commit(flas_ckpt_writer *w, char *err, size_t errlen)
     int ok = H5Fflush(f->fid, H5F_SCOPE_GLOBAL) >= 0;
     if (is_parallel(f))
         MPI_Barrier(f->comm);
-    if (f->rank == 0 && ok && fsync_path(w->temp, 0))
+    if (f->rank == 0 && ok && flas_fsync_path(w->temp))
         ok = 0;
     int32_t one = 1;
     if (agree(f, ok, msg, sizeof msg) == 0) {
@@ -758,14 +746,12 @@ int flas_ckpt_commit(flas_ckpt_writer *w, char *err, size_t errlen)
     f->fid = -1;
     flas_fail(msg, sizeof msg, "%s: writing %s failed (disk full or I/O error?)", f->path, w->temp);
     if (f->rank == 0 && ok) {
-        char dir[CK_PATH_MAX];
-        dir_of(f->path, dir, sizeof dir);
-        if (fsync_path(w->temp, 0))
+        if (flas_fsync_path(w->temp))
             ok = 0, flas_fail(msg, sizeof msg, "%s: fsync of %s failed: %s", f->path, w->temp, strerror(errno));
         else if (rename(w->temp, f->path))
             ok = 0, flas_fail(msg, sizeof msg, "%s: rename from %s failed: %s", f->path, w->temp, strerror(errno));
-        else if (fsync_path(dir, 1))
-            ok = 0, flas_fail(msg, sizeof msg, "%s: fsync of directory %s failed: %s", f->path, dir, strerror(errno));
+        else if (flas_fsync_dir_of(f->path, 0))
+            ok = 0, flas_fail(msg, sizeof msg, "%s: fsync of its directory failed: %s", f->path, strerror(errno));
     }
     if (is_parallel(f)) {
         MPI_Bcast(&ok, 1, MPI_INT, 0, f->comm);

@@ -85,6 +85,21 @@ int flas_fsync_dir_of(const char *path, int dir)
     if (fd < 0)
         return -1;
     int rc = fsync(fd);
+    /* Some file systems cannot fsync a directory (EINVAL): the rename is then as durable as they get. */
+    if (rc && (errno == EINVAL || errno == EROFS))
+        rc = 0;
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+int flas_fsync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
     int saved = errno;
     close(fd);
     errno = saved;
