@@ -127,3 +127,13 @@ def run_aggregate(binary, previous, output, inputs, *args):
 def leftovers(directory, name):
     """Files in directory that are the output or a temporary of it."""
     return [f for f in os.listdir(directory) if f == name or f.startswith("." + name + ".tmp-")]
+
+
+# A test collects every failed check and reports them together at its end.
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+    return cond
