@@ -1,5 +1,6 @@
 /* No-follow, owner-checked file operations for root-side code (see safefs.h). */
 #define _GNU_SOURCE /* renameat2, AT_EMPTY_PATH */
+#include "flas/atomic_file.h"
 #include "flas/error.h"
 #include "safefs.h"
 
@@ -199,15 +200,7 @@ int safefs_read_small(int dir, const char *name, char *buf, size_t max, char *er
         close(fd);
         return flas_fail(err, errlen, "%s: larger than %zu bytes (refused)", name, max);
     }
-    size_t got = 0;
-    while (got < max) {
-        ssize_t n = read(fd, buf + got, max - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
+    size_t got = flas_read_all(fd, buf, max);
     close(fd);
     buf[got] = '\0';
     return (int)got;

@@ -23,6 +23,8 @@ int flas_atomic_commit(int fd, const char *tmp_path, const char *final_path, cha
 int flas_atomic_write_file(const char *final_path, const void *data, size_t len, char *err, size_t errlen);
 /* Copies src to final_path by the same rule (a killed copy leaves final_path as it was). */
 int flas_atomic_copy(const char *src, const char *final_path, char *err, size_t errlen);
+/* read() until n bytes, end of file or an error (EINTR retried); returns the bytes read. */
+size_t flas_read_all(int fd, void *buf, size_t n);
 /* fsync of the directory that holds path (path itself when dir is 1); a file system that cannot fsync
  * a directory counts as done. 0, or -1 with errno set. */
 int flas_fsync_dir_of(const char *path, int dir);

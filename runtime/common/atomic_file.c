@@ -75,6 +75,20 @@ int flas_atomic_write_all(int fd, const void *buf, size_t n)
     return 0;
 }
 
+size_t flas_read_all(int fd, void *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = read(fd, (char *)buf + got, n - got);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        got += (size_t)k;
+    }
+    return got;
+}
+
 int flas_fsync_dir_of(const char *path, int dir)
 {
     char *copy = strdup(path);

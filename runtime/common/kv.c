@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "flas/atomic_file.h"
 #include "flas/error.h"
 #include "flas/names.h"
 
@@ -247,15 +248,7 @@ int flas_kv_read_file(const char *path, size_t max_bytes, char **text, char *err
         return flas_fail(err, errlen, "%s: not a regular file of at most %zu bytes", path, max_bytes);
     }
     char *buf = malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (buf && got < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
+    size_t got = buf ? flas_read_all(fd, buf, (size_t)st.st_size) : 0;
     close(fd);
     if (!buf || got != (size_t)st.st_size) {
         free(buf);
