@@ -192,14 +192,22 @@ static size_t buffer_elems(const flas_param_table *t, size_t chunk)
 
 static int bounds_on(const flas_agg_options *o) { return o->max_update_norm > 0 || o->max_update_ratio > 0; }
 
+/* sum (a - x)^2 in double. Eight independent partial sums: the compiler may vectorise them (no
+ * reassociation of one sum is needed), and the chunk is still in cache from the merge's read. */
 static double sq_diff(const float *a, const float *x, size_t n)
 {
-    double s = 0;
-    for (size_t e = 0; e < n; e++) {
+    double s[8] = {0};
+    size_t e = 0;
+    for (; e + 8 <= n; e += 8)
+        for (int j = 0; j < 8; j++) {
+            double d = (double)a[e + j] - (double)x[e + j];
+            s[j] += d * d;
+        }
+    for (; e < n; e++) {
         double d = (double)a[e] - (double)x[e];
-        s += d * d;
+        s[0] += d * d;
     }
-    return s;
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
 }
 
 static int cmp_double(const void *a, const void *b)
