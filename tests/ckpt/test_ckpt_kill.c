@@ -116,10 +116,12 @@ START_TEST(sigkill_never_damages_the_previous_checkpoint)
     pid_t child;
 
     int killed = 0, old_kept = 0, new_done = 0, finished = 0, temps_left = 0, temps_complete = 0;
-    /* Trials go on until `trials` kills have landed while a writer was running (at most 3x as many
-     * attempts: a kill after the writer finished tests nothing). */
+    /* Trials go on until `trials` kills have landed while a writer was running and at least 5 of them
+     * left an unfinished temporary (at most 6x as many attempts: a kill after the writer finished, or
+     * before it created its file, tests nothing; under a sanitizer, start-up and teardown take most of
+     * a run, so fewer kills land inside the write itself). */
     int trial = 0;
-    for (; killed < trials && trial < 3 * trials; trial++) {
+    for (; (killed < trials || temps_left - temps_complete < 5) && trial < 6 * trials; trial++) {
         double delay = duration * 1.2 * rand() / (double)RAND_MAX;
         child = spawn_writer(path, gen + 1);
         usleep((useconds_t)(delay * 1e6));
