@@ -79,6 +79,40 @@ int flas_tokenizer_unk_id(const flas_tokenizer *t) { return t->sp.unk_id(); }
 int flas_tokenizer_byte_fallback(const flas_tokenizer *t) { return t->byte_fallback; }
 const unsigned char *flas_tokenizer_sha256(const flas_tokenizer *t) { return t->sha256; }
 
+float flas_tokenizer_score(const flas_tokenizer *t, int id)
+{
+    return id >= 0 && id < t->sp.GetPieceSize() ? t->sp.GetScore(id) : 0.0f;
+}
+
+int flas_tokenizer_piece_type(const flas_tokenizer *t, int id)
+{
+    if (id < 0 || id >= t->sp.GetPieceSize())
+        return 0;
+    if (t->sp.IsUnknown(id))
+        return 2;
+    if (t->sp.IsControl(id))
+        return 3;
+    if (t->sp.IsUnused(id))
+        return 5;
+    if (t->sp.IsByte(id))
+        return 6;
+    return 1;
+}
+
+int flas_tokenizer_adds_space_prefix(const flas_tokenizer *t)
+{
+    // The normalizer spec that records add_dummy_prefix needs protobuf headers Debian does not ship;
+    // its effect is visible: with it, the first piece of "x" starts with U+2581.
+    try {
+        std::vector<std::string> pieces;
+        if (!t->sp.Encode("x", &pieces).ok() || pieces.empty())
+            return 1;
+        return pieces[0].rfind("\xe2\x96\x81", 0) == 0;
+    } catch (...) {
+        return 1;
+    }
+}
+
 const char *flas_tokenizer_piece(const flas_tokenizer *t, int id)
 {
     if (id < 0 || id >= t->sp.GetPieceSize())

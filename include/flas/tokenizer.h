@@ -46,6 +46,14 @@ const unsigned char *flas_tokenizer_sha256(const flas_tokenizer *t);
 /* The piece of id ("▁the", "<0x0A>", "<s>"), or NULL when id is out of range. */
 const char *flas_tokenizer_piece(const flas_tokenizer *t, int id);
 
+/* What a GGUF file embeds of the vocabulary (llama.cpp then tokenizes as sentencepiece does):
+ * the piece's score (merge priority of BPE models, log-probability of unigram ones), its kind as
+ * SentencePiece and GGUF's token_type number them (1 normal, 2 unknown, 3 control, 5 unused, 6 byte;
+ * 0 for an id out of range), and whether encoding prefixes a space (add_dummy_prefix). */
+float flas_tokenizer_score(const flas_tokenizer *t, int id);
+int flas_tokenizer_piece_type(const flas_tokenizer *t, int id);
+int flas_tokenizer_adds_space_prefix(const flas_tokenizer *t);
+
 /* Appends the ids of text[0..len) (UTF-8; the model's normalisation applies) to out, with BOS/EOS
  * as flags ask. 0, or -1 with err set (allocation failure, or an error from sentencepiece). */
 int flas_tokenizer_encode(const flas_tokenizer *t, const char *text, size_t len, unsigned flags,
