@@ -111,7 +111,7 @@ enum {
     O_MULTIPLE_OF, O_STEPS, O_TOKENS, O_BATCH, O_SEQ, O_ACCUM, O_LR, O_MIN_LR, O_WARMUP, O_DECAY_STEPS,
     O_SCHEDULE_OFFSET, O_WEIGHT_DECAY, O_CLIP, O_BETA1, O_BETA2, O_ADAM_EPS, O_TP, O_ZERO, O_THREADS,
     O_BUCKET_MB, O_TIME_BUDGET, O_MARGIN, O_CHECKPOINT_EVERY, O_LOG_EVERY, O_METRICS, O_PEAK, O_VALID_BATCHES,
-    O_JSON
+    O_JSON, O_INIT_FROM
 };
 
 static const struct option long_opts[] = {
@@ -143,7 +143,7 @@ static const struct option long_opts[] = {
     {"margin", required_argument, 0, O_MARGIN}, {"checkpoint-every", required_argument, 0, O_CHECKPOINT_EVERY},
     {"log-every", required_argument, 0, O_LOG_EVERY}, {"metrics", required_argument, 0, O_METRICS},
     {"peak-gflops", required_argument, 0, O_PEAK}, {"valid-batches", required_argument, 0, O_VALID_BATCHES},
-    {"json", no_argument, 0, O_JSON}, {0, 0, 0, 0}};
+    {"json", no_argument, 0, O_JSON}, {"init-from", required_argument, 0, O_INIT_FROM}, {0, 0, 0, 0}};
 
 /* One flag; flag is its name for messages. */
 static int apply(flas_train_opts *o, int c, const char *v, const char *flag, char *err, size_t errlen)
@@ -154,6 +154,7 @@ static int apply(flas_train_opts *o, int c, const char *v, const char *flag, cha
     case 'h': o->mode = FLAS_TRAIN_HELP; return 0;
     case O_VERSION: o->mode = FLAS_TRAIN_VERSION; return 0;
     case O_INIT: o->mode = FLAS_TRAIN_INIT; return 0;
+    case O_INIT_FROM: o->mode = FLAS_TRAIN_INIT; return copy(o->init_from, sizeof o->init_from, v, flag, err, errlen);
     case O_EVAL: o->mode = FLAS_TRAIN_EVAL; return copy(o->eval, sizeof o->eval, v, flag, err, errlen);
     case O_FEDERATION: o->given |= FLAS_GIVEN_FEDERATION; return copy(o->federation, sizeof o->federation, v, flag, err, errlen);
     case O_SITE: o->given |= FLAS_GIVEN_SITE; return copy(o->site, sizeof o->site, v, flag, err, errlen);
@@ -299,6 +300,14 @@ int flas_train_opts_check(flas_train_opts *o, char *err, size_t errlen)
         flas_config c;
         if (!o->output[0])
             return flas_fail(err, errlen, "--init needs --output FILE (the global model to write)");
+        if (o->init_from[0]) {
+            /* The shape is the imported model's; only a context length may be added (llama2.c files
+             * record one, GGUF and hf do too, but a user may train shorter or longer). */
+            if (o->cfg_given & ~(unsigned)FLAS_CFG_SEQ_LEN)
+                return flas_fail(err, errlen, "--init-from takes the model shape from %s: drop --model, --dim and the "
+                                 "other shape flags (--seq-len may stay)", o->init_from);
+            return 0;
+        }
         if (!o->cfg_given)
             return flas_fail(err, errlen, "--init needs a model shape: --model PRESET or --dim, --layers, --heads, --vocab, --seq-len");
         return flas_train_opts_config(o, &c, err, errlen);
@@ -323,6 +332,8 @@ void flas_train_usage(FILE *f)
 {
     fputs("usage: flas-train [options]                         train one round (MPI: srun/mpirun)\n"
           "       flas-train --init --model PRESET|--dim .. --output FILE    write a round-0 global model\n"
+          "       flas-train --init-from MODEL --output FILE   round-0 global from published weights (hf dir,\n"
+          "                                                    GGUF, llama2.c .bin; see flas-convert)\n"
           "       flas-train --eval CKPT --valid DIR [--json]             validation loss of a checkpoint\n"
           "\n"
           "Round (default: the FLAS_* variables of a --federation=NAME Slurm job; flags win):\n"

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "flas/error.h"
+#include "flas/interop.h"
 #include "train_internal.h"
 
 int train_verify_global(const flas_train_opts *o, flas_train_comm *c, char sha[FLAS_SHA256_HEX], char *err,
@@ -246,8 +247,46 @@ int train_write(trainer *t, const char *reason, char *err, size_t errlen)
     return 0;
 }
 
+/* --init-from: rank 0 imports the published model as the round-0 global (flas_convert streams it, one
+ * tensor at a time); the other ranks wait for the verdict. */
+static int init_from_import(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen)
+{
+    flas_convert_report r;
+    int ok = 1;
+    char sha[FLAS_SHA256_HEX] = "";
+    if (c->rank == 0) {
+        flas_convert_opts co;
+        flas_convert_opts_init(&co);
+        co.to = FLAS_FMT_FLAS;
+        co.round = o->round >= 0 ? o->round : 0;
+        co.force = 1; /* as --init: the output is replaced, atomically */
+        co.seq_len = (o->cfg_given & FLAS_CFG_SEQ_LEN) ? o->cfg.seq_len : 0;
+        co.progress = 1;
+        ok = flas_convert(o->init_from, o->output, &co, &r, err, errlen) == 0 &&
+             flas_sha256_file(o->output, sha, NULL, err, errlen) == 0;
+    }
+    if (flas_train_agree(c->world, ok, err, errlen))
+        return -1;
+    if (c->rank == 0) {
+        const flas_config *m = &r.cfg;
+        if (o->json)
+            printf("{\"output\":\"%s\",\"round\":%lld,\"parameters\":%llu,\"from\":\"%s\",\"sha256\":\"%s\"}\n", o->output,
+                   (long long)(o->round >= 0 ? o->round : 0), (unsigned long long)r.params, flas_format_name(r.from), sha);
+        else
+            printf("flas-train: wrote global model %s: round %lld, %llu parameters (dim %d, %d layers, %d/%d heads, "
+                   "hidden %d, vocab %d, seq_len %d%s) imported from %s (%s), sha256 %s\n",
+                   o->output, (long long)(o->round >= 0 ? o->round : 0), (unsigned long long)r.params, m->dim,
+                   m->n_layers, m->n_heads, m->n_kv_heads, m->hidden_dim, m->vocab_size, m->seq_len,
+                   m->tied_embeddings ? ", tied" : "", o->init_from, flas_format_name(r.from), sha);
+        fflush(stdout);
+    }
+    return 0;
+}
+
 int train_init_global(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen)
 {
+    if (o->init_from[0])
+        return init_from_import(o, c, err, errlen);
     flas_config cfg;
     if (flas_train_opts_config(o, &cfg, err, errlen))
         return -1;

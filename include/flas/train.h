@@ -59,6 +59,8 @@ typedef struct flas_train_opts {
     char flas_error[512];                 /* FLAS_ERROR: the plugin says this job must not train */
     char resume[FLAS_TRAIN_PATH_MAX];     /* local checkpoint to continue, or "auto" (the output, if any) */
     char eval[FLAS_TRAIN_PATH_MAX];       /* --eval CKPT */
+    char init_from[FLAS_TRAIN_PATH_MAX];  /* --init-from: weights of the round-0 global from a published
+                                             model (hf dir, GGUF, llama2.c or FLaS file; flas/interop.h) */
     char data[FLAS_TRAIN_PATH_MAX];       /* training shards: a *.flastok file or a directory of them */
     char valid[FLAS_TRAIN_PATH_MAX];      /* validation shards */
     char metrics[FLAS_TRAIN_PATH_MAX];    /* JSON-lines metrics file ("" = FLAS_OUTPUT_DIR/metrics.jsonl) */
