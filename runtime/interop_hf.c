@@ -572,6 +572,7 @@ typedef struct hf_snk {
     int bos, eos;
     int *shard_of;         /* table index -> shard */
     int n_shards, cur;     /* shards, the one being written (-1 none) */
+    uint64_t shard_bytes_done; /* bytes of the shards already closed */
     ix_out out;
     float *scratch;        /* one head of wq/wk */
 } hf_snk;
@@ -638,10 +639,13 @@ static int close_shard(hf_snk *k, char *err, size_t errlen)
 {
     if (k->cur < 0)
         return 0;
-    k->base.bytes_out += k->out.written;
+    k->shard_bytes_done += k->out.written;
     k->cur = -1;
     return ix_out_commit(&k->out, 0, err, errlen);
 }
+
+static int hf_write_tensor(hf_snk *k, const flas_tensor *t, const flas_config *c, const float *data, char *err,
+                           size_t errlen);
 
 static int hf_write(ix_sink *s, const flas_tensor *t, const float *data, char *err, size_t errlen)
 {
@@ -652,6 +656,14 @@ static int hf_write(ix_sink *s, const flas_tensor *t, const float *data, char *e
             return -1;
     }
     const flas_config *c = &s->table->cfg;
+    int rc = hf_write_tensor(k, t, c, data, err, errlen);
+    s->bytes_out = k->shard_bytes_done + k->out.written;
+    return rc;
+}
+
+static int hf_write_tensor(hf_snk *k, const flas_tensor *t, const flas_config *c, const float *data, char *err,
+                           size_t errlen)
+{
     if (t->kind != FLAS_T_WQ && t->kind != FLAS_T_WK)
         return ix_out_write_floats(&k->out, data, t->numel, k->o.dtype, err, errlen);
     /* wq/wk: each head's rows go out in the half-split order, one head at a time. */
