@@ -24,7 +24,7 @@
 #define GGUF_MAX_KEY 65535
 #define GGUF_MAX_NAME 64        /* ggml's GGML_MAX_NAME, NUL included */
 #define GGUF_MAX_DIMS 4
-#define GGUF_MAX_COUNT ((uint64_t)1 << 24) /* tensors or key/values: far beyond any model */
+#define GGUF_MAX_KVS ((uint64_t)1 << 16)   /* key/values: llama.cpp's files have about 30 */
 
 enum { GT_U8 = 0, GT_I8, GT_U16, GT_I16, GT_U32, GT_I32, GT_F32, GT_BOOL, GT_STRING, GT_ARRAY, GT_U64, GT_I64, GT_F64 };
 enum { GG_F32 = 0, GG_F16 = 1, GG_Q8_0 = 8, GG_BF16 = 30 };
@@ -256,12 +256,20 @@ static int by_offset(const void *a, const void *b)
     return (x->offset > y->offset) - (x->offset < y->offset);
 }
 
+static int by_tname(const void *a, const void *b)
+{
+    return strcmp(((const gg_tensor *)a)->name, ((const gg_tensor *)b)->name);
+}
+
+/* Needs g->t sorted by name (ix_gguf_open does it once the offsets are checked). */
+static int key_vs_tname(const void *key, const void *t)
+{
+    return strcmp(key, ((const gg_tensor *)t)->name);
+}
+
 static const gg_tensor *gg_find(const gg_src *g, const char *name)
 {
-    for (uint64_t i = 0; i < g->n_t; i++)
-        if (!strcmp(g->t[i].name, name))
-            return &g->t[i];
-    return NULL;
+    return bsearch(name, g->t, g->n_t, sizeof *g->t, key_vs_tname);
 }
 
 static int gg_read(ix_source *s, const flas_tensor *t, float *out, char *err, size_t errlen)
@@ -316,9 +324,10 @@ ix_source *ix_gguf_open(const char *path, char *err, size_t errlen)
     }
     if (rd_u64(&c, &n_t) || rd_u64(&c, &n_kv))
         goto fail;
-    if (n_t > GGUF_MAX_COUNT || n_kv > GGUF_MAX_COUNT || n_t > g->f.size / 24 || n_kv > g->f.size / 12) {
-        flas_fail(err, errlen, "%s: GGUF header claims %llu tensors and %llu keys: more than the file can hold", path,
-                  (unsigned long long)n_t, (unsigned long long)n_kv);
+    if (n_t > IX_MAX_TENSORS || n_kv > GGUF_MAX_KVS || n_t > g->f.size / 32 || n_kv > g->f.size / 12) {
+        flas_fail(err, errlen, "%s: GGUF header claims %llu tensors and %llu keys: more than %s", path,
+                  (unsigned long long)n_t, (unsigned long long)n_kv,
+                  n_t > g->f.size / 32 || n_kv > g->f.size / 12 ? "the file can hold" : "a LLaMA model has");
         goto fail;
     }
     if (read_kvs(&c, n_kv, kv, &align, arch, sizeof arch))
@@ -362,11 +371,6 @@ ix_source *ix_gguf_open(const char *path, char *err, size_t errlen)
                       (unsigned long long)x->offset, (unsigned long long)align);
             goto fail;
         }
-        for (uint64_t k = 0; k < i; k++)
-            if (!strcmp(g->t[k].name, x->name)) {
-                flas_fail(err, errlen, "%s: tensor %s appears twice", path, x->name);
-                goto fail;
-            }
     }
     const uint64_t data0 = (c.pos + align - 1) / align * align;
     if (data0 > g->f.size) {
@@ -390,6 +394,13 @@ ix_source *ix_gguf_open(const char *path, char *err, size_t errlen)
     }
     for (uint64_t i = 0; i < g->n_t; i++)
         g->t[i].offset += data0;
+    /* From here on the tensors are sorted by name: duplicates sit side by side, lookups bisect. */
+    qsort(g->t, g->n_t, sizeof *g->t, by_tname);
+    for (uint64_t i = 1; i < g->n_t; i++)
+        if (!strcmp(g->t[i].name, g->t[i - 1].name)) {
+            flas_fail(err, errlen, "%s: tensor %s appears twice", path, g->t[i].name);
+            goto fail;
+        }
     /* The config, from the keys and (vocabulary) the embedding's shape. */
     for (int k = 0; k < K_N; k++)
         if (kv[k] < 0 && k != K_KV_HEADS && k != K_ROPE_DIM && k != K_THETA) {
@@ -442,16 +453,20 @@ ix_source *ix_gguf_open(const char *path, char *err, size_t errlen)
                  (t->ndim == 2 && (x->ne[0] != t->full_shape[1] || x->ne[1] != t->full_shape[0])))
             rc = flas_fail(err, errlen, "%s: tensor %s has the wrong shape for the config", path, name);
     }
-    if (!rc && (uint64_t)tab.n_tensors != g->n_t)
-        for (uint64_t i = 0; i < g->n_t && !rc; i++) {
-            int known = 0;
-            for (int k = 0; k < tab.n_tensors && !known; k++) {
-                gguf_name(&tab.tensors[k], name, sizeof name);
-                known = !strcmp(name, g->t[i].name);
-            }
-            if (!known)
-                rc = flas_fail(err, errlen, "%s: unexpected tensor %s (not part of a LLaMA model)", path, g->t[i].name);
+    /* Every needed name was found once and names are unique: any further tensor is one the model lacks. */
+    if (!rc && (uint64_t)tab.n_tensors != g->n_t) {
+        unsigned char *used = calloc(g->n_t, 1);
+        if (!used)
+            rc = flas_fail(err, errlen, "out of memory");
+        for (int i = 0; i < tab.n_tensors && !rc; i++) {
+            gguf_name(&tab.tensors[i], name, sizeof name);
+            used[gg_find(g, name) - g->t] = 1;
         }
+        for (uint64_t i = 0; i < g->n_t && !rc; i++)
+            if (!used[i])
+                rc = flas_fail(err, errlen, "%s: unexpected tensor %s (not part of a LLaMA model)", path, g->t[i].name);
+        free(used);
+    }
     flas_param_table_free(&tab);
     if (rc)
         goto fail;

@@ -183,6 +183,10 @@ static int read_shard(hf_src *h, int si, char *err, size_t errlen)
             rc = flas_fail(err, errlen, "%s: tensor %.80s: needs dtype, shape and data_offsets [begin, end]", path, key);
             break;
         }
+        if (h->n_e >= IX_MAX_TENSORS) {
+            rc = flas_fail(err, errlen, "%s: more than %d tensors: more than a LLaMA model has", path, IX_MAX_TENSORS);
+            break;
+        }
         if (h->n_e == h->cap_e) {
             size_t cap = h->cap_e ? 2 * h->cap_e : 512;
             st_entry *ne = realloc(h->e, cap * sizeof *ne);
@@ -429,19 +433,23 @@ static int check_tensors(hf_src *h, char *err, size_t errlen)
                            (long long)e->shape[0], e->ndim > 1 ? ", " : "", e->ndim > 1 ? (long long)e->shape[1] : 0LL,
                            t->full_shape[0], t->ndim > 1 ? ", " : "", t->ndim > 1 ? t->full_shape[1] : (size_t)0);
     }
+    /* Names are unique (checked before): mark the ones the model uses, then refuse the rest. */
+    unsigned char *used = rc ? NULL : calloc(h->n_e ? h->n_e : 1, 1);
+    if (!rc && !used)
+        rc = flas_fail(err, errlen, "out of memory");
+    for (int i = 0; i < tab.n_tensors && !rc; i++) {
+        hf_name(&tab.tensors[i], name, sizeof name);
+        used[find(h, name) - h->e] = 1;
+    }
     for (size_t i = 0; i < h->n_e && !rc; i++) {
         const char *n = h->e[i].name;
         size_t len = strlen(n);
-        int known = len > 20 && !strcmp(n + len - 20, ".rotary_emb.inv_freq");
-        if (!strcmp(n, "lm_head.weight") && h->base.cfg.tied_embeddings)
-            known = 1;
-        for (int k = 0; k < tab.n_tensors && !known; k++) {
-            hf_name(&tab.tensors[k], name, sizeof name);
-            known = !strcmp(name, n);
-        }
+        int known = used[i] || (len > 20 && !strcmp(n + len - 20, ".rotary_emb.inv_freq")) ||
+                    (!strcmp(n, "lm_head.weight") && h->base.cfg.tied_embeddings);
         if (!known)
             rc = flas_fail(err, errlen, "%s: unexpected tensor %.80s (not part of a LLaMA model)", h->dir, n);
     }
+    free(used);
     flas_param_table_free(&tab);
     return rc;
 }

@@ -18,6 +18,9 @@
 
 #define IX_IO_BYTES ((size_t)4 << 20) /* the fixed buffer of every reader and writer */
 #define IX_JSON_MAX ((size_t)100 << 20) /* largest JSON header or config accepted */
+/* More tensors than any LLaMA model has (9 per block, FLAS_CKPT_MAX_LAYERS blocks, plus the rest and
+ * harmless extras such as rotary_emb.inv_freq): a file claiming more is refused before any lookup. */
+#define IX_MAX_TENSORS (10 * 1024 + 16)
 
 typedef struct ix_source {
     flas_config cfg;
