@@ -67,8 +67,12 @@ flas_format flas_format_detect_input(const char *path, char *err, size_t errlen)
     }
     if (S_ISDIR(st.st_mode))
         return FLAS_FMT_HF;
+    if (!S_ISREG(st.st_mode)) {
+        flas_fail(err, errlen, "%s: not a regular file or a directory", path);
+        return FLAS_FMT_UNKNOWN;
+    }
     unsigned char m[8] = {0};
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     ssize_t n = fd >= 0 ? pread(fd, m, sizeof m, 0) : -1;
     if (fd >= 0)
         close(fd);

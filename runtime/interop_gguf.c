@@ -10,6 +10,7 @@
  * Export writes F32, F16, BF16 or Q8_0 (norms stay F32, as llama.cpp's own converter keeps them;
  * Q8_0 needs rows that are a multiple of 32, other matrices stay F16) and embeds the SentencePiece
  * vocabulary. Import reads F32, F16 and BF16. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -192,13 +193,48 @@ static const char *const KEYS[K_N] = {"llama.context_length", "llama.embedding_l
                                       "llama.attention.head_count_kv", "llama.attention.layer_norm_rms_epsilon",
                                       "llama.rope.freq_base", "llama.rope.dimension_count"};
 
+static int by_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* llama.cpp refuses a file that names a key twice (which value would count?): so does this reader. */
+static int unique_keys(gg_cursor *c, char **keys, uint64_t n)
+{
+    qsort(keys, n, sizeof *keys, by_str);
+    for (uint64_t i = 1; i < n; i++)
+        if (!strcmp(keys[i], keys[i - 1]))
+            return flas_fail(c->err, c->errlen, "%s: GGUF key %.100s appears twice", c->f->path, keys[i]);
+    return 0;
+}
+
+static int read_kvs_into(gg_cursor *c, uint64_t n_kv, double *kv, uint64_t *align, char *arch, size_t archlen,
+                         char **keys);
+
 static int read_kvs(gg_cursor *c, uint64_t n_kv, double *kv, uint64_t *align, char *arch, size_t archlen)
+{
+    char **keys = calloc(n_kv ? n_kv : 1, sizeof *keys);
+    if (!keys)
+        return flas_fail(c->err, c->errlen, "out of memory");
+    int rc = read_kvs_into(c, n_kv, kv, align, arch, archlen, keys);
+    if (!rc)
+        rc = unique_keys(c, keys, n_kv);
+    for (uint64_t i = 0; i < n_kv; i++)
+        free(keys[i]);
+    free(keys);
+    return rc;
+}
+
+static int read_kvs_into(gg_cursor *c, uint64_t n_kv, double *kv, uint64_t *align, char *arch, size_t archlen,
+                         char **keys)
 {
     char key[GGUF_MAX_KEY + 1];
     for (uint64_t i = 0; i < n_kv; i++) {
         uint32_t t;
         if (rd_str(c, key, sizeof key, "key") || rd_u32(c, &t))
             return -1;
+        if (!(keys[i] = strdup(key)))
+            return flas_fail(c->err, c->errlen, "out of memory");
+        if (!strcmp(key, "general.alignment") && t != GT_U32)
+            return flas_fail(c->err, c->errlen, "%s: GGUF general.alignment has value type %u (a u32 is required)",
+                             c->f->path, t);
         if (t == GT_STRING) {
             if (!strcmp(key, "general.architecture")) {
                 if (rd_str(c, arch, archlen, "general.architecture"))
@@ -385,11 +421,41 @@ ix_source *ix_gguf_open(const char *path, char *err, size_t errlen)
             goto fail;
         }
     }
+    /* The data section is the tensors back to back, each at the next aligned offset, and the file ends
+     * with the last one (and its padding): a byte that belongs to no tensor means the header lies about
+     * where things are (a tensor count lowered by one shifts every tensor, for instance). */
     qsort(g->t, g->n_t, sizeof *g->t, by_offset);
+    uint64_t at = 0;
     for (uint64_t i = 0; i < g->n_t; i++) {
-        if (i && g->t[i].offset < g->t[i - 1].offset + g->t[i - 1].bytes) {
+        if (g->t[i].offset < at) {
             flas_fail(err, errlen, "%s: tensors %s and %s overlap", path, g->t[i - 1].name, g->t[i].name);
             goto fail;
+        }
+        if (g->t[i].offset > (at + align - 1) / align * align) {
+            flas_fail(err, errlen, "%s: %llu bytes before tensor %s belong to no tensor", path,
+                      (unsigned long long)(g->t[i].offset - at), g->t[i].name);
+            goto fail;
+        }
+        at = g->t[i].offset + g->t[i].bytes;
+    }
+    if (g->f.size - data0 > (at + align - 1) / align * align) {
+        flas_fail(err, errlen, "%s: %llu bytes after the last tensor belong to no tensor", path,
+                  (unsigned long long)(g->f.size - data0 - at));
+        goto fail;
+    }
+    if (data0 > c.pos) {
+        unsigned char pad[GGUF_MAX_ALIGN > 4096 ? 4096 : GGUF_MAX_ALIGN];
+        for (uint64_t p = c.pos; p < data0;) {
+            size_t n = data0 - p < sizeof pad ? (size_t)(data0 - p) : sizeof pad;
+            if (ix_file_read(&g->f, p, pad, n, err, errlen))
+                goto fail;
+            for (size_t k = 0; k < n; k++)
+                if (pad[k]) {
+                    flas_fail(err, errlen, "%s: the padding before the data holds non-zero bytes (the header's "
+                                           "counts do not match the file)", path);
+                    goto fail;
+                }
+            p += n;
         }
     }
     for (uint64_t i = 0; i < g->n_t; i++)
@@ -424,11 +490,11 @@ ix_source *ix_gguf_open(const char *path, char *err, size_t errlen)
     cf->vocab_size = (int)emb->ne[1];
     cf->tied_embeddings = gg_find(g, "output.weight") == NULL;
     char why[256];
-    if (!(cf->norm_eps > 0.0f && cf->norm_eps < 1.0f) || !(cf->rope_theta >= 1.0f) ||
+    if (!(cf->norm_eps > 0.0f && cf->norm_eps < 1.0f) || !(cf->rope_theta >= 1.0f) || !isfinite(cf->rope_theta) ||
         flas_config_validate(cf, 1, why, sizeof why)) {
         flas_fail(err, errlen, "%s: GGUF llama config: %s", path,
                   !(cf->norm_eps > 0.0f && cf->norm_eps < 1.0f) ? "rms epsilon outside (0, 1)"
-                  : !(cf->rope_theta >= 1.0f)                   ? "rope freq base below 1"
+                  : !(cf->rope_theta >= 1.0f) || !isfinite(cf->rope_theta) ? "rope freq base not a finite number >= 1"
                                                                 : why);
         goto fail;
     }

@@ -96,6 +96,9 @@ int ix_out_write_floats(ix_out *o, const float *x, size_t n, flas_dtype dt, char
 /* Refuses an output that exists unless force; and an hf output directory that is not replaceable. */
 int ix_output_free(const char *path, int force, char *err, size_t errlen);
 
+/* float32 to little-endian f16 or bf16 (2 n bytes at out). */
+void ix_to_half(const float *x, size_t n, flas_dtype dt, unsigned char *out);
+
 /* Converts n elements of a little-endian file type (f32, f16, bf16) to float32. */
 void ix_to_f32(const unsigned char *in, size_t n, flas_dtype dt, float *out);
 size_t ix_dtype_size(flas_dtype dt); /* bytes per element (f32 4, f16/bf16 2; q8_0: 0, use blocks) */

@@ -17,7 +17,8 @@ int ix_file_open(ix_file *f, const char *path, char *err, size_t errlen)
     memset(f, 0, sizeof *f);
     f->fd = -1;
     snprintf(f->path, sizeof f->path, "%s", path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO or a device must not wait for a writer; regular files ignore it. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return flas_fail(err, errlen, "%s: %s", path, strerror(errno));
     struct stat st;
@@ -151,16 +152,13 @@ int ix_out_write_floats(ix_out *o, const float *x, size_t n, flas_dtype dt, char
 {
     if (dt == FLAS_DT_F32)
         return ix_out_write(o, x, n * 4, err, errlen);
-    unsigned char tmp[8192];
+    unsigned char tmp[16384];
     for (size_t i = 0; i < n;) {
-        size_t k = 0;
-        for (; k < sizeof tmp / 2 && i < n; k++, i++) {
-            uint16_t h = dt == FLAS_DT_F16 ? flas_f32_to_f16(x[i]) : flas_f32_to_bf16(x[i]);
-            tmp[2 * k] = (unsigned char)(h & 0xff);
-            tmp[2 * k + 1] = (unsigned char)(h >> 8);
-        }
+        size_t k = n - i < sizeof tmp / 2 ? n - i : sizeof tmp / 2;
+        ix_to_half(x + i, k, dt, tmp);
         if (ix_out_write(o, tmp, 2 * k, err, errlen))
             return -1;
+        i += k;
     }
     return 0;
 }

@@ -2,6 +2,7 @@
 #include "flas/error.h"
 #include "flas/model.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -69,8 +70,8 @@ int flas_config_validate(const flas_config *c, int tp_size, char *err, size_t er
             return flas_fail(err, errlen, "%s must be positive (got %d)", pos[i].name, pos[i].v);
     if (!(c->norm_eps > 0.0f && c->norm_eps < 1.0f))
         return flas_fail(err, errlen, "norm_eps must be in (0, 1) (got %g)", (double)c->norm_eps);
-    if (!(c->rope_theta > 1.0f))
-        return flas_fail(err, errlen, "rope_theta must be > 1 (got %g)", (double)c->rope_theta);
+    if (!(c->rope_theta > 1.0f) || !isfinite(c->rope_theta))
+        return flas_fail(err, errlen, "rope_theta must be finite and > 1 (got %g)", (double)c->rope_theta);
     if (c->tied_embeddings != 0 && c->tied_embeddings != 1)
         return flas_fail(err, errlen, "tied_embeddings must be 0 or 1 (got %d)", c->tied_embeddings);
     if (c->dim % c->n_heads)

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <new>
 #include <sstream>
+#include <sys/stat.h>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,16 @@ extern "C" {
 flas_tokenizer *flas_tokenizer_open(const char *model_path, char *err, size_t errlen)
 {
     try {
+        // A FIFO or device would block the reader (or never end): only regular files are models.
+        struct stat st;
+        if (stat(model_path, &st) != 0) {
+            flas_fail(err, errlen, "%s: %s", model_path, strerror(errno));
+            return nullptr;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            flas_fail(err, errlen, "%s: not a regular file", model_path);
+            return nullptr;
+        }
         // Read the bytes once: they are both hashed and parsed, so the hash names what was loaded.
         std::ifstream in(model_path, std::ios::binary);
         if (!in) {

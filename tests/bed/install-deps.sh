@@ -16,6 +16,8 @@ PACKAGES=(
     openssh-server openssh-client iproute2 util-linux procps time bc
     # oracles and plots
     python3 python3-torch python3-h5py python3-numpy python3-sentencepiece gnuplot-nox
+    # llama.cpp, the oracle of the GGUF export (tests/interop/llamacpp), runs on Node.js; npm below
+    nodejs
     # real Italian and Czech text for the demo corpora
     fortunes-it fortunes-cs libreoffice-help-it libreoffice-help-cs
 )
@@ -24,6 +26,10 @@ missing=()
 for p in "${PACKAGES[@]}"; do
     [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *"ok installed"* ]] || missing+=("$p")
 done
+# npm: a NodeSource nodejs bundles it (and conflicts with Debian's npm package); Debian's nodejs does not.
+if ! command -v npm >/dev/null && [[ " ${missing[*]} " != *" nodejs "* ]]; then
+    missing+=(npm)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install-deps: all ${#PACKAGES[@]} packages present"
     exit 0
@@ -38,4 +44,8 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
+# nodejs was just installed: Debian's comes without npm.
+if ! command -v npm >/dev/null; then
+    apt-get install -y -q --no-install-recommends npm
+fi
 echo "install-deps: done"
