@@ -231,6 +231,10 @@ def main():
         run([a.convert, "--quiet", W("model.h5"), f32, "--tokenizer", a.tokenizer], "flas-convert f32")
         run([a.convert, "--quiet", "--dtype", "q8_0", W("model.h5"), q8, "--tokenizer", a.tokenizer],
             "flas-convert q8_0")
+    # The 16-bit exports: llama.cpp must read them too (perplexity within the same 1% of F32).
+    halves = {dt: W(f"m-{dt}.gguf") for dt in ("f16", "bf16")}
+    for dt, path in halves.items():
+        run([a.convert, "--quiet", "--dtype", dt, W("model.h5"), path, "--tokenizer", a.tokenizer], "flas-convert " + dt)
     ok(f"exported: {os.path.getsize(f32)} bytes F32, {os.path.getsize(q8)} bytes Q8_0")
 
     # Token ids of every validation line, both ways.
@@ -270,12 +274,16 @@ def main():
     run_q8 = Oracle(a.oracle_dir, work, dict(common, model=q8, nll=held_out), "Q8_0")
     lf, dt_f32 = run_f32.wait()
     lq, dt_q8 = run_q8.wait()
+    runs_half = {dt: Oracle(a.oracle_dir, work, dict(common, model=path, nll=held_out), dt.upper())
+                 for dt, path in halves.items()}
+    lh = {dt: r.wait()[0] for dt, r in runs_half.items()}
 
     check_metadata(lf["info"], lq["info"], sp)
     check_tokenize(texts, flas_ids, lf["tokenize"], by_lang)
     check_probs(a, W, prob_prompts, lf["probs"])
     check_greedy(a, W, greedy_prompts, lf["greedy"])
     check_ppl(a, W, held_out, lf["nll"], lq["nll"])
+    check_half(lf["nll"], lh)
     print(f"  llama.cpp ran {dt_f32:.1f} s (F32: tokenize, probs, greedy, nll) and {dt_q8:.1f} s (Q8_0: nll) "
           "at the same time")
     if FAILED:
@@ -388,6 +396,21 @@ def check_ppl(a, W, held_out, nll_f32, nll_q8):
     if abs(r_f32) <= PPL_F32_REL and abs(r_q8) <= PPL_Q8_REL:
         ok(f"ppl: Q8_0 {ppl_q8:.4f} vs F32 {ppl_f32:.4f} ({r_q8:+.3%}, within {PPL_Q8_REL:.0%}); F32 vs FLaS "
            f"{ppl_flas:.4f} ({r_f32:+.1e}, within {PPL_F32_REL:g})")
+
+def check_half(nll_f32, lh):
+    """F16 and BF16 exports: loaded by llama.cpp with their file types, perplexity within 1% of F32."""
+    ppl_f32 = math.exp(nll_f32["sum"] / nll_f32["count"])
+    for dt, want_type in (("f16", 1), ("bf16", 32)):  # LLAMA_FTYPE_MOSTLY_F16, _BF16
+        r = lh[dt]
+        ppl = math.exp(r["nll"]["sum"] / r["nll"]["count"])
+        rel = ppl / ppl_f32 - 1
+        if r["info"].get("file_type") != want_type or r["nll"]["count"] != nll_f32["count"]:
+            bad(f"{dt}: file type {r['info'].get('file_type')} (want {want_type}), {r['nll']['count']} tokens")
+        elif abs(rel) > PPL_Q8_REL:
+            bad(f"ppl: {dt.upper()} {ppl:.4f} vs F32 {ppl_f32:.4f}: {rel:+.3%} (tolerance {PPL_Q8_REL:.0%})")
+        else:
+            ok(f"ppl: {dt.upper()} {ppl:.4f} vs F32 {ppl_f32:.4f} ({rel:+.3%}, within {PPL_Q8_REL:.0%}; file type {want_type})")
+
 
 if __name__ == "__main__":
     main()
