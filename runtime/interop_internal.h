@@ -1,5 +1,5 @@
 /* Inside the converter (flas/interop.h): one reader (a "source") and one writer (a "sink") per format,
- * and the driver in interop.c that moves tensors from one to the other, one at a time.
+ * and the driver in interop_convert.c that moves tensors from one to the other, one at a time.
  *
  * A source knows the model's config after open and hands out any tensor by its Meta description, as
  * float32 in Meta's layout and RoPE row order. A sink is created for a config and a tensor table, says
@@ -105,11 +105,5 @@ size_t ix_dtype_size(flas_dtype dt); /* bytes per element (f32 4, f16/bf16 2; q8
 
 /* Reads a tensor of n elements of dtype dt at [off, off + n*size) into out, in chunks. */
 int ix_read_elems(ix_file *f, uint64_t off, size_t n, flas_dtype dt, float *out, char *err, size_t errlen);
-
-/* The tensor table order of llama2.c's files and the Meta order, as index arrays (malloc'ed). */
-int *ix_order_meta(const flas_param_table *t);
-
-/* Progress lines of the driver (interop.c) */
-extern int ix_progress;
 
 #endif
