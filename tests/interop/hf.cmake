@@ -13,10 +13,11 @@ add_test(NAME interop_hf_oracle
     $<TARGET_FILE:flas-convert> $<TARGET_FILE:flas-train> ${CMAKE_CURRENT_BINARY_DIR}/hf-oracle-work
     ${FLAS_HF_TOKENIZER})
 set_tests_properties(interop_hf_oracle PROPERTIES LABELS "oracle;interop" FIXTURES_REQUIRED data_vocab
-  TIMEOUT 600)
+  TIMEOUT 600 ENVIRONMENT "${FLAS_INTEROP_ENV}")
 
 add_test(NAME interop_roundtrip
   COMMAND ${FLAS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_roundtrip.py
     $<TARGET_FILE:flas-convert> $<TARGET_FILE:flas-train> ${CMAKE_CURRENT_BINARY_DIR}/roundtrip-work
     ${FLAS_HF_TOKENIZER})
-set_tests_properties(interop_roundtrip PROPERTIES LABELS "interop" FIXTURES_REQUIRED data_vocab TIMEOUT 600)
+set_tests_properties(interop_roundtrip PROPERTIES LABELS "interop" FIXTURES_REQUIRED data_vocab TIMEOUT 600
+  ENVIRONMENT "${FLAS_INTEROP_ENV}")

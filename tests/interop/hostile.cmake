@@ -4,16 +4,12 @@
 # valid side (every export imports back, the script's own writers are faithful, OUTPUT exists without
 # --force). In the sanitizer build (tests/run.sh --sanitize, build-asan/) the same tests run the ASan +
 # UBSan flas-convert: a sanitizer report breaks the one-line rule and is named as such.
-set(INTEROP_HOSTILE_ENV
-  "ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0"
-  "LSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/lsan.supp:print_suppressions=0"
-  "UBSAN_OPTIONS=print_stacktrace=1")
 foreach(group valid hf gguf llama2c flas)
   add_test(NAME interop_hostile_${group}
     COMMAND ${FLAS_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/test_convert_hostile.py $<TARGET_FILE:flas-convert>
             $<TARGET_FILE:flas-train> ${CMAKE_CURRENT_BINARY_DIR}/hostile-${group} ${group})
   set_tests_properties(interop_hostile_${group} PROPERTIES LABELS "interop;unit" TIMEOUT 900
-    ENVIRONMENT "${INTEROP_HOSTILE_ENV}")
+    ENVIRONMENT "${FLAS_INTEROP_ENV}")
 endforeach()
 
 # Benchmark (not a test): `cmake --build build --target bench_convert` converts a 1.1 GB checkpoint to

@@ -12,8 +12,7 @@ target_include_directories(flas_logits PRIVATE ${PROJECT_SOURCE_DIR}/tests/core)
 set(LLAMACPP_SRC ${CMAKE_CURRENT_LIST_DIR}/llamacpp)
 set(LLAMACPP_DIR ${CMAKE_CURRENT_BINARY_DIR}/llamacpp)
 set(LLAMACPP_DATA ${PROJECT_BINARY_DIR}/tests/data/work)
-set(LLAMACPP_ENV "PATH=${LLAMACPP_DIR}/bin:$ENV{PATH}" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-  OMPI_MCA_mca_base_component_disable_dlclose=1 PMIX_MCA_mca_base_component_disable_dlclose=1)
+set(LLAMACPP_ENV "PATH=${LLAMACPP_DIR}/bin:$ENV{PATH}" ${FLAS_INTEROP_ENV})
 
 add_test(NAME interop_llamacpp_npm COMMAND sh ${LLAMACPP_SRC}/setup.sh ${LLAMACPP_SRC} ${LLAMACPP_DIR})
 set_tests_properties(interop_llamacpp_npm PROPERTIES FIXTURES_SETUP llamacpp_npm LABELS "oracle;interop"

@@ -144,7 +144,7 @@ START_TEST(format_names_and_detection)
     ck_assert_int_eq(flas_dtype_parse("f64", &d), -1);
     char dir[] = "/tmp/flas-ix-unit.XXXXXX", path[64], err[256];
     ck_assert_ptr_nonnull(mkdtemp(dir));
-    const struct { const char *name; const char *bytes; flas_format want; } cases[] = {
+    const struct { const char *name; const char bytes[8]; flas_format want; } cases[] = {
         {"a", "GGUF\3\0\0\0", FLAS_FMT_GGUF}, {"b", "\x89HDF\r\n\x1a\n", FLAS_FMT_FLAS},
         {"c", "24ka\1\0\0\0", FLAS_FMT_LLAMA2C}, {"d.bin", "\x40\0\0\0", FLAS_FMT_LLAMA2C},
         {"e", "hello", FLAS_FMT_UNKNOWN}};
