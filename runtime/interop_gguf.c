@@ -331,148 +331,123 @@ static void gg_close(ix_source *s)
     free(g);
 }
 
-ix_source *ix_gguf_open(const char *path, char *err, size_t errlen)
+/* Stage 1: magic, version, counts and the key/values (what the config needs, general.alignment). */
+static int gg_read_header(gg_src *g, gg_cursor *c, uint64_t *n_t, double *kv, uint64_t *align)
 {
-    gg_src *g = calloc(1, sizeof *g);
-    if (!g) {
-        flas_fail(err, errlen, "out of memory");
-        return NULL;
-    }
-    g->f.fd = -1;
-    g->base.read = gg_read;
-    g->base.close = gg_close;
-    gg_cursor c = {&g->f, 0, err, errlen};
+    const char *path = g->f.path;
     char magic[4], arch[64] = "";
     uint32_t version;
-    uint64_t n_t, n_kv, align = GGUF_ALIGN;
-    double kv[K_N];
-    for (int k = 0; k < K_N; k++)
-        kv[k] = -1;
-    if (ix_file_open(&g->f, path, err, errlen) || rd(&c, magic, 4) || rd_u32(&c, &version))
-        goto fail;
-    if (memcmp(magic, "GGUF", 4)) {
-        flas_fail(err, errlen, "%s: not a GGUF file (magic)", path);
-        goto fail;
-    }
-    if (version != GGUF_VERSION) {
-        flas_fail(err, errlen, "%s: GGUF version %u is not supported (version 3 is read)", path, version);
-        goto fail;
-    }
-    if (rd_u64(&c, &n_t) || rd_u64(&c, &n_kv))
-        goto fail;
-    if (n_t > IX_MAX_TENSORS || n_kv > GGUF_MAX_KVS || n_t > g->f.size / 32 || n_kv > g->f.size / 12) {
-        flas_fail(err, errlen, "%s: GGUF header claims %llu tensors and %llu keys: more than %s", path,
-                  (unsigned long long)n_t, (unsigned long long)n_kv,
-                  n_t > g->f.size / 32 || n_kv > g->f.size / 12 ? "the file can hold" : "a LLaMA model has");
-        goto fail;
-    }
-    if (read_kvs(&c, n_kv, kv, &align, arch, sizeof arch))
-        goto fail;
-    if (strcmp(arch, "llama")) {
-        flas_fail(err, errlen, "%s: GGUF architecture '%s' (only llama is read)", path, arch);
-        goto fail;
-    }
+    uint64_t n_kv;
+    if (rd(c, magic, 4) || rd_u32(c, &version))
+        return -1;
+    if (memcmp(magic, "GGUF", 4))
+        return flas_fail(c->err, c->errlen, "%s: not a GGUF file (magic)", path);
+    if (version != GGUF_VERSION)
+        return flas_fail(c->err, c->errlen, "%s: GGUF version %u is not supported (version 3 is read)", path, version);
+    if (rd_u64(c, n_t) || rd_u64(c, &n_kv))
+        return -1;
+    const int unfit = *n_t > g->f.size / 32 || n_kv > g->f.size / 12;
+    if (unfit || *n_t > IX_MAX_TENSORS || n_kv > GGUF_MAX_KVS)
+        return flas_fail(c->err, c->errlen, "%s: GGUF header claims %llu tensors and %llu keys: more than %s", path,
+                         (unsigned long long)*n_t, (unsigned long long)n_kv,
+                         unfit ? "the file can hold" : "a LLaMA model has");
+    if (read_kvs(c, n_kv, kv, align, arch, sizeof arch))
+        return -1;
+    if (strcmp(arch, "llama"))
+        return flas_fail(c->err, c->errlen, "%s: GGUF architecture '%s' (only llama is read)", path, arch);
+    return 0;
+}
+
+/* Stage 2: the tensor infos, each shape, type and alignment checked. */
+static int gg_read_infos(gg_src *g, gg_cursor *c, uint64_t n_t, uint64_t align)
+{
+    const char *path = g->f.path;
     g->t = calloc(n_t ? n_t : 1, sizeof *g->t);
-    if (!g->t) {
-        flas_fail(err, errlen, "out of memory");
-        goto fail;
-    }
+    if (!g->t)
+        return flas_fail(c->err, c->errlen, "out of memory");
     for (uint64_t i = 0; i < n_t; i++, g->n_t++) {
         gg_tensor *x = &g->t[i];
-        if (rd_str(&c, x->name, sizeof x->name, "tensor name") || rd_u32(&c, &x->n_dims))
-            goto fail;
-        if (x->n_dims < 1 || x->n_dims > GGUF_MAX_DIMS) {
-            flas_fail(err, errlen, "%s: tensor %s has %u dimensions (1 to 4)", path, x->name, x->n_dims);
-            goto fail;
-        }
+        if (rd_str(c, x->name, sizeof x->name, "tensor name") || rd_u32(c, &x->n_dims))
+            return -1;
+        if (x->n_dims < 1 || x->n_dims > GGUF_MAX_DIMS)
+            return flas_fail(c->err, c->errlen, "%s: tensor %s has %u dimensions (1 to 4)", path, x->name, x->n_dims);
         uint64_t numel = 1;
         for (uint32_t d = 0; d < x->n_dims; d++) {
-            if (rd_u64(&c, &x->ne[d]))
-                goto fail;
-            if (x->ne[d] == 0 || x->ne[d] > ((uint64_t)1 << 40) || __builtin_mul_overflow(numel, x->ne[d], &numel)) {
-                flas_fail(err, errlen, "%s: tensor %s has an implausible shape", path, x->name);
-                goto fail;
-            }
+            if (rd_u64(c, &x->ne[d]))
+                return -1;
+            if (x->ne[d] == 0 || x->ne[d] > ((uint64_t)1 << 40) || __builtin_mul_overflow(numel, x->ne[d], &numel))
+                return flas_fail(c->err, c->errlen, "%s: tensor %s has an implausible shape", path, x->name);
         }
-        if (rd_u32(&c, &x->type) || rd_u64(&c, &x->offset))
-            goto fail;
-        if (x->type != GG_F32 && x->type != GG_F16 && x->type != GG_BF16) {
-            flas_fail(err, errlen, "%s: tensor %s has ggml type %u (%s): import reads F32, F16 and BF16", path, x->name,
-                      x->type, type_name(x->type));
-            goto fail;
-        }
+        if (rd_u32(c, &x->type) || rd_u64(c, &x->offset))
+            return -1;
+        if (x->type != GG_F32 && x->type != GG_F16 && x->type != GG_BF16)
+            return flas_fail(c->err, c->errlen, "%s: tensor %s has ggml type %u (%s): import reads F32, F16 and BF16",
+                             path, x->name, x->type, type_name(x->type));
         x->bytes = type_bytes(x->type, numel);
-        if (x->offset % align) {
-            flas_fail(err, errlen, "%s: tensor %s at offset %llu is not aligned to %llu", path, x->name,
-                      (unsigned long long)x->offset, (unsigned long long)align);
-            goto fail;
-        }
+        if (x->offset % align)
+            return flas_fail(c->err, c->errlen, "%s: tensor %s at offset %llu is not aligned to %llu", path, x->name,
+                             (unsigned long long)x->offset, (unsigned long long)align);
     }
-    const uint64_t data0 = (c.pos + align - 1) / align * align;
-    if (data0 > g->f.size) {
-        flas_fail(err, errlen, "%s: truncated: no data section", path);
-        goto fail;
-    }
+    return 0;
+}
+
+/* Stage 3: the data section is the tensors back to back, each at the next aligned offset, after zero
+ * padding, and the file ends with the last one (and its padding). A byte that belongs to no tensor means
+ * the header lies about where things are (a tensor count lowered by one shifts every tensor, for
+ * instance). Makes the offsets absolute. */
+static int gg_check_layout(gg_src *g, uint64_t infos_end, uint64_t align, char *err, size_t errlen)
+{
+    const char *path = g->f.path;
+    const uint64_t data0 = (infos_end + align - 1) / align * align;
+    if (data0 > g->f.size)
+        return flas_fail(err, errlen, "%s: truncated: no data section", path);
     for (uint64_t i = 0; i < g->n_t; i++) {
-        gg_tensor *x = &g->t[i];
-        if (x->offset > g->f.size - data0 || x->bytes > g->f.size - data0 - x->offset) {
-            flas_fail(err, errlen, "%s: tensor %s [%llu, +%llu) runs past the end of the file (truncated?)", path,
-                      x->name, (unsigned long long)x->offset, (unsigned long long)x->bytes);
-            goto fail;
-        }
+        const gg_tensor *x = &g->t[i];
+        if (x->offset > g->f.size - data0 || x->bytes > g->f.size - data0 - x->offset)
+            return flas_fail(err, errlen, "%s: tensor %s [%llu, +%llu) runs past the end of the file (truncated?)", path,
+                             x->name, (unsigned long long)x->offset, (unsigned long long)x->bytes);
     }
-    /* The data section is the tensors back to back, each at the next aligned offset, and the file ends
-     * with the last one (and its padding): a byte that belongs to no tensor means the header lies about
-     * where things are (a tensor count lowered by one shifts every tensor, for instance). */
     qsort(g->t, g->n_t, sizeof *g->t, by_offset);
     uint64_t at = 0;
     for (uint64_t i = 0; i < g->n_t; i++) {
-        if (g->t[i].offset < at) {
-            flas_fail(err, errlen, "%s: tensors %s and %s overlap", path, g->t[i - 1].name, g->t[i].name);
-            goto fail;
-        }
-        if (g->t[i].offset > (at + align - 1) / align * align) {
-            flas_fail(err, errlen, "%s: %llu bytes before tensor %s belong to no tensor", path,
-                      (unsigned long long)(g->t[i].offset - at), g->t[i].name);
-            goto fail;
-        }
+        if (g->t[i].offset < at)
+            return flas_fail(err, errlen, "%s: tensors %s and %s overlap", path, g->t[i - 1].name, g->t[i].name);
+        if (g->t[i].offset > (at + align - 1) / align * align)
+            return flas_fail(err, errlen, "%s: %llu bytes before tensor %s belong to no tensor", path,
+                             (unsigned long long)(g->t[i].offset - at), g->t[i].name);
         at = g->t[i].offset + g->t[i].bytes;
     }
-    if (g->f.size - data0 > (at + align - 1) / align * align) {
-        flas_fail(err, errlen, "%s: %llu bytes after the last tensor belong to no tensor", path,
-                  (unsigned long long)(g->f.size - data0 - at));
-        goto fail;
-    }
-    if (data0 > c.pos) {
-        unsigned char pad[GGUF_MAX_ALIGN > 4096 ? 4096 : GGUF_MAX_ALIGN];
-        for (uint64_t p = c.pos; p < data0;) {
-            size_t n = data0 - p < sizeof pad ? (size_t)(data0 - p) : sizeof pad;
-            if (ix_file_read(&g->f, p, pad, n, err, errlen))
-                goto fail;
-            for (size_t k = 0; k < n; k++)
-                if (pad[k]) {
-                    flas_fail(err, errlen, "%s: the padding before the data holds non-zero bytes (the header's "
-                                           "counts do not match the file)", path);
-                    goto fail;
-                }
-            p += n;
-        }
+    if (g->f.size - data0 > (at + align - 1) / align * align)
+        return flas_fail(err, errlen, "%s: %llu bytes after the last tensor belong to no tensor", path,
+                         (unsigned long long)(g->f.size - data0 - at));
+    unsigned char pad[4096];
+    for (uint64_t p = infos_end; p < data0;) {
+        size_t n = data0 - p < sizeof pad ? (size_t)(data0 - p) : sizeof pad;
+        if (ix_file_read(&g->f, p, pad, n, err, errlen))
+            return -1;
+        for (size_t k = 0; k < n; k++)
+            if (pad[k])
+                return flas_fail(err, errlen, "%s: the padding before the data holds non-zero bytes (the header's "
+                                              "counts do not match the file)", path);
+        p += n;
     }
     for (uint64_t i = 0; i < g->n_t; i++)
         g->t[i].offset += data0;
     /* From here on the tensors are sorted by name: duplicates sit side by side, lookups bisect. */
     qsort(g->t, g->n_t, sizeof *g->t, by_tname);
     for (uint64_t i = 1; i < g->n_t; i++)
-        if (!strcmp(g->t[i].name, g->t[i - 1].name)) {
-            flas_fail(err, errlen, "%s: tensor %s appears twice", path, g->t[i].name);
-            goto fail;
-        }
-    /* The config, from the keys and (vocabulary) the embedding's shape. */
+        if (!strcmp(g->t[i].name, g->t[i - 1].name))
+            return flas_fail(err, errlen, "%s: tensor %s appears twice", path, g->t[i].name);
+    return 0;
+}
+
+/* Stage 4: the config, from the keys and (vocabulary, tied head) the tensors. */
+static int gg_config(gg_src *g, const double *kv, char *err, size_t errlen)
+{
+    const char *path = g->f.path;
     for (int k = 0; k < K_N; k++)
-        if (kv[k] < 0 && k != K_KV_HEADS && k != K_ROPE_DIM && k != K_THETA) {
-            flas_fail(err, errlen, "%s: GGUF key %s is missing", path, KEYS[k]);
-            goto fail;
-        }
+        if (kv[k] < 0 && k != K_KV_HEADS && k != K_ROPE_DIM && k != K_THETA)
+            return flas_fail(err, errlen, "%s: GGUF key %s is missing", path, KEYS[k]);
     flas_config *cf = &g->base.cfg;
     cf->seq_len = (int)kv[K_CTX];
     cf->dim = (int)kv[K_EMB];
@@ -483,30 +458,31 @@ ix_source *ix_gguf_open(const char *path, char *err, size_t errlen)
     cf->norm_eps = (float)kv[K_EPS];
     cf->rope_theta = kv[K_THETA] > 0 ? (float)kv[K_THETA] : 10000.0f;
     const gg_tensor *emb = gg_find(g, "token_embd.weight");
-    if (!emb || emb->n_dims != 2 || emb->ne[1] > 0x7fffffff) {
-        flas_fail(err, errlen, "%s: tensor token_embd.weight is %s", path, emb ? "not a [vocab, dim] matrix" : "missing");
-        goto fail;
-    }
+    if (!emb || emb->n_dims != 2 || emb->ne[1] > 0x7fffffff)
+        return flas_fail(err, errlen, "%s: tensor token_embd.weight is %s", path,
+                         emb ? "not a [vocab, dim] matrix" : "missing");
     cf->vocab_size = (int)emb->ne[1];
     cf->tied_embeddings = gg_find(g, "output.weight") == NULL;
+    if (!(cf->norm_eps > 0.0f && cf->norm_eps < 1.0f))
+        return flas_fail(err, errlen, "%s: GGUF llama config: rms epsilon outside (0, 1)", path);
+    if (!(cf->rope_theta >= 1.0f) || !isfinite(cf->rope_theta))
+        return flas_fail(err, errlen, "%s: GGUF llama config: rope freq base not a finite number >= 1", path);
     char why[256];
-    if (!(cf->norm_eps > 0.0f && cf->norm_eps < 1.0f) || !(cf->rope_theta >= 1.0f) || !isfinite(cf->rope_theta) ||
-        flas_config_validate(cf, 1, why, sizeof why)) {
-        flas_fail(err, errlen, "%s: GGUF llama config: %s", path,
-                  !(cf->norm_eps > 0.0f && cf->norm_eps < 1.0f) ? "rms epsilon outside (0, 1)"
-                  : !(cf->rope_theta >= 1.0f) || !isfinite(cf->rope_theta) ? "rope freq base not a finite number >= 1"
-                                                                : why);
-        goto fail;
-    }
-    if (kv[K_ROPE_DIM] > 0 && (int)kv[K_ROPE_DIM] != cf->dim / cf->n_heads) {
-        flas_fail(err, errlen, "%s: llama.rope.dimension_count %.0f differs from the head size %d (partial RoPE is not "
-                               "supported)", path, kv[K_ROPE_DIM], cf->dim / cf->n_heads);
-        goto fail;
-    }
-    /* Every tensor the model needs, with its shape; nothing else. */
+    if (flas_config_validate(cf, 1, why, sizeof why))
+        return flas_fail(err, errlen, "%s: GGUF llama config: %s", path, why);
+    if (kv[K_ROPE_DIM] > 0 && (int)kv[K_ROPE_DIM] != cf->dim / cf->n_heads)
+        return flas_fail(err, errlen, "%s: llama.rope.dimension_count %.0f differs from the head size %d (partial "
+                                      "RoPE is not supported)", path, kv[K_ROPE_DIM], cf->dim / cf->n_heads);
+    return 0;
+}
+
+/* Stage 5: every tensor the model needs, with its shape; nothing else. */
+static int gg_check_tensors(gg_src *g, char *err, size_t errlen)
+{
+    const char *path = g->f.path;
     flas_param_table tab;
-    if (flas_param_table_init(&tab, cf, 0, 1, err, errlen))
-        goto fail;
+    if (flas_param_table_init(&tab, &g->base.cfg, 0, 1, err, errlen))
+        return -1;
     int rc = 0;
     char name[GGUF_MAX_NAME + 16];
     for (int i = 0; i < tab.n_tensors && !rc; i++) {
@@ -534,13 +510,32 @@ ix_source *ix_gguf_open(const char *path, char *err, size_t errlen)
         free(used);
     }
     flas_param_table_free(&tab);
-    if (rc)
-        goto fail;
+    return rc;
+}
+
+ix_source *ix_gguf_open(const char *path, char *err, size_t errlen)
+{
+    gg_src *g = calloc(1, sizeof *g);
+    if (!g) {
+        flas_fail(err, errlen, "out of memory");
+        return NULL;
+    }
+    g->f.fd = -1;
+    g->base.read = gg_read;
+    g->base.close = gg_close;
     g->base.has_seq_len = 1;
+    gg_cursor c = {&g->f, 0, err, errlen};
+    uint64_t n_t = 0, align = GGUF_ALIGN;
+    double kv[K_N];
+    for (int k = 0; k < K_N; k++)
+        kv[k] = -1;
+    if (ix_file_open(&g->f, path, err, errlen) || gg_read_header(g, &c, &n_t, kv, &align) ||
+        gg_read_infos(g, &c, n_t, align) || gg_check_layout(g, c.pos, align, err, errlen) ||
+        gg_config(g, kv, err, errlen) || gg_check_tensors(g, err, errlen)) {
+        gg_close(&g->base);
+        return NULL;
+    }
     return &g->base;
-fail:
-    gg_close(&g->base);
-    return NULL;
 }
 
 /* ---- writing ---------------------------------------------------------------------------------- */
