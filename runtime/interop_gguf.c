@@ -777,6 +777,8 @@ ix_sink *ix_gguf_create(const char *path, const flas_param_table *t, const flas_
     kv_str(&b, "general.name", "flas");
     kv_u32(&b, "general.alignment", GGUF_ALIGN);
     kv_u32(&b, "general.file_type", file_type[o->dtype]);
+    if (o->dtype == FLAS_DT_Q8_0) /* ggml's quantization format version, as llama.cpp's converter records it */
+        kv_u32(&b, "general.quantization_version", 2);
     kv_u32(&b, "llama.context_length", (uint32_t)c->seq_len);
     kv_u32(&b, "llama.embedding_length", (uint32_t)c->dim);
     kv_u32(&b, "llama.block_count", (uint32_t)c->n_layers);
