@@ -24,6 +24,7 @@
 
 #include "flas/atomic_file.h"
 #include "flas/error.h"
+#include "flas/kv.h"
 #include "flas/tokenizer.h"
 #include "interop_internal.h"
 
@@ -280,31 +281,20 @@ static int plain_name(const char *s)
     return n > 0 && n < 256 && s[0] != '.' && !strchr(s, '/');
 }
 
+/* config.json and the index: small files, read whole by the bounded reader every config file uses. */
 static json_t *load_json(const char *path, size_t max, char *err, size_t errlen)
 {
-    ix_file f;
-    if (ix_file_open(&f, path, err, errlen))
+    char *txt;
+    if (flas_kv_read_file(path, max, &txt, err, errlen))
         return NULL;
-    if (f.size > max) {
-        flas_fail(err, errlen, "%s: %llu bytes is too large for this file", path, (unsigned long long)f.size);
-        ix_file_close(&f);
-        return NULL;
-    }
-    char *txt = malloc(f.size + 1);
-    json_t *j = NULL;
-    if (!txt)
-        flas_fail(err, errlen, "out of memory");
-    else if (!ix_file_read(&f, 0, txt, f.size, err, errlen)) {
-        json_error_t je;
-        j = json_loadb(txt, f.size, JSON_REJECT_DUPLICATES, &je);
-        if (!j || !json_is_object(j)) {
-            flas_fail(err, errlen, "%s: not a JSON object (%s)", path, j ? "another JSON value" : je.text);
-            json_decref(j);
-            j = NULL;
-        }
-    }
+    json_error_t je;
+    json_t *j = json_loads(txt, JSON_REJECT_DUPLICATES, &je);
     free(txt);
-    ix_file_close(&f);
+    if (!j || !json_is_object(j)) {
+        flas_fail(err, errlen, "%s: not a JSON object (%s)", path, j ? "another JSON value" : je.text);
+        json_decref(j);
+        return NULL;
+    }
     return j;
 }
 

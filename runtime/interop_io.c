@@ -172,26 +172,14 @@ int ix_out_commit(ix_out *o, int force, char *err, size_t errlen)
         ix_out_abort(o);
         return -1;
     }
-    if (fsync(o->fd) != 0) {
-        flas_fail(err, errlen, "%s: fsync: %s", o->tmp, strerror(errno));
-        ix_out_abort(o);
-        return -1;
-    }
-    close(o->fd);
+    /* Without --force an output that appeared meanwhile is never replaced. Either commit closes the
+     * descriptor and removes the temporary on failure. */
+    rc = force ? flas_atomic_commit(o->fd, o->tmp, o->final, err, errlen)
+               : flas_atomic_commit_new(o->fd, o->tmp, o->final, err, errlen);
     o->fd = -1;
-    /* Without --force an output that appeared meanwhile is never replaced. */
-    if (!force ? renameat2(AT_FDCWD, o->tmp, AT_FDCWD, o->final, RENAME_NOREPLACE) != 0
-               : rename(o->tmp, o->final) != 0) {
-        flas_fail(err, errlen, "%s: %s", o->final,
-                  errno == EEXIST ? "appeared while converting (give --force to replace it)" : strerror(errno));
-        ix_out_abort(o);
-        return -1;
-    }
     free(o->tmp);
     o->tmp = NULL;
-    if (flas_fsync_dir_of(o->final, 0) != 0)
-        return flas_fail(err, errlen, "%s: fsync of the directory: %s", o->final, strerror(errno));
-    return 0;
+    return rc;
 }
 
 void ix_out_abort(ix_out *o)

@@ -18,6 +18,9 @@ int flas_atomic_write_all(int fd, const void *buf, size_t n);
 /* fsync(fd), close(fd), rename(tmp_path, final_path), fsync of the directory. fd is closed
  * either way; on failure tmp_path is unlinked. 0, or -1 with err set. */
 int flas_atomic_commit(int fd, const char *tmp_path, const char *final_path, char *err, size_t errlen);
+/* The same, but never replaces: fails (and unlinks tmp_path) when final_path exists at the rename, even
+ * one that appeared after the caller last looked (renameat2 RENAME_NOREPLACE). */
+int flas_atomic_commit_new(int fd, const char *tmp_path, const char *final_path, char *err, size_t errlen);
 /* The whole rule for a file whose content is in memory: create, write, commit. 0, or -1 with err
  * set and nothing changed at final_path. */
 int flas_atomic_write_file(const char *final_path, const void *data, size_t len, char *err, size_t errlen);

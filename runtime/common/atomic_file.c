@@ -120,7 +120,7 @@ int flas_fsync_path(const char *path)
     return rc;
 }
 
-int flas_atomic_commit(int fd, const char *tmp_path, const char *final_path, char *err, size_t errlen)
+static int commit(int fd, const char *tmp_path, const char *final_path, int replace, char *err, size_t errlen)
 {
     if (fsync(fd) != 0) {
         flas_fail(err, errlen, "%s: fsync: %s", tmp_path, strerror(errno));
@@ -133,14 +133,28 @@ int flas_atomic_commit(int fd, const char *tmp_path, const char *final_path, cha
         unlink(tmp_path);
         return -1;
     }
-    if (rename(tmp_path, final_path) != 0) {
-        flas_fail(err, errlen, "%s: rename to %s: %s", tmp_path, final_path, strerror(errno));
+    if (replace ? rename(tmp_path, final_path) != 0
+                : renameat2(AT_FDCWD, tmp_path, AT_FDCWD, final_path, RENAME_NOREPLACE) != 0) {
+        if (!replace && errno == EEXIST)
+            flas_fail(err, errlen, "%s exists (it appeared while it was being written)", final_path);
+        else
+            flas_fail(err, errlen, "%s: rename to %s: %s", tmp_path, final_path, strerror(errno));
         unlink(tmp_path);
         return -1;
     }
     if (flas_fsync_dir_of(final_path, 0) != 0)
         return flas_fail(err, errlen, "%s: fsync of its directory: %s", final_path, strerror(errno));
     return 0;
+}
+
+int flas_atomic_commit(int fd, const char *tmp_path, const char *final_path, char *err, size_t errlen)
+{
+    return commit(fd, tmp_path, final_path, 1, err, errlen);
+}
+
+int flas_atomic_commit_new(int fd, const char *tmp_path, const char *final_path, char *err, size_t errlen)
+{
+    return commit(fd, tmp_path, final_path, 0, err, errlen);
 }
 
 int flas_atomic_write_file(const char *final_path, const void *data, size_t len, char *err, size_t errlen)
