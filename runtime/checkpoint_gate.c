@@ -10,7 +10,8 @@
  *
  * The rule (docs/checkpoint-format.md, "What a reader accepts"): the structure FLaS writes and nothing
  * else. Superblock version 2 or later and version-2 object headers (the checksummed metadata the format
- * promises); hard links only, one per object; groups and float32 datasets of rank 1 or 2 only; each
+ * promises); hard links only, one per object; groups and float32 datasets of rank 1 or 2 only (int8 or
+ * bf16 bits under /update); each
  * dataset contiguous or chunked inside this file, no external storage, no virtual mapping; filters
  * from an allow-list only, with every chunk no larger than the dataset itself. */
 #include "checkpoint_internal.h"
@@ -73,7 +74,13 @@ static int gate_dataset(hid_t d, const char *name, gate *g)
                      layout == H5D_COMPACT ? "compact" : "an unknown");
         goto out;
     }
-    if (H5Tget_class(ty) != H5T_FLOAT || (H5Tequal(ty, H5T_IEEE_F32LE) <= 0 && H5Tequal(ty, H5T_IEEE_F32BE) <= 0)) {
+    /* float32 everywhere; the encoded delta of an update file (/update, flas/update.h) is int8 or the
+     * bits of bf16 (uint16). Which of them a file must have is the validator's business. */
+    int is_f32 = H5Tget_class(ty) == H5T_FLOAT && (H5Tequal(ty, H5T_IEEE_F32LE) > 0 || H5Tequal(ty, H5T_IEEE_F32BE) > 0);
+    int is_code = !strncmp(name, "update/", 7) &&
+                  (H5Tequal(ty, H5T_STD_I8LE) > 0 || H5Tequal(ty, H5T_STD_I8BE) > 0 || H5Tequal(ty, H5T_STD_U16LE) > 0 ||
+                   H5Tequal(ty, H5T_STD_U16BE) > 0);
+    if (!is_f32 && !is_code) {
         H5T_class_t cls = H5Tget_class(ty);
         rc = flas_fail(g->err, g->errlen, "%s: tensor %s has dtype %s%zu, expected float32", g->path, name,
                      cls == H5T_FLOAT ? "float" : cls == H5T_INTEGER ? "int" : "non-numeric size ", H5Tget_size(ty) * 8);

@@ -86,16 +86,17 @@ hid_t ck_dxpl(void)
     return dxpl;
 }
 
-const char *ck_section_group(flas_ckpt_section s)
+const char *ck_section_group(int s)
 {
-    static const char *const groups[FLAS_CKPT_N_SECTIONS] = {"/params", "/optimizer/m", "/optimizer/v",
-                                                             "/server/m", "/server/v"};
-    return (s >= 0 && s < FLAS_CKPT_N_SECTIONS) ? groups[s] : NULL;
+    static const char *const groups[FLAS_CKPT_N_SECTIONS + 2] = {"/params",   "/optimizer/m", "/optimizer/v",
+                                                                 "/server/m", "/server/v",    "/update",
+                                                                 "/update_scale"};
+    return (s >= 0 && s < FLAS_CKPT_N_SECTIONS + 2) ? groups[s] : NULL;
 }
 
 const char *flas_ckpt_section_name(flas_ckpt_section s)
 {
-    const char *g = ck_section_group(s);
+    const char *g = s >= 0 && s < FLAS_CKPT_N_SECTIONS ? ck_section_group(s) : NULL;
     return g ? g + 1 : "unknown-section";
 }
 
@@ -187,7 +188,7 @@ void ck_drop_cache(ck_file *f)
     f->cache_tensor = -1;
 }
 
-static hid_t dataset_of(ck_file *f, flas_ckpt_section s, int tensor)
+static hid_t dataset_of(ck_file *f, int s, int tensor)
 {
     if (f->cache_dset >= 0 && f->cache_section == (int)s && f->cache_tensor == tensor)
         return f->cache_dset;
@@ -215,6 +216,12 @@ int ck_tensor_index(const ck_file *f, const char *name)
 int ck_io(ck_file *f, int writing, flas_ckpt_section s, int tensor, const ck_sel *sel, void *buf, char *err,
           size_t errlen)
 {
+    return ck_io_as(f, writing, (int)s, tensor, H5T_NATIVE_FLOAT, sel, buf, err, errlen);
+}
+
+int ck_io_as(ck_file *f, int writing, int s, int tensor, hid_t memtype, const ck_sel *sel, void *buf, char *err,
+             size_t errlen)
+{
     const flas_tensor *t = &f->table.tensors[tensor];
     hid_t d = dataset_of(f, s, tensor);
     if (d < 0) {
@@ -225,6 +232,9 @@ int ck_io(ck_file *f, int writing, flas_ckpt_section s, int tensor, const ck_sel
     }
     hid_t fs = H5Dget_space(d), ms = -1;
     herr_t rc = fs < 0 ? -1 : 0;
+    int ndim = rc < 0 ? 0 : H5Sget_simple_extent_ndims(fs);
+    if (ndim != 1 && ndim != 2)
+        rc = -1;
     float dummy = 0.0f;
     if (rc >= 0 && sel->n == 0) {
         hsize_t one = 1;
@@ -234,7 +244,7 @@ int ck_io(ck_file *f, int writing, flas_ckpt_section s, int tensor, const ck_sel
     } else if (rc >= 0) {
         for (int b = 0; b < sel->nblocks && rc >= 0; b++) {
             hsize_t start[2], count[2];
-            if (t->ndim == 2) {
+            if (ndim == 2) {
                 start[0] = sel->row[b], start[1] = sel->col[b];
                 count[0] = sel->rows[b], count[1] = sel->cols[b];
             } else {
@@ -249,8 +259,7 @@ int ck_io(ck_file *f, int writing, flas_ckpt_section s, int tensor, const ck_sel
             rc = -1;
     }
     if (rc >= 0)
-        rc = writing ? H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, f->dxpl, buf)
-                     : H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, f->dxpl, buf);
+        rc = writing ? H5Dwrite(d, memtype, ms, fs, f->dxpl, buf) : H5Dread(d, memtype, ms, fs, f->dxpl, buf);
     if (rc < 0) {
         char detail[256];
         ck_h5_detail(detail, sizeof detail);
@@ -263,6 +272,11 @@ int ck_io(ck_file *f, int writing, flas_ckpt_section s, int tensor, const ck_sel
         H5Sclose(fs);
     return rc < 0 ? -1 : 0;
 }
+
+hid_t ck_update_file_type(flas_update_enc e) { return e == FLAS_UPDATE_INT8 ? H5T_STD_I8LE : H5T_STD_U16LE; }
+hid_t ck_update_mem_type(flas_update_enc e) { return e == FLAS_UPDATE_INT8 ? H5T_NATIVE_INT8 : H5T_NATIVE_UINT16; }
+size_t ck_update_value_size(flas_update_enc e) { return e == FLAS_UPDATE_INT8 ? 1 : 2; }
+size_t ck_update_blocks(size_t numel, int block) { return block > 0 ? (numel + (size_t)block - 1) / (size_t)block : 0; }
 
 int ck_same_config(const flas_config *a, const flas_config *b, char *what, size_t whatlen)
 {

@@ -54,7 +54,7 @@ int ck_gate(hid_t fid, const char *path, char *err, size_t errlen);
 hid_t ck_fapl(MPI_Comm comm);
 /* Raw-data transfer property list of the parallel path (see FLAS_CKPT_MPIO in checkpoint.h). */
 hid_t ck_dxpl(void);
-const char *ck_section_group(flas_ckpt_section s);
+const char *ck_section_group(int s); /* also CK_SEC_UPDATE, CK_SEC_UPDATE_SCALE below */
 size_t ck_rows(const flas_tensor *t);
 size_t ck_cols(const flas_tensor *t);
 
@@ -70,6 +70,20 @@ ck_rect ck_shard_rect(const flas_tensor *s);
  * parallel mode; an empty selection joins the call without moving data. */
 int ck_io(ck_file *f, int writing, flas_ckpt_section s, int tensor, const ck_sel *sel, void *buf, char *err,
           size_t errlen);
+/* The same for any memory type and the update files' groups below (a 1-D dataset takes the selection's
+ * columns). */
+int ck_io_as(ck_file *f, int writing, int s, int tensor, hid_t memtype, const ck_sel *sel, void *buf, char *err,
+             size_t errlen);
+
+/* Update files (flas/update.h): internal section numbers after the public ones, for ck_io_as and the
+ * dataset cache. /update/<name> has the tensor's shape; /update_scale/<name> is 1-D, one per block. */
+#define CK_SEC_UPDATE FLAS_CKPT_N_SECTIONS
+#define CK_SEC_UPDATE_SCALE (FLAS_CKPT_N_SECTIONS + 1)
+/* File and memory types of the encoded delta. */
+hid_t ck_update_file_type(flas_update_enc e);
+hid_t ck_update_mem_type(flas_update_enc e);
+size_t ck_update_value_size(flas_update_enc e);
+size_t ck_update_blocks(size_t numel, int block);
 void ck_drop_cache(ck_file *f);
 int ck_tensor_index(const ck_file *f, const char *name);
 

@@ -4,6 +4,7 @@
 #include "checkpoint_internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,9 @@ typedef struct validated {
     flas_server_state server;
     flas_ckpt_metrics metrics;
 } validated;
+
+/* /update_scale exists: a bit of the contents mask that only validation uses. */
+#define CK_HAS_SCALE (1u << 30)
 
 static const unsigned char hdf5_signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
 
@@ -132,6 +136,27 @@ static int read_meta(hid_t root, const char *path, flas_ckpt_meta *m, char *err,
         return flas_fail(err, errlen, "%s: tp_size/dp_size out of range", path);
     m->tp_size = (int32_t)v[0];
     m->dp_size = (int32_t)v[1];
+    /* An update file says so; every other checkpoint has neither attribute. */
+    htri_t has_enc = H5Aexists(root, "update_encoding");
+    if (has_enc < 0)
+        return flas_fail(err, errlen, "%s: damaged HDF5 file: cannot look up update_encoding", path);
+    if (has_enc) {
+        char enc[16];
+        int64_t block;
+        if (ck_attr_get_str(root, "update_encoding", enc, sizeof enc, why, sizeof why) ||
+            ck_attr_get_i64(root, "update_block", &block, 1, why, sizeof why))
+            return flas_fail(err, errlen, "%s: %s", path, why);
+        if (flas_update_enc_parse(enc, &m->update) || m->update == FLAS_UPDATE_FULL)
+            return flas_fail(err, errlen, "%s: update_encoding '%s' is neither bf16 nor int8", path, enc);
+        if (m->update == FLAS_UPDATE_INT8 && (block < FLAS_UPDATE_BLOCK_MIN || block > FLAS_UPDATE_BLOCK_MAX))
+            return flas_fail(err, errlen, "%s: update_block %lld is outside %d..%d", path, (long long)block,
+                             FLAS_UPDATE_BLOCK_MIN, FLAS_UPDATE_BLOCK_MAX);
+        if (m->update == FLAS_UPDATE_BF16 && block != 0)
+            return flas_fail(err, errlen, "%s: update_block %lld on a bf16 update (expected 0)", path, (long long)block);
+        if (!m->base_sha256[0])
+            return flas_fail(err, errlen, "%s: an update without base_sha256 (the model it applies to)", path);
+        m->update_block = (int32_t)block;
+    }
     return 0;
 }
 
@@ -158,11 +183,22 @@ static int exists(hid_t fid, const char *name)
     return 1;
 }
 
-/* Every tensor of a section present with the config's shape and float32 dtype, and nothing else. */
-static int check_section(hid_t fid, const char *path, flas_ckpt_section s, const flas_param_table *t, char *err,
-                         size_t errlen)
+/* What every dataset of a group must be: a type (class, size, signedness for integers) and either the
+ * tensor's shape or, for blockwise scales (block > 0), one value per block of the flattened tensor. */
+typedef struct want_type {
+    H5T_class_t cls;
+    size_t size;
+    int is_signed;      /* integers only */
+    const char *name;   /* for messages */
+    int block;
+} want_type;
+
+static const want_type want_f32 = {H5T_FLOAT, 4, 0, "float32", 0};
+
+/* Every tensor of group gname present with the wanted type and shape, and nothing else. */
+static int check_group(hid_t fid, const char *path, const char *gname, const flas_param_table *t, want_type want,
+                       char *err, size_t errlen)
 {
-    const char *gname = ck_section_group(s);
     hid_t g = H5Gopen2(fid, gname, H5P_DEFAULT);
     H5G_info_t info;
     if (g < 0 || H5Gget_info(g, &info) < 0) {
@@ -185,27 +221,34 @@ static int check_section(hid_t fid, const char *path, flas_ckpt_section s, const
         hid_t ty = H5Dget_type(d), sp = H5Dget_space(d);
         H5T_class_t cls = H5Tget_class(ty);
         size_t tsize = H5Tget_size(ty);
+        int sgn = cls == H5T_INTEGER ? H5Tget_sign(ty) == H5T_SGN_2 : 0;
         int nd = H5Sget_simple_extent_ndims(sp);
         hsize_t dims[2] = {0, 0};
         if (nd >= 1 && nd <= 2)
             H5Sget_simple_extent_dims(sp, dims, NULL);
-        if (cls != H5T_FLOAT || tsize != 4) {
-            rc = flas_fail(err, errlen, "%s: tensor %s/%s has dtype %s%zu, expected float32", path, gname + 1, x->name,
-                         cls == H5T_FLOAT ? "float" : cls == H5T_INTEGER ? "int" : "non-numeric size ", tsize * 8);
-        } else if (nd != x->ndim || dims[0] != x->full_shape[0] || (nd == 2 && dims[1] != x->full_shape[1])) {
-            char have[64], want[64];
+        size_t want_nd = want.block ? 1 : (size_t)x->ndim;
+        size_t want_dims[2] = {x->full_shape[0], x->full_shape[1]};
+        if (want.block)
+            want_dims[0] = ck_update_blocks(ck_rows(x) * ck_cols(x), want.block);
+        if (cls != want.cls || tsize != want.size || (cls == H5T_INTEGER && sgn != want.is_signed)) {
+            rc = flas_fail(err, errlen, "%s: tensor %s/%s has dtype %s%s%zu, expected %s", path, gname + 1, x->name,
+                           cls == H5T_INTEGER && !sgn ? "u" : "",
+                           cls == H5T_FLOAT ? "float" : cls == H5T_INTEGER ? "int" : "non-numeric size ", tsize * 8,
+                           want.name);
+        } else if ((size_t)nd != want_nd || dims[0] != want_dims[0] || (nd == 2 && dims[1] != want_dims[1])) {
+            char have[64], wants[64];
             if (nd == 1)
                 snprintf(have, sizeof have, "(%llu)", (unsigned long long)dims[0]);
             else if (nd == 2)
                 snprintf(have, sizeof have, "(%llu, %llu)", (unsigned long long)dims[0], (unsigned long long)dims[1]);
             else
                 snprintf(have, sizeof have, "rank %d", nd);
-            if (x->ndim == 1)
-                snprintf(want, sizeof want, "(%zu)", x->full_shape[0]);
+            if (want_nd == 1)
+                snprintf(wants, sizeof wants, "(%zu)", want_dims[0]);
             else
-                snprintf(want, sizeof want, "(%zu, %zu)", x->full_shape[0], x->full_shape[1]);
-            rc = flas_fail(err, errlen, "%s: tensor %s/%s has shape %s but the config needs %s", path, gname + 1,
-                         x->name, have, want);
+                snprintf(wants, sizeof wants, "(%zu, %zu)", want_dims[0], want_dims[1]);
+            rc = flas_fail(err, errlen, "%s: tensor %s/%s has shape %s but the config needs %s%s", path, gname + 1,
+                           x->name, have, wants, want.block ? " (one scale per block)" : "");
         }
         H5Tclose(ty);
         H5Sclose(sp);
@@ -215,6 +258,37 @@ static int check_section(hid_t fid, const char *path, flas_ckpt_section s, const
         rc = flas_fail(err, errlen, "%s: %s holds %llu objects but the config has %d tensors (wrong model?)", path,
                      gname + 1, (unsigned long long)info.nlinks, t->n_tensors);
     H5Gclose(g);
+    return rc;
+}
+
+static int check_section(hid_t fid, const char *path, flas_ckpt_section s, const flas_param_table *t, char *err,
+                         size_t errlen)
+{
+    return check_group(fid, path, ck_section_group(s), t, want_f32, err, errlen);
+}
+
+/* An update file: /update (int8 or bf16 bits) with /update_scale for int8, and nothing else but
+ * metrics (contents says what exists). */
+static int check_update(hid_t fid, const char *path, const flas_ckpt_meta *m, unsigned contents,
+                        const flas_param_table *t, char *err, size_t errlen)
+{
+    int int8 = m->update == FLAS_UPDATE_INT8, has_scale = (contents & CK_HAS_SCALE) != 0;
+    if (contents & ~(FLAS_CKPT_UPDATE | CK_HAS_SCALE | FLAS_CKPT_METRICS))
+        return flas_fail(err, errlen, "%s: an update file (update_encoding %s) with other parts (params, optimizer or "
+                         "server state)", path, flas_update_enc_name(m->update));
+    if (!(contents & FLAS_CKPT_UPDATE))
+        return flas_fail(err, errlen, "%s: update_encoding %s but no /update group", path,
+                         flas_update_enc_name(m->update));
+    if (int8 != has_scale)
+        return flas_fail(err, errlen, "%s: %s update %s /update_scale", path, flas_update_enc_name(m->update),
+                         int8 ? "without" : "with");
+    want_type codes = int8 ? (want_type){H5T_INTEGER, 1, 1, "int8", 0} : (want_type){H5T_INTEGER, 2, 0, "uint16 (bf16)", 0};
+    int rc = check_group(fid, path, "/update", t, codes, err, errlen);
+    if (rc == 0 && int8) {
+        want_type sc = want_f32;
+        sc.block = m->update_block;
+        rc = check_group(fid, path, "/update_scale", t, sc, err, errlen);
+    }
     return rc;
 }
 
@@ -334,7 +408,8 @@ static int validate(const char *path, validated *v, hid_t *fid)
         {"/optimizer/v", FLAS_CKPT_HAS(FLAS_CKPT_ADAM_V)}, {"/server/m", FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M)},
         {"/server/v", FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V)}, {"/train_state", FLAS_CKPT_TRAIN_STATE},
         {"/server", FLAS_CKPT_SERVER_STATE},              {"/provenance", FLAS_CKPT_PROVENANCE},
-        {"/metrics", FLAS_CKPT_METRICS}};
+        {"/metrics", FLAS_CKPT_METRICS},                  {"/update", FLAS_CKPT_UPDATE},
+        {"/update_scale", CK_HAS_SCALE}};
     v->contents = 0;
     for (size_t i = 0; rc == 0 && i < sizeof parts / sizeof parts[0]; i++) {
         int e = exists(*fid, parts[i].group);
@@ -342,6 +417,21 @@ static int validate(const char *path, validated *v, hid_t *fid)
             rc = flas_fail(err, errlen, "%s: damaged HDF5 file: cannot look up %s", path, parts[i].group);
         else if (e)
             v->contents |= parts[i].bit;
+    }
+    if (rc == 0 && (v->meta.update != FLAS_UPDATE_FULL || (v->contents & (FLAS_CKPT_UPDATE | CK_HAS_SCALE)))) {
+        if (v->meta.update == FLAS_UPDATE_FULL)
+            rc = flas_fail(err, errlen, "%s: /update without update_encoding", path);
+        else
+            rc = check_update(*fid, path, &v->meta, v->contents, &t, err, errlen);
+        if (rc == 0 && (v->contents & FLAS_CKPT_METRICS))
+            rc = read_group(*fid, "/metrics", metrics_fn, &v->metrics, path, err, errlen);
+        v->contents &= ~CK_HAS_SCALE;
+        flas_param_table_free(&t);
+        if (rc) {
+            H5Fclose(*fid);
+            *fid = -1;
+        }
+        return rc;
     }
     if (rc == 0 && !(v->contents & FLAS_CKPT_HAS(FLAS_CKPT_PARAMS)))
         rc = flas_fail(err, errlen, "%s: no /params group (no model weights)", path);
@@ -591,6 +681,74 @@ int flas_ckpt_get_flat(flas_ckpt_reader *r, flas_ckpt_section section, const fla
         if (ck_io(&r->f, 0, section, i, &sel, sel.n ? out + (a - lo) : NULL, err, errlen))
             rc = -1;
     }
+    ck_quiet_end(&q);
+    return rc;
+}
+
+int flas_ckpt_get_update(flas_ckpt_reader *r, const char *name, size_t lo, size_t n, float *out, char *err,
+                         size_t errlen)
+{
+    ck_quiet q;
+    ck_quiet_begin(&q);
+    ck_file *f = &r->f;
+    const flas_update_enc e = r->meta.update;
+    const int block = r->meta.update_block;
+    int tensor = name ? ck_tensor_index(f, name) : -1;
+    void *codes = NULL;
+    float *scales = NULL;
+    int rc = 0;
+    if (!(r->contents & FLAS_CKPT_UPDATE) || f->comm != MPI_COMM_NULL) {
+        rc = flas_fail(err, errlen, "%s: not an update file opened serially (get_update)", f->path);
+        goto out;
+    }
+    if (tensor < 0) {
+        rc = flas_fail(err, errlen, "%s: no tensor named '%s' in this model", f->path, name ? name : "(null)");
+        goto out;
+    }
+    const flas_tensor *t = &f->table.tensors[tensor];
+    size_t numel = ck_rows(t) * ck_cols(t);
+    if (lo > numel || n > numel - lo || (n && !out)) {
+        rc = flas_fail(err, errlen, "%s: elements [%zu, +%zu) of %s: outside its %zu elements or no buffer", f->path,
+                       lo, n, name, numel);
+        goto out;
+    }
+    if (n == 0)
+        goto out;
+    size_t b0 = e == FLAS_UPDATE_INT8 ? lo / (size_t)block : 0;
+    size_t nb = e == FLAS_UPDATE_INT8 ? (lo + n - 1) / (size_t)block - b0 + 1 : 0;
+    codes = malloc(n * ck_update_value_size(e));
+    scales = malloc(nb ? nb * sizeof *scales : 1);
+    if (!codes || !scales) {
+        rc = flas_fail(err, errlen, "%s: out of memory", f->path);
+        goto out;
+    }
+    ck_sel sel;
+    ck_sel_range(ck_full_rect(t), lo, n, &sel);
+    rc = ck_io_as(f, 0, CK_SEC_UPDATE, tensor, ck_update_mem_type(e), &sel, codes, err, errlen);
+    if (rc == 0 && nb) {
+        ck_sel_range((ck_rect){0, 0, 1, ck_update_blocks(numel, block)}, b0, nb, &sel);
+        rc = ck_io_as(f, 0, CK_SEC_UPDATE_SCALE, tensor, H5T_NATIVE_FLOAT, &sel, scales, err, errlen);
+        /* A scale is max|delta| / 127 of its block: a finite number >= 0. Anything else is a damaged or
+         * forged file, and would spread NaN or Inf over a whole block of the model. */
+        for (size_t i = 0; rc == 0 && i < nb; i++)
+            if (!(scales[i] >= 0.0f && scales[i] <= 3.4028234663852886e38f))
+                rc = flas_fail(err, errlen, "%s: update_scale/%s[%zu] is %g, not a finite number >= 0", f->path, name,
+                               b0 + i, (double)scales[i]);
+    }
+    if (rc == 0)
+        flas_update_decode(e, block, lo, codes, scales, n, out);
+    if (rc == 0 && e == FLAS_UPDATE_INT8)
+        for (size_t i = 0; i < n && rc == 0; i++)
+            if (((const int8_t *)codes)[i] == -128)
+                rc = flas_fail(err, errlen, "%s: update/%s[%zu] is -128, outside the int8 code range -127..127",
+                               f->path, name, lo + i);
+    if (rc == 0 && e == FLAS_UPDATE_BF16)
+        for (size_t i = 0; i < n && rc == 0; i++)
+            if (!(fabsf(out[i]) <= 3.4028234663852886e38f))
+                rc = flas_fail(err, errlen, "%s: update/%s[%zu] is not a finite bf16 value", f->path, name, lo + i);
+out:
+    free(codes);
+    free(scales);
     ck_quiet_end(&q);
     return rc;
 }

@@ -127,9 +127,24 @@ static int check_meta(const flas_ckpt_meta *m, unsigned contents, char *err, siz
         return flas_fail(err, errlen, "tp_size and dp_size must be >= 1");
     unsigned known = FLAS_CKPT_HAS(FLAS_CKPT_PARAMS) | FLAS_CKPT_OPTIMIZER | FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M) |
                      FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V) | FLAS_CKPT_TRAIN_STATE | FLAS_CKPT_SERVER_STATE |
-                     FLAS_CKPT_PROVENANCE | FLAS_CKPT_METRICS;
+                     FLAS_CKPT_PROVENANCE | FLAS_CKPT_METRICS | FLAS_CKPT_UPDATE | FLAS_CKPT_KEEP_CREATED;
     if (contents & ~known)
         return flas_fail(err, errlen, "unknown contents bits 0x%x", contents & ~known);
+    if (contents & FLAS_CKPT_UPDATE) {
+        char why2[128];
+        if (contents & ~(FLAS_CKPT_UPDATE | FLAS_CKPT_METRICS | FLAS_CKPT_KEEP_CREATED | FLAS_CKPT_HAS(FLAS_CKPT_PARAMS)))
+            return flas_fail(err, errlen, "an update file holds nothing but the update and metrics");
+        if (m->update != FLAS_UPDATE_BF16 && m->update != FLAS_UPDATE_INT8)
+            return flas_fail(err, errlen, "an update file needs the bf16 or int8 encoding (got %d)", (int)m->update);
+        if (m->update == FLAS_UPDATE_INT8 && flas_update_block_check(m->update_block, why2, sizeof why2))
+            return flas_fail(err, errlen, "%s", why2);
+        if (!m->base_sha256[0])
+            return flas_fail(err, errlen, "an update file must name its base model (base_sha256)");
+    } else if (m->update != FLAS_UPDATE_FULL) {
+        return flas_fail(err, errlen, "update encoding %s without FLAS_CKPT_UPDATE", flas_update_enc_name(m->update));
+    }
+    if ((contents & FLAS_CKPT_KEEP_CREATED) && !memchr(m->created_utc, '\0', sizeof m->created_utc))
+        return flas_fail(err, errlen, "created_utc is not NUL-terminated");
     if (!(contents & FLAS_CKPT_HAS(FLAS_CKPT_ADAM_M)) != !(contents & FLAS_CKPT_HAS(FLAS_CKPT_ADAM_V)))
         return flas_fail(err, errlen, "optimizer state needs both AdamW moments (m and v)");
     if ((contents & FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V)) && !(contents & FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M)))
@@ -157,15 +172,56 @@ static int write_root(hid_t root, const flas_ckpt_meta *m)
     rc |= ck_attr_put(root, "created_unix", H5T_NATIVE_INT64, 1, &m->created_unix);
     rc |= ck_attr_put_str(root, "created_utc", m->created_utc);
     rc |= ck_attr_put_str(root, "writer", "FLaS " FLAS_VERSION);
+    if (m->update != FLAS_UPDATE_FULL) {
+        int32_t block = m->update == FLAS_UPDATE_INT8 ? m->update_block : 0;
+        rc |= ck_attr_put_str(root, "update_encoding", flas_update_enc_name(m->update));
+        rc |= ck_attr_put(root, "update_block", H5T_NATIVE_INT32, 1, &block);
+    }
     return rc;
 }
 
+/* Objects are created without HDF5's access/modification timestamps: the file's bytes then depend on
+ * its contents only (an update applied on two hosts gives the same file; flas/update.h). */
 static int make_group(hid_t fid, const char *name)
 {
-    hid_t g = H5Gcreate2(fid, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    hid_t g = gcpl < 0 || H5Pset_obj_track_times(gcpl, 0) < 0 ? -1
+                                                                : H5Gcreate2(fid, name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+    if (gcpl >= 0)
+        H5Pclose(gcpl);
     if (g < 0)
         return -1;
     H5Gclose(g);
+    return 0;
+}
+
+/* An update file's datasets: /update/<name> (int8 or bf16 bits, the tensor's shape) and, for int8,
+ * /update_scale/<name> (float32, one per block of the row-major tensor). */
+static int create_update_layout(ck_file *f, const flas_ckpt_meta *meta, hid_t dcpl, char *err, size_t errlen)
+{
+    int int8 = meta->update == FLAS_UPDATE_INT8;
+    if (make_group(f->fid, "/update") || (int8 && make_group(f->fid, "/update_scale")))
+        return flas_fail(err, errlen, "%s: cannot create the update groups", f->path);
+    for (int i = 0; i < f->table.n_tensors; i++) {
+        const flas_tensor *t = &f->table.tensors[i];
+        for (int scale = 0; scale <= int8; scale++) {
+            hsize_t dims[2] = {t->full_shape[0], t->full_shape[1]};
+            int ndim = t->ndim;
+            if (scale)
+                dims[0] = ck_update_blocks(ck_rows(t) * ck_cols(t), meta->update_block), ndim = 1;
+            char name[256];
+            snprintf(name, sizeof name, "%s/%s", ck_section_group(scale ? CK_SEC_UPDATE_SCALE : CK_SEC_UPDATE),
+                     t->name);
+            hid_t sp = H5Screate_simple(ndim, dims, NULL);
+            hid_t d = sp < 0 ? -1 : H5Dcreate2(f->fid, name, scale ? H5T_IEEE_F32LE : ck_update_file_type(meta->update),
+                                               sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+            if (sp >= 0)
+                H5Sclose(sp);
+            if (d < 0)
+                return flas_fail(err, errlen, "%s: cannot create dataset %s", f->path, name);
+            H5Dclose(d);
+        }
+    }
     return 0;
 }
 
@@ -173,10 +229,12 @@ static int make_group(hid_t fid, const char *name)
  * directly; no chunk index) and never filled (every byte is written by the caller; commit checks
  * that). Parallel HDF5 must allocate at creation; the serial path allocates at the first write, which
  * appends to the file instead of filling a pre-sized sparse file (measurably faster on ext4). */
-static int create_layout(ck_file *f, unsigned contents, char *err, size_t errlen)
+static int create_layout(ck_file *f, unsigned contents, const flas_ckpt_meta *meta, char *err, size_t errlen)
 {
     static const char *const groups[] = {"/params", "/optimizer", "/optimizer/m", "/optimizer/v", "/train_state",
                                          "/server", "/server/m", "/server/v", "/provenance", "/metrics"};
+    if (contents & FLAS_CKPT_UPDATE)
+        contents &= ~FLAS_CKPT_HAS(FLAS_CKPT_PARAMS); /* the update stands in for the params */
     const unsigned need[] = {FLAS_CKPT_HAS(FLAS_CKPT_PARAMS), FLAS_CKPT_OPTIMIZER, FLAS_CKPT_OPTIMIZER,
                              FLAS_CKPT_OPTIMIZER, FLAS_CKPT_TRAIN_STATE, FLAS_CKPT_SERVER_STATE,
                              FLAS_CKPT_HAS(FLAS_CKPT_SERVER_M), FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V),
@@ -186,8 +244,11 @@ static int create_layout(ck_file *f, unsigned contents, char *err, size_t errlen
             return flas_fail(err, errlen, "%s: cannot create group %s", f->path, groups[i]);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     int rc = (dcpl < 0 || H5Pset_layout(dcpl, H5D_CONTIGUOUS) < 0 || H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0 ||
-              H5Pset_alloc_time(dcpl, f->comm != MPI_COMM_NULL ? H5D_ALLOC_TIME_EARLY : H5D_ALLOC_TIME_LATE) < 0)
+              H5Pset_alloc_time(dcpl, f->comm != MPI_COMM_NULL ? H5D_ALLOC_TIME_EARLY : H5D_ALLOC_TIME_LATE) < 0 ||
+              H5Pset_obj_track_times(dcpl, 0) < 0)
              ? -1 : 0;
+    if (rc == 0 && (contents & FLAS_CKPT_UPDATE))
+        rc = create_update_layout(f, meta, dcpl, err, errlen);
     for (int s = 0; s < FLAS_CKPT_N_SECTIONS && rc == 0; s++) {
         if (!(contents & FLAS_CKPT_HAS(s)))
             continue;
@@ -256,7 +317,8 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
         MPI_Comm_size(comm, &f->size);
     }
     snprintf(f->path, sizeof f->path, "%s", path);
-    w->contents = contents | FLAS_CKPT_HAS(FLAS_CKPT_PARAMS);
+    /* The PARAMS bit stands for "the model": /params, or /update in an update file. */
+    w->contents = (contents & ~FLAS_CKPT_KEEP_CREATED) | FLAS_CKPT_HAS(FLAS_CKPT_PARAMS);
     w->meta = *meta;
     if (w->meta.tp_size == 0)
         w->meta.tp_size = 1;
@@ -270,6 +332,9 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
     if (strlen(path) >= CK_PATH_MAX - 128) {
         ok = 0;
         flas_fail(msg, sizeof msg, "%.200s...: path too long", path);
+    } else if ((contents & FLAS_CKPT_UPDATE) && comm != MPI_COMM_NULL) {
+        ok = 0;
+        flas_fail(msg, sizeof msg, "%s: update files are written serially", path);
     } else if (check_meta(&w->meta, contents, msg, sizeof msg)) {
         ok = 0;
         char tmp[CK_ERR_MAX];
@@ -280,11 +345,13 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
         char dir[CK_PATH_MAX];
         struct stat st;
         dir_of(path, dir, sizeof dir);
-        time_t now = time(NULL);
-        struct tm tm;
-        gmtime_r(&now, &tm);
-        w->meta.created_unix = (int64_t)now;
-        strftime(w->meta.created_utc, sizeof w->meta.created_utc, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        if (!(contents & FLAS_CKPT_KEEP_CREATED)) {
+            time_t now = time(NULL);
+            struct tm tm;
+            gmtime_r(&now, &tm);
+            w->meta.created_unix = (int64_t)now;
+            strftime(w->meta.created_utc, sizeof w->meta.created_utc, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        }
         if (stat(dir, &st) || !S_ISDIR(st.st_mode))
             ok = 0, flas_fail(msg, sizeof msg, "%s: directory %s does not exist", path, dir);
         else if (access(dir, W_OK | X_OK))
@@ -316,7 +383,14 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
     }
 
     hid_t fapl = ck_fapl(comm);
-    f->fid = fapl < 0 ? -1 : H5Fcreate(w->temp, H5F_ACC_EXCL, H5P_DEFAULT, fapl);
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE); /* the root group without timestamps, like every object */
+    if (fcpl >= 0 && H5Pset_obj_track_times(fcpl, 0) < 0) {
+        H5Pclose(fcpl);
+        fcpl = -1;
+    }
+    f->fid = fapl < 0 || fcpl < 0 ? -1 : H5Fcreate(w->temp, H5F_ACC_EXCL, fcpl, fapl);
+    if (fcpl >= 0)
+        H5Pclose(fcpl);
     char detail[256];
     ck_h5_detail(detail, sizeof detail); /* before the next HDF5 call clears the error stack */
     if (fapl >= 0)
@@ -334,7 +408,7 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
     if (rc)
         flas_fail(err, errlen, "%s: cannot write the root attributes", path);
     else
-        rc = create_layout(f, w->contents, err, errlen);
+        rc = create_layout(f, w->contents, &w->meta, err, errlen);
     if (rc) {
         flas_ckpt_abort(w);
         w = NULL;
@@ -381,8 +455,10 @@ static int put_sel(flas_ckpt_writer *w, flas_ckpt_section s, int tensor, int ok,
 static int locate(flas_ckpt_writer *w, flas_ckpt_section s, const char *name, int *tensor, char *err, size_t errlen)
 {
     *tensor = -1;
-    if (s < 0 || s >= FLAS_CKPT_N_SECTIONS || !(w->contents & FLAS_CKPT_HAS(s)))
-        return flas_fail(err, errlen, "%s: section %s was not chosen at create", w->f.path, flas_ckpt_section_name(s));
+    if (s < 0 || s >= FLAS_CKPT_N_SECTIONS || !(w->contents & FLAS_CKPT_HAS(s)) ||
+        ((w->contents & FLAS_CKPT_UPDATE) && s == FLAS_CKPT_PARAMS))
+        return flas_fail(err, errlen, "%s: section %s was not chosen at create%s", w->f.path, flas_ckpt_section_name(s),
+                         (w->contents & FLAS_CKPT_UPDATE) ? " (an update file: flas_ckpt_put_update)" : "");
     *tensor = name ? ck_tensor_index(&w->f, name) : -1;
     if (*tensor < 0)
         return flas_fail(err, errlen, "%s: no tensor named '%s' in this model", w->f.path, name ? name : "(null)");
@@ -435,7 +511,8 @@ int flas_ckpt_put_flat(flas_ckpt_writer *w, flas_ckpt_section section, const fla
     ck_quiet q;
     ck_quiet_begin(&q);
     int ok = 1;
-    if (section < 0 || section >= FLAS_CKPT_N_SECTIONS || !(w->contents & FLAS_CKPT_HAS(section)))
+    if (section < 0 || section >= FLAS_CKPT_N_SECTIONS || !(w->contents & FLAS_CKPT_HAS(section)) ||
+        ((w->contents & FLAS_CKPT_UPDATE) && section == FLAS_CKPT_PARAMS))
         ok = 0, flas_fail(err, errlen, "%s: section %s was not chosen at create", w->f.path,
                         flas_ckpt_section_name(section));
     else if (ck_flat_check(&w->f, t, lo, hi, data != NULL, err, errlen))
@@ -460,6 +537,68 @@ int flas_ckpt_put_flat(flas_ckpt_writer *w, flas_ckpt_section section, const fla
             w->written[(size_t)section * (size_t)t->n_tensors + (size_t)i] += (int64_t)sel.n;
         }
     }
+    ck_quiet_end(&q);
+    return rc;
+}
+
+int flas_ckpt_put_update(flas_ckpt_writer *w, const char *name, size_t lo, size_t n, const float *delta,
+                         float *residual, char *err, size_t errlen)
+{
+    ck_quiet q;
+    ck_quiet_begin(&q);
+    ck_file *f = &w->f;
+    const flas_update_enc e = w->meta.update;
+    const int block = w->meta.update_block;
+    int tensor = name ? ck_tensor_index(f, name) : -1;
+    int rc = 0;
+    void *codes = NULL;
+    float *scales = NULL;
+    if (!(w->contents & FLAS_CKPT_UPDATE)) {
+        rc = flas_fail(err, errlen, "%s: not an update file (put_update)", f->path);
+        goto out;
+    }
+    if (tensor < 0) {
+        rc = flas_fail(err, errlen, "%s: no tensor named '%s' in this model", f->path, name ? name : "(null)");
+        goto out;
+    }
+    const flas_tensor *t = &f->table.tensors[tensor];
+    size_t numel = ck_rows(t) * ck_cols(t);
+    if (lo > numel || n > numel - lo || (n && !delta)) {
+        rc = flas_fail(err, errlen, "%s: elements [%zu, +%zu) of %s: outside its %zu elements or no data", f->path, lo,
+                       n, name, numel);
+        goto out;
+    }
+    if (e == FLAS_UPDATE_INT8 && (lo % (size_t)block || (n % (size_t)block && lo + n != numel))) {
+        rc = flas_fail(err, errlen, "%s: update of %s at [%zu, +%zu) does not follow its blocks of %d", f->path, name,
+                       lo, n, block);
+        goto out;
+    }
+    size_t nb = e == FLAS_UPDATE_INT8 ? ck_update_blocks(n, block) : 0;
+    codes = malloc(n ? n * ck_update_value_size(e) : 1);
+    scales = malloc(nb ? nb * sizeof *scales : 1);
+    if (!codes || !scales) {
+        rc = flas_fail(err, errlen, "%s: out of memory", f->path);
+        goto out;
+    }
+    if (n && flas_update_encode(e, block, delta, n, codes, scales, residual)) {
+        rc = flas_fail(err, errlen, "%s: the delta of %s has a non-finite value (or one beyond the encoding's range) "
+                       "in [%zu, +%zu)", f->path, name, lo, n);
+        goto out;
+    }
+    ck_sel sel;
+    ck_sel_range(ck_full_rect(t), lo, n, &sel);
+    rc = ck_io_as(f, 1, CK_SEC_UPDATE, tensor, ck_update_mem_type(e), &sel, codes, err, errlen);
+    if (rc == 0 && nb) {
+        ck_sel_range((ck_rect){0, 0, 1, ck_update_blocks(numel, block)}, lo / (size_t)block, nb, &sel);
+        rc = ck_io_as(f, 1, CK_SEC_UPDATE_SCALE, tensor, H5T_NATIVE_FLOAT, &sel, scales, err, errlen);
+    }
+    if (rc == 0)
+        w->written[(size_t)FLAS_CKPT_PARAMS * (size_t)f->table.n_tensors + (size_t)tensor] += (int64_t)n;
+out:
+    if (rc)
+        remember(w, err);
+    free(codes);
+    free(scales);
     ck_quiet_end(&q);
     return rc;
 }

@@ -33,6 +33,7 @@
 
 #include "flas/model.h"
 #include "flas/sha256.h"
+#include "flas/update.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -62,6 +63,12 @@ typedef enum flas_ckpt_section {
 #define FLAS_CKPT_SERVER_STATE (1u << 9) /* /server attributes: strategy, round, per-site counts */
 #define FLAS_CKPT_PROVENANCE (1u << 10)  /* /provenance: how an aggregated global was made */
 #define FLAS_CKPT_METRICS (1u << 11)     /* /metrics: losses and timings of the run that wrote it */
+/* An update file (flas/update.h): /update (+ /update_scale) instead of /params, encoded as
+ * meta.update with meta.update_block; nothing but FLAS_CKPT_METRICS beside it. Serial mode only. */
+#define FLAS_CKPT_UPDATE (1u << 12)
+/* A write option, not a part: keep meta.created_unix/created_utc as given instead of the time of
+ * writing, for files that must be byte-identical wherever they are written (flas_update_apply_file). */
+#define FLAS_CKPT_KEEP_CREATED (1u << 13)
 
 typedef enum flas_ckpt_role {
     FLAS_CKPT_GLOBAL = 0, /* a global model: the start of a round (written by the aggregator or an import) */
@@ -81,6 +88,10 @@ typedef struct flas_ckpt_meta {
     int32_t tp_size, dp_size;         /* how it was written (informational: any world size may read it) */
     int64_t created_unix;             /* seconds since the epoch, set by the writer */
     char created_utc[32];             /* the same as ISO 8601, e.g. 2025-01-31T12:00:00Z */
+    /* Update files only (FLAS_CKPT_UPDATE; root attributes update_encoding and update_block);
+     * FLAS_UPDATE_FULL and 0 for every other checkpoint. */
+    flas_update_enc update;
+    int32_t update_block;
 } flas_ckpt_meta;
 
 /* AdamW bookkeeping stored as attributes of /optimizer (with FLAS_CKPT_OPTIMIZER). */
@@ -187,6 +198,13 @@ int flas_ckpt_put_elems(flas_ckpt_writer *w, flas_ckpt_section section, const ch
 int flas_ckpt_put_flat(flas_ckpt_writer *w, flas_ckpt_section section, const flas_param_table *t, size_t lo,
                        size_t hi, const float *data, char *err, size_t errlen);
 
+/* Update files: encodes elements [lo, lo+n) of the delta of tensor `name` (float32, row-major) with
+ * the file's encoding and writes them. lo must start an int8 block (a multiple of update_block) and n
+ * end one or reach the tensor's end, so calls stream a tensor in order in any chunking. residual (may be
+ * NULL) receives delta - decode(encoded). -1 with err for a non-finite delta value. */
+int flas_ckpt_put_update(flas_ckpt_writer *w, const char *name, size_t lo, size_t n, const float *delta,
+                         float *residual, char *err, size_t errlen);
+
 int flas_ckpt_set_optimizer(flas_ckpt_writer *w, const flas_ckpt_optimizer *o, char *err, size_t errlen);
 int flas_ckpt_set_train_state(flas_ckpt_writer *w, const flas_train_state *s, char *err, size_t errlen);
 int flas_ckpt_set_server_state(flas_ckpt_writer *w, const flas_server_state *s, char *err, size_t errlen);
@@ -235,6 +253,11 @@ int flas_ckpt_get_elems(flas_ckpt_reader *r, flas_ckpt_section section, const ch
                         float *out, char *err, size_t errlen);
 int flas_ckpt_get_flat(flas_ckpt_reader *r, flas_ckpt_section section, const flas_param_table *t, size_t lo,
                        size_t hi, float *out, char *err, size_t errlen);
+
+/* Update files: the decoded delta of elements [lo, lo+n) of tensor `name` (any range). -1 with err for
+ * a scale that is not a finite number >= 0 (a damaged or hostile file), or a file that is no update. */
+int flas_ckpt_get_update(flas_ckpt_reader *r, const char *name, size_t lo, size_t n, float *out, char *err,
+                         size_t errlen);
 
 /* The optional state; -1 with err when the file does not hold it. */
 int flas_ckpt_get_optimizer(const flas_ckpt_reader *r, flas_ckpt_optimizer *o, char *err, size_t errlen);
