@@ -10,7 +10,9 @@ typedef struct agg_previous {
     const char *path;
     flas_ckpt_reader *r;
     const flas_ckpt_meta *meta;
-    char sha256[FLAS_SHA256_HEX];
+    char sha256[FLAS_SHA256_HEX];   /* of the file */
+    char base_sha256[FLAS_SHA256_HEX]; /* what the inputs must name as their base (the file's, or
+                                          flas_agg_options.base_sha256) */
     flas_server_state *server; /* NULL when the file has none */
     int m_from_file, v_from_file; /* the server buffers continue from the file (else start fresh) */
 } agg_previous;
@@ -22,6 +24,7 @@ typedef struct agg_input {
     flas_agg_input_report *rep;  /* sha256, site, tokens, weight, used, reason */
     int hash_ok;
     char hash_err[256];
+    int is_update;               /* an update file: its values are previous + decode(delta) */
 } agg_input;
 
 /* SHA-256 of the inputs in background threads, overlapping validation and the merge (the merge only

@@ -40,8 +40,16 @@ static void usage(FILE *f)
             "      --max-update-norm X  refuse an input whose update ||x_k - x_prev||_2 exceeds X\n"
             "      --max-update-ratio R refuse an input whose update norm exceeds R (>= 1) times the\n"
             "                           lower median of the inputs' norms (both: the policy decides)\n"
+            "      --base-sha256 HEX    the model the sites trained from, when it is a params-only copy of\n"
+            "                           the previous global (default: the previous global's own sha256)\n"
+            "      --emit-update FILE   also write the new global as an update (bf16/int8 delta) against\n"
+            "                           that base; the new global's weights are then base + its decode\n"
+            "      --emit-encoding E    int8 (default) or bf16\n"
+            "      --emit-block N       values per int8 scale, 64..256 (default 128)\n"
             "  -i, --input SITE=FILE    a local checkpoint fetched from SITE: refused if the file claims\n"
-            "                           another site (repeatable; LOCAL.h5 arguments name no site)\n"
+            "                           another site (repeatable; LOCAL.h5 arguments name no site).\n"
+            "                           Inputs may be update files (flas-train --update): decoded onto\n"
+            "                           the previous global's weights chunk by chunk\n"
             "  -q, --quiet              no progress lines\n"
             "  -h, --help               this help;  --version  the version\n"
             "\n"
@@ -78,7 +86,7 @@ static int parse_long(const char *opt, const char *s, long long lo, long long *o
 int main(int argc, char **argv)
 {
     enum { O_LR = 256, O_MOM, O_B1, O_B2, O_TAU, O_UNIFORM, O_POLICY, O_MIN, O_MAXTOK, O_RESET, O_CHUNK, O_THREADS,
-           O_VERSION, O_MAXNORM, O_MAXRATIO };
+           O_VERSION, O_MAXNORM, O_MAXRATIO, O_BASE, O_EMIT, O_EMITENC, O_EMITBLOCK };
     static const struct option longopts[] = {
         {"previous", required_argument, 0, 'p'}, {"output", required_argument, 0, 'o'},
         {"strategy", required_argument, 0, 's'}, {"lr", required_argument, 0, O_LR},
@@ -90,6 +98,8 @@ int main(int argc, char **argv)
         {"threads", required_argument, 0, O_THREADS}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, O_VERSION},
         {"max-update-norm", required_argument, 0, O_MAXNORM}, {"max-update-ratio", required_argument, 0, O_MAXRATIO},
+        {"base-sha256", required_argument, 0, O_BASE}, {"emit-update", required_argument, 0, O_EMIT},
+        {"emit-encoding", required_argument, 0, O_EMITENC}, {"emit-block", required_argument, 0, O_EMITBLOCK},
         {"input", required_argument, 0, 'i'}, {0, 0, 0, 0}};
     /* Inputs: --input SITE=FILE in the order given, then the plain LOCAL.h5 arguments. */
     static const char **paths, **sites; /* static: still reachable at every early exit (leak checkers) */
@@ -105,6 +115,8 @@ int main(int argc, char **argv)
     double lr = NAN, mom = NAN, b1 = NAN, b2 = NAN, tau = NAN;
     long long min_sites = 1, max_tokens = -1, chunk_kib = 4096, threads = 1;
     int uniform = 0, reset = 0, quiet = 0, c;
+    const char *base_sha = NULL, *emit = NULL, *emit_enc = "int8";
+    long long emit_block = FLAS_UPDATE_BLOCK_DEFAULT;
     while ((c = getopt_long(argc, argv, "p:o:s:i:qh", longopts, NULL)) != -1) {
         switch (c) {
         case 'i': {
@@ -139,6 +151,10 @@ int main(int argc, char **argv)
         case O_MIN: if (parse_long("--min-sites", optarg, 1, &min_sites)) return 2; break;
         case O_MAXTOK: if (parse_long("--max-tokens", optarg, 1, &max_tokens)) return 2; break;
         case O_RESET: reset = 1; break;
+        case O_BASE: base_sha = optarg; break;
+        case O_EMIT: emit = optarg; break;
+        case O_EMITENC: emit_enc = optarg; break;
+        case O_EMITBLOCK: if (parse_long("--emit-block", optarg, 1, &emit_block)) return 2; break;
         case O_CHUNK: if (parse_long("--chunk-kib", optarg, 4, &chunk_kib)) return 2; break;
         case O_THREADS: if (parse_long("--threads", optarg, 1, &threads)) return 2; break;
         default: usage(stderr); return 2;
@@ -189,6 +205,13 @@ int main(int argc, char **argv)
     o.max_update_norm = max_norm;
     o.max_update_ratio = max_ratio;
     o.input_sites = sites;
+    o.base_sha256 = base_sha;
+    o.emit_update = emit;
+    if (flas_update_enc_parse(emit_enc, &o.emit_enc) || o.emit_enc == FLAS_UPDATE_FULL) {
+        fprintf(stderr, "flas-aggregate: error: --emit-encoding must be int8 or bf16, got '%s'\n", emit_enc);
+        return 2;
+    }
+    o.emit_block = (int)(emit_block > 100000 ? 100000 : emit_block);
     flas_ckpt_hdf5_quiet();
 
     char err[2048];

@@ -30,6 +30,10 @@ typedef struct agg_ctx {
     double *p;
     int *used_idx;
     double *norm2;  /* per used input: sum of (x_k - x)^2 so far in this pass */
+    float *dd, *dq; /* emitting an update: the new global's delta and its decoded value */
+    void *codes;    /* ... its codes (int8 or bf16 bits) */
+    float *scales;  /* ... and int8 scales */
+    flas_ckpt_writer *wd; /* the update being emitted in this pass, or NULL */
 } agg_ctx;
 
 static double now(void)
@@ -55,6 +59,11 @@ static int check_options(const flas_agg_options *o, int n, char *err, size_t err
         !(o->max_update_ratio == 0 || (o->max_update_ratio >= 1 && isfinite(o->max_update_ratio))))
         return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "--max-update-norm must be >= 0 and --max-update-ratio 0 or >= 1 "
                     "(got %g, %g)", o->max_update_norm, o->max_update_ratio);
+    if (o->emit_update && o->emit_enc != FLAS_UPDATE_BF16 && o->emit_enc != FLAS_UPDATE_INT8)
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "--emit-update needs the bf16 or int8 encoding");
+    if (o->emit_update && o->emit_enc == FLAS_UPDATE_INT8 && o->emit_block &&
+        flas_update_block_check(o->emit_block, err, errlen))
+        return FLAS_AGG_USAGE;
     flas_agg_strategy s = o->strategy;
     if ((s == FLAS_AGG_FEDAVGM || s == FLAS_AGG_DILOCO || s == FLAS_AGG_FEDADAM || s == FLAS_AGG_FEDYOGI) &&
         !(o->lr > 0 && isfinite(o->lr)))
@@ -171,20 +180,48 @@ static void progress(agg_ctx *c, double t0, double *last, uint64_t done, uint64_
 
 /* Elements per chunk of tensor t: whole rows, so that every chunk is one regular hyperslab (HDF5 reads
  * it with a single contiguous read; ranges cutting rows become unions of blocks on a slower path). */
-static size_t chunk_step(const flas_tensor *t, size_t chunk)
+static size_t gcd(size_t a, size_t b)
 {
-    if (t->ndim == 1)
-        return chunk;
+    while (b) {
+        size_t t = a % b;
+        a = b, b = t;
+    }
+    return a;
+}
+
+/* align > 0 (emitting an int8 update): every chunk but a tensor's last also covers whole blocks of
+ * `align` elements, so the update is encoded block by block exactly as a site decodes it. */
+static size_t chunk_step_aligned(const flas_tensor *t, size_t chunk, size_t align)
+{
+    if (t->ndim == 1) {
+        if (!align)
+            return chunk;
+        size_t c = chunk - chunk % align;
+        return c ? c : align;
+    }
     size_t cols = t->full_shape[1], rows = chunk / cols;
+    if (align) {
+        size_t unit = align / gcd(cols, align); /* rows per whole number of blocks */
+        rows -= rows % unit;
+        if (!rows)
+            rows = unit;
+    }
     return (rows ? rows : 1) * cols;
 }
 
+static size_t emit_align(const flas_agg_options *o)
+{
+    if (!o->emit_update || o->emit_enc != FLAS_UPDATE_INT8)
+        return 0;
+    return (size_t)(o->emit_block ? o->emit_block : FLAS_UPDATE_BLOCK_DEFAULT);
+}
+
 /* Elements each chunk buffer must hold: the chunk, or one row of the widest tensor. */
-static size_t buffer_elems(const flas_param_table *t, size_t chunk)
+static size_t buffer_elems(const flas_param_table *t, size_t chunk, size_t align)
 {
     size_t need = chunk;
     for (int i = 0; i < t->n_tensors; i++) {
-        size_t s = chunk_step(&t->tensors[i], chunk);
+        size_t s = chunk_step_aligned(&t->tensors[i], chunk, align);
         need = s > need ? s : need;
     }
     return need;
@@ -297,7 +334,11 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
     }
     const int has_m = flas_agg_strategy_has_m(o->strategy), has_v = flas_agg_strategy_has_v(o->strategy);
     /* The update norms need the previous global's weights even where the strategy does not. */
-    const int needs_x = (o->strategy != FLAS_AGG_FEDAVG && o->strategy != FLAS_AGG_MEAN) || bounds_on(o);
+    int any_update = 0;
+    for (int j = 0; j < k; j++)
+        any_update |= c->in[c->used_idx[j]].is_update;
+    const int needs_x = (o->strategy != FLAS_AGG_FEDAVG && o->strategy != FLAS_AGG_MEAN) || bounds_on(o) ||
+                        any_update || o->emit_update;
     for (int j = 0; j < k; j++)
         c->norm2[j] = 0;
     flas_agg_kernel kp = {o->strategy, k, c->p, o->lr, o->momentum, o->beta1, o->beta2, o->tau};
@@ -316,6 +357,19 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
     flas_ckpt_writer *w = flas_ckpt_create(c->output, &meta, contents, MPI_COMM_NULL, why, sizeof why);
     if (!w)
         return flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
+    c->wd = NULL;
+    if (o->emit_update) {
+        flas_ckpt_meta um = meta;
+        snprintf(um.base_sha256, sizeof um.base_sha256, "%s", c->prev.base_sha256);
+        um.update = o->emit_enc;
+        um.update_block = o->emit_enc == FLAS_UPDATE_INT8 ? (int32_t)emit_align(o) : 0;
+        c->wd = flas_ckpt_create(o->emit_update, &um, FLAS_CKPT_UPDATE, MPI_COMM_NULL, why, sizeof why);
+        if (!c->wd) {
+            flas_ckpt_abort(w);
+            return flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
+        }
+    }
+    const size_t align = emit_align(o);
 
     const flas_param_table *t = flas_ckpt_tensors(c->prev.r);
     uint64_t total = (uint64_t)t->n_params_full, done = 0;
@@ -324,7 +378,7 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
     unsigned char *bad = calloc((size_t)(k ? k : 1), 1);
     for (int ti = 0; ti < t->n_tensors && rc == PASS_OK; ti++) {
         const flas_tensor *tn = &t->tensors[ti];
-        size_t numel = tn->numel, step = chunk_step(tn, o->chunk_elems);
+        size_t numel = tn->numel, step = chunk_step_aligned(tn, o->chunk_elems, align);
         for (size_t lo = 0; lo < numel && rc == PASS_OK; lo += step) {
             size_t nn = numel - lo < step ? numel - lo : step;
             int io = 0;
@@ -339,9 +393,21 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
             else if (has_v)
                 for (size_t e = 0; e < nn; e++)
                     c->v[e] = (float)(o->tau * o->tau); /* Reddi et al.: v starts at tau^2 */
-            for (int j = 0; j < k && !io; j++)
-                io |= flas_ckpt_get_elems(c->in[c->used_idx[j]].r, FLAS_CKPT_PARAMS, tn->name, lo, nn, c->buf[j], why,
-                                          sizeof why);
+            for (int j = 0; j < k && !io; j++) {
+                agg_input *x = &c->in[c->used_idx[j]];
+                if (!x->is_update) {
+                    io |= flas_ckpt_get_elems(x->r, FLAS_CKPT_PARAMS, tn->name, lo, nn, c->buf[j], why, sizeof why);
+                } else if (flas_ckpt_get_update(x->r, tn->name, lo, nn, c->buf[j], why, sizeof why)) {
+                    /* a damaged or forged delta (a NaN scale, a code out of range) is the input's fault */
+                    snprintf(x->rep->reason, sizeof x->rep->reason, "%.500s", why);
+                    rc = PASS_INPUT_REFUSED;
+                    break;
+                } else {
+                    flas_update_add(c->x, c->buf[j], nn, c->buf[j]); /* the site's model: base + delta */
+                }
+            }
+            if (rc != PASS_OK)
+                break;
             if (io) {
                 rc = flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
                 break;
@@ -372,6 +438,26 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
                           "too large, or a damaged previous global?)", flas_agg_strategy_name(o->strategy), tn->name);
                 break;
             }
+            if (c->wd) {
+                /* The compressed downlink: the new global becomes previous + decode(encode(out - previous)),
+                 * the very bits a site gets from flas_update_apply_file; what the encoding loses stays
+                 * in the next round's delta (it is measured against these weights), which is the error
+                 * feedback of the downlink. */
+                for (size_t e = 0; e < nn; e++)
+                    c->dd[e] = c->out[e] - c->x[e];
+                if (flas_ckpt_put_update(c->wd, tn->name, lo, nn, c->dd, NULL, why, sizeof why)) {
+                    rc = flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
+                    break;
+                }
+                /* the same deterministic encoding again, here, to decode exactly what was written */
+                if (flas_update_encode(o->emit_enc, (int)align, c->dd, nn, c->codes, c->scales, NULL)) {
+                    rc = flas_fail_code(PASS_FAILED, err, errlen, "the new global's delta in %s is not encodable",
+                                        tn->name);
+                    break;
+                }
+                flas_update_decode(o->emit_enc, (int)align, 0, c->codes, c->scales, nn, c->dq);
+                flas_update_add(c->x, c->dq, nn, c->out);
+            }
             io = flas_ckpt_put_elems(w, FLAS_CKPT_PARAMS, tn->name, lo, nn, c->out, why, sizeof why);
             if (has_m && !io)
                 io = flas_ckpt_put_elems(w, FLAS_CKPT_SERVER_M, tn->name, lo, nn, c->m, why, sizeof why);
@@ -381,8 +467,13 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
                 rc = flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
                 break;
             }
-            c->rep->bytes_read += (uint64_t)nn * 4 * (uint64_t)(k + needs_x + (has_m && c->prev.m_from_file) +
-                                                                (has_v && c->prev.v_from_file));
+            double in_bytes = 0;
+            for (int j = 0; j < k; j++) {
+                const flas_ckpt_meta *im = flas_ckpt_meta_of(c->in[c->used_idx[j]].r);
+                in_bytes += flas_update_bytes(im->update, im->update_block, (double)nn);
+            }
+            c->rep->bytes_read += (uint64_t)in_bytes + (uint64_t)nn * 4 *
+                                  (uint64_t)(needs_x + (has_m && c->prev.m_from_file) + (has_v && c->prev.v_from_file));
             c->rep->bytes_written += (uint64_t)nn * 4 * (uint64_t)(1 + has_m + has_v);
             done += nn;
             progress(c, t0, &last, done, total, tn->name);
@@ -393,6 +484,9 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
         rc = PASS_INPUT_REFUSED; /* like non-finite values: the offending inputs have reasons, the pass restarts */
     if (rc != PASS_OK) {
         flas_ckpt_abort(w);
+        if (c->wd)
+            flas_ckpt_abort(c->wd);
+        c->wd = NULL;
         return rc;
     }
     *wout = w;
@@ -450,6 +544,10 @@ static void release(agg_ctx *c)
     free(c->p);
     free(c->used_idx);
     free(c->norm2);
+    free(c->dd);
+    free(c->dq);
+    free(c->codes);
+    free(c->scales);
     free(c->in);
 }
 
@@ -509,7 +607,7 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
     if ((rc = apply_policy(&c, err, errlen)))
         goto out;
 
-    size_t ch = buffer_elems(flas_ckpt_tensors(c.prev.r), o->chunk_elems);
+    size_t ch = buffer_elems(flas_ckpt_tensors(c.prev.r), o->chunk_elems, emit_align(o));
     c.buf = calloc((size_t)n_inputs, sizeof *c.buf);
     c.used_in = calloc((size_t)n_inputs, sizeof *c.used_in);
     c.p = calloc((size_t)n_inputs, sizeof *c.p);
@@ -520,6 +618,13 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
     c.v = malloc(ch * sizeof(float));
     c.out = malloc(ch * sizeof(float));
     int oom = !c.buf || !c.used_in || !c.p || !c.used_idx || !c.norm2 || !c.x || !c.m || !c.v || !c.out;
+    if (o->emit_update && !oom) {
+        c.dd = malloc(ch * sizeof(float));
+        c.dq = malloc(ch * sizeof(float));
+        c.codes = malloc(ch * 2);
+        c.scales = malloc((ch / FLAS_UPDATE_BLOCK_MIN + 1) * sizeof(float));
+        oom = !c.dd || !c.dq || !c.codes || !c.scales;
+    }
     for (int i = 0; i < n_inputs && !oom; i++)
         oom = !(c.buf[i] = malloc(ch * sizeof(float)));
     if (oom) {
@@ -564,10 +669,26 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
         if (!refused) {
             if (write_states(&c, w, why, sizeof why)) {
                 flas_ckpt_abort(w); /* commit frees w in every case; this path must remove its temp file */
+                if (c.wd)
+                    flas_ckpt_abort(c.wd);
+                c.wd = NULL;
                 rc = flas_fail_code(FLAS_AGG_FAILED, err, errlen, "%s", why);
                 goto out;
             }
+            /* The emitted update first, then the global: a global whose update is missing would be
+             * staged in full; an update whose global failed is removed (it belongs to nothing). */
+            if (c.wd) {
+                int uc = flas_ckpt_commit(c.wd, why, sizeof why);
+                c.wd = NULL;
+                if (uc) {
+                    flas_ckpt_abort(w);
+                    rc = flas_fail_code(FLAS_AGG_FAILED, err, errlen, "%s", why);
+                    goto out;
+                }
+            }
             if (flas_ckpt_commit(w, why, sizeof why)) {
+                if (o->emit_update)
+                    unlink(o->emit_update);
                 rc = flas_fail_code(FLAS_AGG_FAILED, err, errlen, "%s", why);
                 goto out;
             }
@@ -575,6 +696,9 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
         }
         if (w)
             flas_ckpt_abort(w);
+        if (c.wd)
+            flas_ckpt_abort(c.wd);
+        c.wd = NULL;
         for (int i = 0; i < n_inputs; i++)
             if (!c.in[i].rep->used)
                 c.in[i].rep->weight = 0;

@@ -101,6 +101,15 @@ int agg_open_previous(agg_previous *prev, const flas_agg_options *o, char *err, 
         return -1;
     }
     prev->meta = flas_ckpt_meta_of(prev->r);
+    if (!(flas_ckpt_contents(prev->r) & FLAS_CKPT_HAS(FLAS_CKPT_PARAMS))) {
+        snprintf(err, errlen, "previous global: %s is an update file, not a model", prev->path);
+        return -1;
+    }
+    if (o->base_sha256 && !flas_sha256_is_hex(o->base_sha256)) {
+        snprintf(err, errlen, "--base-sha256 '%.80s' is not 64 lowercase hex digits", o->base_sha256);
+        return -1;
+    }
+    snprintf(prev->base_sha256, sizeof prev->base_sha256, "%s", o->base_sha256 ? o->base_sha256 : prev->sha256);
     if (prev->meta->role != FLAS_CKPT_GLOBAL) {
         snprintf(err, errlen, "previous global: %s is a local checkpoint (site '%s'), not a global one", prev->path,
                  prev->meta->site);
@@ -170,11 +179,13 @@ void agg_validate_inputs(const agg_previous *prev, agg_input *in, int n, const f
             reason(x, "%s", why);
             continue;
         }
-        if (strcmp(m->base_sha256, prev->sha256) != 0) {
-            reason(x, "%s: trained from another base model (base_sha256 %.12s..., the previous global is %.12s...)",
-                   x->path, m->base_sha256[0] ? m->base_sha256 : "(none)", prev->sha256);
+        if (strcmp(m->base_sha256, prev->base_sha256) != 0) {
+            reason(x, "%s: %s another base model (base_sha256 %.12s..., the previous global is %.12s...)", x->path,
+                   m->update != FLAS_UPDATE_FULL ? "a delta against" : "trained from",
+                   m->base_sha256[0] ? m->base_sha256 : "(none)", prev->base_sha256);
             continue;
         }
+        x->is_update = (flas_ckpt_contents(x->r) & FLAS_CKPT_UPDATE) != 0;
         if (m->round != prev->meta->round) {
             reason(x, "%s: round %lld, but the previous global starts round %lld", x->path, (long long)m->round,
                    (long long)prev->meta->round);

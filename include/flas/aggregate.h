@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "flas/update.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -50,6 +52,18 @@ typedef struct flas_agg_options {
      * site's identity is where its file came from, never what the file says about itself: an input
      * whose `site` attribute differs is refused, and the duplicate check uses these names. */
     const char *const *input_sites;
+    /* Compressed exchange (flas/update.h). Inputs may be update files (a site's delta against the
+     * model it trained from): they are decoded chunk by chunk onto the previous global's weights,
+     * for every strategy, in the same memory. */
+    const char *base_sha256; /* NULL: sha256(previous). The model the sites trained from when it is a
+                                copy of the previous global's weights (the coordinator's params-only
+                                staged model, flas_update_apply_file), not that file itself */
+    const char *emit_update; /* NULL, or where to ALSO write the new global as an update against
+                                base_sha256 (the compressed downlink). The new global's weights are
+                                then previous + decode(that update), bit for bit what
+                                flas_update_apply_file makes of it at a site */
+    flas_update_enc emit_enc;
+    int emit_block;          /* int8 block (0: FLAS_UPDATE_BLOCK_DEFAULT) */
 } flas_agg_options;
 
 /* Result codes of flas_aggregate (also flas-aggregate's exit status). */
