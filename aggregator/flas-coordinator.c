@@ -6,6 +6,7 @@
 
 #include "flas/checkpoint.h"
 #include "flas/coordinator.h"
+#include "flas/plan.h"
 
 static void usage(FILE *f)
 {
@@ -13,6 +14,7 @@ static void usage(FILE *f)
             "usage: flas-coordinator run DESCRIPTION\n"
             "       flas-coordinator status DESCRIPTION\n"
             "       flas-coordinator check DESCRIPTION\n"
+            "       flas-coordinator plan MODEL --site SPEC... TRAINING [options]   (plan --help)\n"
             "\n"
             "Runs the rounds of a FLaS federation described in DESCRIPTION (coordinator.conf(5)): each round\n"
             "stages the global model at every site over SSH (verified, resumable), submits\n"
@@ -23,8 +25,10 @@ static void usage(FILE *f)
             "  run      run (or resume, from WorkDir/journal) until all rounds are done\n"
             "  status   show the round, each site's job, state and transfer\n"
             "  check    parse the description and exit\n"
+            "  plan     predict a round's bytes, transfer, training, aggregation and GPU memory at scale\n"
             "\n"
-            "Exit status: 0 done, 1 a round failed (the journal says why), 2 bad description or setup.\n");
+            "Exit status: 0 done, 1 a round failed (the journal says why), 2 bad description or setup\n"
+            "(plan: 0 printed, 2 bad arguments).\n");
 }
 
 int main(int argc, char **argv)
@@ -33,6 +37,8 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (argc >= 2 && !strcmp(argv[1], "plan"))
+        return flas_plan_main(argc - 1, argv + 1, stdout, stderr);
     if (argc != 3 || (strcmp(argv[1], "run") && strcmp(argv[1], "status") && strcmp(argv[1], "check"))) {
         usage(stderr);
         return 2;
