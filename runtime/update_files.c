@@ -6,12 +6,16 @@
 #include "flas/sha256.h"
 #include "flas/update.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+#include "flas/atomic_file.h"
 
 static double now(void)
 {
@@ -169,8 +173,47 @@ out:
     return rc;
 }
 
+static int apply_to(const char *base, const char *update, const char *output, const flas_update_opts *o, char *err,
+                    size_t errlen);
+
 int flas_update_apply_file(const char *base, const char *update, const char *output, const flas_update_opts *o,
                            char *err, size_t errlen)
+{
+    if (!o || !o->expect_sha256)
+        return apply_to(base, update, output, o, err, errlen);
+    if (!flas_sha256_is_hex(o->expect_sha256))
+        return flas_fail(err, errlen, "expected sha256 '%.80s' is not 64 lowercase hex digits", o->expect_sha256);
+    /* Written and hashed under a hidden temporary name of the same directory, renamed only when it is
+     * the model expected: a reader of output never sees another one. */
+    char tmp[4200], got[FLAS_SHA256_HEX], why[1024];
+    if (flas_ckpt_temp_path(output, tmp, sizeof tmp - 8))
+        return flas_fail(err, errlen, "%s: path too long", output);
+    strcat(tmp, ".apply");
+    int rc = apply_to(base, update, tmp, o, err, errlen);
+    if (rc)
+        return rc;
+    if (flas_sha256_file(tmp, got, NULL, why, sizeof why)) {
+        unlink(tmp);
+        return flas_fail(err, errlen, "%s", why);
+    }
+    if (strcmp(got, o->expect_sha256)) {
+        unlink(tmp);
+        flas_fail(err, errlen, "applying %s gives sha256 %.16s..., not the expected %.16s... (another FLaS or HDF5 "
+                  "version?): fetch the whole model instead", update, got, o->expect_sha256);
+        return -2;
+    }
+    if (rename(tmp, output)) {
+        int e = errno;
+        unlink(tmp);
+        return flas_fail(err, errlen, "%s: rename failed: %s", output, strerror(e));
+    }
+    if (flas_fsync_dir_of(output, 0))
+        return flas_fail(err, errlen, "%s: fsync of its directory failed", output);
+    return 0;
+}
+
+static int apply_to(const char *base, const char *update, const char *output, const flas_update_opts *o, char *err,
+                    size_t errlen)
 {
     char why[1024], sha[FLAS_SHA256_HEX];
     if (flas_sha256_file(base, sha, NULL, why, sizeof why))

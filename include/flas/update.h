@@ -67,6 +67,10 @@ typedef struct flas_update_opts {
     int block;          /* int8 block size (0: FLAS_UPDATE_BLOCK_DEFAULT) */
     size_t chunk_elems; /* elements per streamed chunk (0: 1 Mi); memory is a few chunks, not the model */
     int progress;       /* progress lines on stderr */
+    /* apply: the sha256 the output must have (the model the sender made from the same base and update;
+     * NULL: not checked). A different result is never left at output: -2 is returned, and the caller
+     * fetches the whole model instead (another FLaS or HDF5 version writes other bytes). */
+    const char *expect_sha256;
 } flas_update_opts;
 
 typedef struct flas_update_report {
@@ -93,7 +97,8 @@ int flas_update_encode_file(const char *base, const char *target, const char *re
  * step, tokens_trained and creation time, and base_sha256 = the update's base. Refuses an update whose
  * base_sha256 is not sha256(base), a config that differs, and non-finite results. The output's bytes
  * depend only on the inputs (and FLaS's and HDF5's versions): two hosts applying the same update to
- * the same base write identical files. 0, or -1 with err. */
+ * the same base write identical files. 0, -1 with err, or -2 (err set) when the result is not
+ * o->expect_sha256. */
 int flas_update_apply_file(const char *base, const char *update, const char *output, const flas_update_opts *o,
                            char *err, size_t errlen);
 
