@@ -737,15 +737,29 @@ int flas_ckpt_get_update(flas_ckpt_reader *r, const char *name, size_t lo, size_
     }
     if (rc == 0)
         flas_update_decode(e, block, lo, codes, scales, n, out);
-    if (rc == 0 && e == FLAS_UPDATE_INT8)
-        for (size_t i = 0; i < n && rc == 0; i++)
-            if (((const int8_t *)codes)[i] == -128)
+    /* Codes the encoder never writes: int8 -128, bf16 infinities and NaNs. One branch-free pass
+     * first; the culprit is looked for only in a bad file. */
+    int bad = 0;
+    if (rc == 0 && e == FLAS_UPDATE_INT8) {
+        const int8_t *c8 = codes;
+        for (size_t i = 0; i < n; i++)
+            bad |= c8[i] == -128;
+        for (size_t i = 0; bad && i < n; i++)
+            if (c8[i] == -128) {
                 rc = flas_fail(err, errlen, "%s: update/%s[%zu] is -128, outside the int8 code range -127..127",
                                f->path, name, lo + i);
-    if (rc == 0 && e == FLAS_UPDATE_BF16)
-        for (size_t i = 0; i < n && rc == 0; i++)
-            if (!(fabsf(out[i]) <= 3.4028234663852886e38f))
+                break;
+            }
+    } else if (rc == 0) {
+        const uint16_t *c16 = codes;
+        for (size_t i = 0; i < n; i++)
+            bad |= (c16[i] & 0x7f80u) == 0x7f80u;
+        for (size_t i = 0; bad && i < n; i++)
+            if ((c16[i] & 0x7f80u) == 0x7f80u) {
                 rc = flas_fail(err, errlen, "%s: update/%s[%zu] is not a finite bf16 value", f->path, name, lo + i);
+                break;
+            }
+    }
 out:
     free(codes);
     free(scales);

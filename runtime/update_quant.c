@@ -106,14 +106,22 @@ void flas_update_decode(flas_update_enc e, int block, size_t first, const void *
                         float *out)
 {
     if (e == FLAS_UPDATE_INT8) {
+        /* block by block, so that the inner loop is a plain vectorisable multiply by one scale */
         const int8_t *qi = q;
-        const size_t b0 = first / (size_t)block;
-        for (size_t i = 0; i < n; i++)
-            out[i] = (float)qi[i] * scales[(first + i) / (size_t)block - b0];
+        const size_t B = (size_t)block, b0 = first / B;
+        for (size_t i = 0; i < n;) {
+            size_t b = (first + i) / B, end = (b + 1) * B - first;
+            end = end < n ? end : n;
+            const float sc = scales[b - b0];
+            for (; i < end; i++)
+                out[i] = (float)qi[i] * sc;
+        }
     } else if (e == FLAS_UPDATE_BF16) {
         const uint16_t *qb = q;
-        for (size_t i = 0; i < n; i++)
-            out[i] = flas_bf16_to_f32(qb[i]);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u = (uint32_t)qb[i] << 16; /* bf16 is the top half of a float32 */
+            memcpy(&out[i], &u, sizeof u);
+        }
     }
 }
 
