@@ -1,7 +1,10 @@
 /* flas-train's command line: defaults, flags (getopt_long), the model config they describe, and the
  * checks of a combination before any rank touches a file. */
 #include "flas/error.h"
+#include "flas/kv.h"
+#include "flas/staging.h"
 #include "flas/train.h"
+#include "train_internal.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -32,6 +35,8 @@ void flas_train_opts_init(flas_train_opts *o)
     o->bucket_mb = 25.0;
     o->margin = -1.0;
     o->log_every = 10;
+    o->update = FLAS_UPDATE_FULL;
+    o->update_block = FLAS_UPDATE_BLOCK_DEFAULT;
 }
 
 static int copy(char *dst, size_t len, const char *v, const char *flag, char *err, size_t errlen)
@@ -111,7 +116,7 @@ enum {
     O_MULTIPLE_OF, O_STEPS, O_TOKENS, O_BATCH, O_SEQ, O_ACCUM, O_LR, O_MIN_LR, O_WARMUP, O_DECAY_STEPS,
     O_SCHEDULE_OFFSET, O_WEIGHT_DECAY, O_CLIP, O_BETA1, O_BETA2, O_ADAM_EPS, O_TP, O_ZERO, O_THREADS,
     O_BUCKET_MB, O_TIME_BUDGET, O_MARGIN, O_CHECKPOINT_EVERY, O_LOG_EVERY, O_METRICS, O_PEAK, O_VALID_BATCHES,
-    O_JSON, O_INIT_FROM
+    O_JSON, O_INIT_FROM, O_UPDATE, O_UPDATE_BLOCK, O_RESIDUAL_DIR
 };
 
 static const struct option long_opts[] = {
@@ -143,7 +148,30 @@ static const struct option long_opts[] = {
     {"margin", required_argument, 0, O_MARGIN}, {"checkpoint-every", required_argument, 0, O_CHECKPOINT_EVERY},
     {"log-every", required_argument, 0, O_LOG_EVERY}, {"metrics", required_argument, 0, O_METRICS},
     {"peak-gflops", required_argument, 0, O_PEAK}, {"valid-batches", required_argument, 0, O_VALID_BATCHES},
-    {"json", no_argument, 0, O_JSON}, {"init-from", required_argument, 0, O_INIT_FROM}, {0, 0, 0, 0}};
+    {"json", no_argument, 0, O_JSON}, {"init-from", required_argument, 0, O_INIT_FROM},
+    {"update", required_argument, 0, O_UPDATE}, {"update-block", required_argument, 0, O_UPDATE_BLOCK},
+    {"residual-dir", required_argument, 0, O_RESIDUAL_DIR}, {0, 0, 0, 0}};
+
+int flas_train_parse_update(const char *v, flas_update_enc *e, const char *source, char *err, size_t errlen)
+{
+    if (flas_update_enc_parse(v, e))
+        return flas_fail(err, errlen, "%s: '%.80s' is not an update encoding (full, bf16, int8)", source, v);
+    return 0;
+}
+
+int flas_train_parse_update_block(const char *v, int *block, const char *source, char *err, size_t errlen)
+{
+    char why[256] = "";
+    long x = 0;
+    /* flas_update_block_check has the last word (flas/update.h), should its rule ever be more than
+     * the range. */
+    if (parse_long(v, FLAS_UPDATE_BLOCK_MIN, FLAS_UPDATE_BLOCK_MAX, &x, source, err, errlen))
+        return -1;
+    if (flas_update_block_check((int)x, why, sizeof why))
+        return flas_fail(err, errlen, "%s: %s", source, why);
+    *block = (int)x;
+    return 0;
+}
 
 /* One flag; flag is its name for messages. */
 static int apply(flas_train_opts *o, int c, const char *v, const char *flag, char *err, size_t errlen)
@@ -199,7 +227,7 @@ static int apply(flas_train_opts *o, int c, const char *v, const char *flag, cha
     case O_TIED: o->cfg_given |= FLAS_CFG_TIED; m->tied_embeddings = 1; return 0;
     case O_UNTIED: o->cfg_given |= FLAS_CFG_TIED; m->tied_embeddings = 0; return 0;
     case O_MULTIPLE_OF: return parse_int(v, 1, 1 << 16, &o->multiple_of, flag, err, errlen);
-    case O_STEPS: return parse_long(v, 1, 1L << 40, &o->steps, flag, err, errlen);
+    case O_STEPS: o->given |= FLAS_GIVEN_STEPS; return parse_long(v, 1, 1L << 40, &o->steps, flag, err, errlen);
     case O_TOKENS: return parse_count(v, &o->tokens, flag, err, errlen);
     case O_BATCH: return parse_int(v, 1, 1 << 20, &o->batch, flag, err, errlen);
     case O_SEQ: return parse_int(v, 1, 1 << 20, &o->seq, flag, err, errlen);
@@ -225,6 +253,13 @@ static int apply(flas_train_opts *o, int c, const char *v, const char *flag, cha
     case O_PEAK: return parse_double(v, 0.001, 1e9, &o->peak_gflops, flag, err, errlen);
     case O_VALID_BATCHES: return parse_long(v, 1, 1L << 40, &o->valid_batches, flag, err, errlen);
     case O_JSON: o->json = 1; return 0;
+    case O_UPDATE: o->given |= FLAS_GIVEN_UPDATE; return flas_train_parse_update(v, &o->update, flag, err, errlen);
+    case O_UPDATE_BLOCK:
+        o->given |= FLAS_GIVEN_UPDATE_BLOCK;
+        return flas_train_parse_update_block(v, &o->update_block, flag, err, errlen);
+    case O_RESIDUAL_DIR:
+        o->given |= FLAS_GIVEN_RESIDUAL_DIR;
+        return copy(o->residual_dir, sizeof o->residual_dir, v, flag, err, errlen);
     default: return flas_fail(err, errlen, "internal: unhandled option %d", c);
     }
 }
@@ -296,8 +331,15 @@ int flas_train_opts_check(flas_train_opts *o, char *err, size_t errlen)
         o->min_lr = o->lr * 0.1f;
     if (o->min_lr > o->lr)
         return flas_fail(err, errlen, "--min-lr %g is above --lr %g", (double)o->min_lr, (double)o->lr);
+    char upd[64]; /* where the encoding came from, for messages */
+    snprintf(upd, sizeof upd, (o->given & FLAS_GIVEN_UPDATE) ? "--update %s" : "FLAS_UPDATE=%s",
+             flas_update_enc_name(o->update));
     if (o->mode == FLAS_TRAIN_INIT) {
         flas_config c;
+        if (o->update != FLAS_UPDATE_FULL)
+            return flas_fail(err, errlen, "%s: %s writes a global model, and an update needs a base model to be the "
+                             "delta from; drop %s", upd, o->init_from[0] ? "--init-from" : "--init",
+                             (o->given & FLAS_GIVEN_UPDATE) ? "--update" : "FLAS_UPDATE from the environment");
         if (!o->output[0])
             return flas_fail(err, errlen, "--init needs --output FILE (the global model to write)");
         if (o->init_from[0]) {
@@ -325,8 +367,30 @@ int flas_train_opts_check(flas_train_opts *o, char *err, size_t errlen)
         return flas_fail(err, errlen, "no model to start from: set FLAS_GLOBAL_CHECKPOINT (a --federation job), or give --global FILE or --resume FILE");
     if (!o->steps && !o->tokens)
         return flas_fail(err, errlen, "say how much to train this round: --steps N and/or --tokens N");
+    snprintf(o->checkpoint, sizeof o->checkpoint, "%s", o->output);
+    if (o->update == FLAS_UPDATE_FULL)
+        return 0;
+    /* The delta is taken against the model the round started from; a --resume alone does not say
+     * which file that is (its base_sha256 names it but cannot find it). */
+    if (!o->global[0])
+        return flas_fail(err, errlen, "%s publishes the delta against the round's global model: give --global FILE "
+                         "or set FLAS_GLOBAL_CHECKPOINT (a --resume alone names no base)", upd);
+    const char *rsrc = (o->given & FLAS_GIVEN_RESIDUAL_DIR) ? "--residual-dir" : "FLAS_RESIDUAL_DIR";
+    if (!o->residual_dir[0])
+        return flas_fail(err, errlen, "%s needs --residual-dir DIR (or FLAS_RESIDUAL_DIR): the site's own directory "
+                         "for the error-feedback state carried from round to round", upd);
+    /* kv.c's path rule: one spelling per directory, so that two jobs naming it differently cannot keep
+     * two error-feedback histories, and nothing odd reaches a log or a command line. */
+    if (!flas_kv_path_valid(o->residual_dir))
+        return flas_fail(err, errlen, "%s '%.400s': must be an absolute path without '.', '..', '//' or a trailing '/'",
+                         rsrc, o->residual_dir);
+    if (flas_stage_full_sibling(o->checkpoint, sizeof o->checkpoint, o->output))
+        return flas_fail(err, errlen, "--output %.400s: too long to name the full checkpoint beside it", o->output);
     return 0;
 }
+
+#define STR_(x) #x
+#define STR(x) STR_(x) /* the value of a numeric macro as a string literal */
 
 void flas_train_usage(FILE *f)
 {
@@ -342,7 +406,16 @@ void flas_train_usage(FILE *f)
           "  --output FILE          local checkpoint to write (FLAS_OUTPUT_CHECKPOINT)\n"
           "  --output-dir DIR       where metrics.jsonl goes by default (FLAS_OUTPUT_DIR)\n"
           "  --round N --site NAME --federation NAME --job-id ID   (FLAS_ROUND, FLAS_SITE, ...)\n"
-          "  --resume FILE|auto     continue a local checkpoint of this round (auto: the output, if present)\n"
+          "  --resume FILE|auto     continue a local checkpoint of this round (auto: the output, if present;\n"
+          "                         with --update bf16/int8 its -full sibling)\n"
+          "Published update (the site's choice; FLAS_UPDATE, FLAS_UPDATE_BLOCK, FLAS_RESIDUAL_DIR):\n"
+          "  --update full|bf16|int8  full (default): --output is the local checkpoint; bf16/int8: --output is\n"
+          "                         the delta against --global, compressed, with error feedback; the full\n"
+          "                         checkpoint goes to its -full sibling (local.h5 -> local-full.h5)\n"
+          "  --update-block N (" STR(FLAS_UPDATE_BLOCK_DEFAULT) ")  int8: values per float32 scale, "
+          STR(FLAS_UPDATE_BLOCK_MIN) ".." STR(FLAS_UPDATE_BLOCK_MAX) "\n"
+          "  --residual-dir DIR     bf16/int8: the site's private error-feedback state (absolute path;\n"
+          "                         default in a federation job: ~/.local/state/flas/FED/SITE)\n"
           "Data:\n"
           "  --data DIR|FILE        training token shards (*.flastok)   --valid DIR|FILE   validation shards\n"
           "  --seed S (1234)        data order (and weights with --init)   --no-shuffle\n"

@@ -217,7 +217,7 @@ int train_write(trainer *t, const char *reason, char *err, size_t errlen)
     t->meta.step = t->step;
     t->meta.tokens_trained = t->tokens_trained;
     unsigned contents = FLAS_CKPT_OPTIMIZER | FLAS_CKPT_TRAIN_STATE | FLAS_CKPT_METRICS;
-    flas_ckpt_writer *w = flas_ckpt_create(t->o->output, &t->meta, contents, train_ckpt_comm(t->c), err, errlen);
+    flas_ckpt_writer *w = flas_ckpt_create(t->o->checkpoint, &t->meta, contents, train_ckpt_comm(t->c), err, errlen);
     if (!w)
         return -1;
     size_t lo = t->io_lo, hi = t->io_hi, base = t->opt_lo;
@@ -238,12 +238,19 @@ int train_write(trainer *t, const char *reason, char *err, size_t errlen)
         return -1;
     double secs = flas_train_now() - t0;
     MPI_Bcast(&secs, 1, MPI_DOUBLE, 0, t->c->world);
-    t->clock.ckpt_seconds = secs;
     double bytes = 3.0 * 4.0 * (double)tab->n_params_full;
     train_log_json(&t->log, "{\"event\":\"checkpoint\",\"step\":%ld,\"reason\":\"%s\",\"seconds\":%.4f,\"bytes\":%.0f}",
                    t->step, reason, secs, bytes);
     train_say(t->c, "flas-train: checkpoint step %ld (%s) -> %s: %.1f MB in %.2f s\n", t->step, reason,
-              t->o->output, bytes / 1e6, secs);
+              t->o->checkpoint, bytes / 1e6, secs);
+    /* Each committed checkpoint is followed by its update, so that --output always matches the newest
+     * checkpoint a resume would continue from. */
+    if (t->o->update != FLAS_UPDATE_FULL && train_publish_update(t, reason, err, errlen))
+        return -1;
+    /* The walltime reserve covers everything the end of a round writes. */
+    secs = flas_train_now() - t0;
+    MPI_Bcast(&secs, 1, MPI_DOUBLE, 0, t->c->world);
+    t->clock.ckpt_seconds = secs;
     return 0;
 }
 

@@ -56,6 +56,11 @@ typedef struct trainer {
     uint64_t resume_cursor[FLAS_CKPT_CURSOR_WORDS];
 } trainer;
 
+/* train_args.c: the --update values, shared with the FLAS_UPDATE* variables (train_env.c). source names
+ * the flag or variable in messages. 0, or -1 with err. */
+int flas_train_parse_update(const char *v, flas_update_enc *e, const char *source, char *err, size_t errlen);
+int flas_train_parse_update_block(const char *v, int *block, const char *source, char *err, size_t errlen);
+
 /* train_ckpt.c: checkpoint glue. */
 /* The communicator for checkpoint I/O: one rank uses HDF5's serial driver (measured faster than MPI-IO
  * alone, docs/performance.md), more ranks the collective parallel path. */
@@ -69,6 +74,19 @@ int train_load(trainer *t, const char *resume, const char *global_sha, char *err
 int train_write(trainer *t, const char *reason, char *err, size_t errlen);
 int train_init_global(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen);
 void train_free(trainer *t);
+
+/* train_update.c: --update bf16|int8. */
+/* Before training: the residual directory exists, is writable and is not the job's own directory
+ * (rank 0 looks; all agree). 0 when --update is full. */
+int train_residual_dir_ok(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen);
+/* DIR/residual-round-NNNNNN.h5 of round. 0, or -1 when it does not fit. */
+int train_residual_path(const flas_train_opts *o, long round, char *buf, size_t len);
+/* After a commit of o->checkpoint: rank 0 writes the update to o->output and this round's residual,
+ * the others wait; collective, the same result on every rank. reason goes into the log. */
+int train_publish_update(trainer *t, const char *reason, char *err, size_t errlen);
+
+/* train_main.c: removes what killed writers of path left on this host (rank 0 only). */
+void train_remove_stale_temps(const char *path, const flas_train_comm *c);
 
 /* train_eval.c */
 int train_evaluate(flas_model *m, flas_loader *valid, flas_train_comm *c, long max_batches, int32_t *tokens,

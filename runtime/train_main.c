@@ -74,8 +74,12 @@ static void init_clock(trainer *t, double start, double job_end)
     k->end = flas_train_deadline(start, job_end, t->o->time_budget);
     double span = k->end > 0 ? k->end - start : 0;
     k->margin = t->o->margin >= 0 ? t->o->margin : fmin(30.0, 0.05 * span);
-    /* Before the first write: 100 MB/s plus open/fsync/rename latency; replaced by each real write. */
+    /* Before the first write: 100 MB/s plus open/fsync/rename latency; replaced by each real write. An
+     * update reads the global and the checkpoint again and writes the update and the residual: about as
+     * many bytes once more. */
     k->ckpt_seconds = 3.0 * 4.0 * (double)t->model.table.n_params_full / 100e6 + 0.5;
+    if (t->o->update != FLAS_UPDATE_FULL)
+        k->ckpt_seconds *= 2;
 }
 
 static void rng_from_seed(uint64_t seed, uint64_t s[4])
@@ -107,7 +111,7 @@ static int process_alive(pid_t pid)
 
 /* Temporaries of the output left by killed writers on this host (".<name>.tmp-<host>-<pid>.<random>"
  * whose pid is gone) are garbage: remove them so that repeated kills cannot fill the disk. Rank 0 only. */
-static void remove_stale_temps(const char *output, const flas_train_comm *c)
+void train_remove_stale_temps(const char *output, const flas_train_comm *c)
 {
     char mine[FLAS_TRAIN_PATH_MAX + 128];
     if (c->rank != 0 || flas_ckpt_temp_path(output, mine, sizeof mine))
@@ -157,7 +161,8 @@ static int output_dir_ok(const char *output, flas_train_comm *c, char *err, size
     return flas_train_agree(c->world, ok, err, errlen);
 }
 
-/* resume "auto": the output checkpoint if it exists (a requeued or restarted job), else nothing. */
+/* resume "auto": the local checkpoint if it exists (a requeued or restarted job), else nothing. With
+ * --update that is the full checkpoint, never the update at --output. */
 static void resolve_resume(const flas_train_opts *o, const flas_train_comm *c, char *out, size_t len)
 {
     int exists = 0;
@@ -167,14 +172,16 @@ static void resolve_resume(const flas_train_opts *o, const flas_train_comm *c, c
     }
     struct stat st;
     if (c->rank == 0)
-        exists = stat(o->output, &st) == 0;
+        exists = stat(o->checkpoint, &st) == 0;
     MPI_Bcast(&exists, 1, MPI_INT, 0, c->world);
-    snprintf(out, len, "%s", exists ? o->output : "");
+    snprintf(out, len, "%s", exists ? o->checkpoint : "");
 }
 
 static int run_round(const flas_train_opts *o, flas_train_comm *c, double start, double job_end, char *err,
                      size_t errlen)
 {
+    if (!o->checkpoint[0]) /* derived by flas_train_opts_check, which every caller must run first */
+        return snprintf(err, errlen, "internal: no checkpoint path (flas_train_opts_check was not called)"), -1;
     trainer *t = calloc(1, sizeof *t);
     if (!t)
         return snprintf(err, errlen, "out of memory"), -1;
@@ -183,13 +190,15 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
     t->valid_loss = NAN;
     rng_from_seed(o->seed, t->rng_state);
     char resume[FLAS_TRAIN_PATH_MAX], sha[FLAS_SHA256_HEX] = "";
-    if (output_dir_ok(o->output, c, err, errlen))
+    if (output_dir_ok(o->output, c, err, errlen) || train_residual_dir_ok(o, c, err, errlen))
         return free(t), -1;
-    remove_stale_temps(o->output, c);
+    train_remove_stale_temps(o->output, c);
+    if (strcmp(o->checkpoint, o->output))
+        train_remove_stale_temps(o->checkpoint, c);
     resolve_resume(o, c, resume, sizeof resume);
     if (!resume[0] && !o->global[0]) {
         snprintf(err, errlen, "--resume auto: %.500s does not exist yet and no global model was given (--global or "
-                 "FLAS_GLOBAL_CHECKPOINT)", o->output);
+                 "FLAS_GLOBAL_CHECKPOINT)", o->checkpoint);
         return free(t), -1;
     }
     int rc = 0;
@@ -206,6 +215,9 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
         free(t);
         return -1;
     }
+    char residual[FLAS_TRAIN_PATH_MAX + 64];
+    if (o->update != FLAS_UPDATE_FULL && train_residual_path(o, (long)t->meta.round, residual, sizeof residual) == 0)
+        train_remove_stale_temps(residual, c);
     size_round(t);
     init_clock(t, start, job_end);
     double peak = o->peak_gflops > 0 ? o->peak_gflops : train_measure_peak();
@@ -241,11 +253,15 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
     t->log.last_time = flas_train_now();
     rc = train_round(t, err, errlen);
     if (rc == 0 && c->rank == 0) {
+        char published[FLAS_TRAIN_PATH_MAX + 64] = "";
+        if (o->update != FLAS_UPDATE_FULL)
+            snprintf(published, sizeof published, "; published update (%s) %s", flas_update_enc_name(o->update),
+                     o->output);
         printf("flas-train: done: round %lld site %s: %ld steps, %lld tokens trained (%s), loss %.4f, "
-               "validation loss %.4f, dp gradient reduction %.1f%% of step time; checkpoint %s\n",
+               "validation loss %.4f, dp gradient reduction %.1f%% of step time; checkpoint %s%s\n",
                (long long)t->meta.round, t->meta.site, t->step, (long long)t->tokens_trained, t->stop_reason,
                t->n_losses ? t->losses[(t->n_losses - 1) % TRAIN_LOSS_WINDOW] : NAN, t->valid_loss,
-               t->train_seconds > 0 ? 100.0 * c->reduce_seconds / t->train_seconds : 0.0, o->output);
+               t->train_seconds > 0 ? 100.0 * c->reduce_seconds / t->train_seconds : 0.0, o->checkpoint, published);
         fflush(stdout);
     }
     train_log_json(&t->log,

@@ -63,8 +63,13 @@ int flas_update_encode_file(const char *base, const char *target, const char *re
         return flas_fail(err, errlen, "an update is encoded as bf16 or int8 (got %s)", flas_update_enc_name(o->enc));
     if (o->enc == FLAS_UPDATE_INT8 && flas_update_block_check(block, err, errlen))
         return -1;
-    if (flas_sha256_file(base, rep->base_sha256, NULL, why, sizeof why))
+    if (o->base_sha256) {
+        if (!flas_sha256_is_hex(o->base_sha256))
+            return flas_fail(err, errlen, "base sha256 '%.80s' is not 64 lowercase hex digits", o->base_sha256);
+        snprintf(rep->base_sha256, sizeof rep->base_sha256, "%s", o->base_sha256);
+    } else if (flas_sha256_file(base, rep->base_sha256, NULL, why, sizeof why)) {
         return flas_fail(err, errlen, "base model: %s", why);
+    }
 
     flas_ckpt_reader *rb = NULL, *rt = NULL, *rr = NULL;
     flas_ckpt_writer *wu = NULL, *wr = NULL;

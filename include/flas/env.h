@@ -15,10 +15,23 @@
 #define FLAS_ENV_OUTPUT_CHECKPOINT "FLAS_OUTPUT_CHECKPOINT" /* where the local checkpoint goes */
 #define FLAS_ENV_ERROR "FLAS_ERROR"                         /* why the prolog refused (the job must stop) */
 
-/* Every name above, for code that sets or clears them all. */
+/* Set by the coordinator, not the plugin (sbatch --export=ALL,FLAS_STEPS=N, speed-aware rounds): the
+ * steps this round's job trains when its command line gives no --steps. Deliberately not in
+ * FLAS_ENV_ALL: the plugin clears those in every step, and this one must reach flas-train. */
+#define FLAS_ENV_STEPS "FLAS_STEPS"
+
+/* Every name the plugin sets (FLAS_STEPS above is not one), for code that sets or clears them all. */
 #define FLAS_ENV_ALL                                                                                      \
     {FLAS_ENV_FEDERATION, FLAS_ENV_SITE, FLAS_ENV_STAGE_DIR, FLAS_ENV_JOB_ID, FLAS_ENV_ROUND,              \
      FLAS_ENV_GLOBAL_CHECKPOINT, FLAS_ENV_GLOBAL_SHA256, FLAS_ENV_OUTPUT_DIR, FLAS_ENV_OUTPUT_CHECKPOINT, \
      FLAS_ENV_ERROR}
+
+/* Settings a site or user exports for flas-train (a batch script, a module file), never set by the
+ * plugin. Deliberately NOT in FLAS_ENV_ALL: the plugin unsets every name of that list in each step
+ * (drop_inherited in spank/flas_spank.c) and leaves any other FLAS_* variable alone, so these reach the
+ * job's tasks the way the submitting shell exported them. */
+#define FLAS_ENV_UPDATE "FLAS_UPDATE"             /* what flas-train publishes: full, bf16 or int8 (--update) */
+#define FLAS_ENV_UPDATE_BLOCK "FLAS_UPDATE_BLOCK" /* the int8 block (--update-block) */
+#define FLAS_ENV_RESIDUAL_DIR "FLAS_RESIDUAL_DIR" /* the site's error-feedback state (--residual-dir) */
 
 #endif

@@ -9,7 +9,8 @@
  *
  * Modules (runtime/): train_args.c (flags), train_env.c (FLAS_* variables, sha256 check),
  * train_comm.c (communicators, allreduces, ZeRO-1 slices), train_clock.c (walltime, signals),
- * train_ckpt.c (checkpoint glue), train_loop.c (the round), train_eval.c (validation, --eval),
+ * train_ckpt.c (checkpoint glue), train_update.c (--update: the published delta and
+ * its error feedback), train_loop.c (the round), train_eval.c (validation, --eval),
  * train_log.c (progress line, JSON-lines metrics). tools/flas-train.c is the thin main. */
 #ifndef FLAS_TRAIN_H
 #define FLAS_TRAIN_H
@@ -64,6 +65,17 @@ typedef struct flas_train_opts {
     char data[FLAS_TRAIN_PATH_MAX];       /* training shards: a *.flastok file or a directory of them */
     char valid[FLAS_TRAIN_PATH_MAX];      /* validation shards */
     char metrics[FLAS_TRAIN_PATH_MAX];    /* JSON-lines metrics file ("" = FLAS_OUTPUT_DIR/metrics.jsonl) */
+    /* What the round publishes at `output` (flas/update.h): FLAS_UPDATE_FULL, the local checkpoint
+     * itself; bf16/int8, the delta against `global` with error feedback, the checkpoint going to
+     * `checkpoint` instead. */
+    flas_update_enc update;
+    int update_block;                     /* int8 block (FLAS_UPDATE_BLOCK_DEFAULT) */
+    char residual_dir[FLAS_TRAIN_PATH_MAX]; /* the site's error-feedback state (bf16/int8) */
+    int residual_dir_default;             /* 1: residual_dir is the default ($XDG_STATE_HOME or
+                                             ~/.local/state, then flas/<federation>/<site>), created
+                                             0700 on first use */
+    char checkpoint[FLAS_TRAIN_PATH_MAX]; /* derived by flas_train_opts_check: where the full local
+                                             checkpoint goes (output, or its "-full" sibling) */
     /* Model shape: required for --init; when training, checked against the checkpoint's. */
     char preset[32];
     flas_config cfg;
@@ -101,17 +113,21 @@ typedef struct flas_train_opts {
 enum {
     FLAS_GIVEN_FEDERATION = 1 << 0, FLAS_GIVEN_SITE = 1 << 1, FLAS_GIVEN_ROUND = 1 << 2,
     FLAS_GIVEN_GLOBAL = 1 << 3, FLAS_GIVEN_GLOBAL_SHA = 1 << 4, FLAS_GIVEN_OUTPUT = 1 << 5,
-    FLAS_GIVEN_OUTPUT_DIR = 1 << 6, FLAS_GIVEN_JOB_ID = 1 << 7
+    FLAS_GIVEN_OUTPUT_DIR = 1 << 6, FLAS_GIVEN_JOB_ID = 1 << 7, FLAS_GIVEN_UPDATE = 1 << 8,
+    FLAS_GIVEN_UPDATE_BLOCK = 1 << 9, FLAS_GIVEN_RESIDUAL_DIR = 1 << 10, FLAS_GIVEN_STEPS = 1 << 11
 };
 
 void flas_train_opts_init(flas_train_opts *o);
 /* Fills the round's context from FLAS_FEDERATION, FLAS_SITE, FLAS_ROUND, FLAS_GLOBAL_CHECKPOINT,
- * FLAS_GLOBAL_SHA256, FLAS_OUTPUT_CHECKPOINT, FLAS_OUTPUT_DIR, FLAS_JOB_ID and FLAS_ERROR, except the
- * fields already given by flags. 0, or -1 with a one-line reason (a malformed value) in err. */
+ * FLAS_GLOBAL_SHA256, FLAS_OUTPUT_CHECKPOINT, FLAS_OUTPUT_DIR, FLAS_JOB_ID and FLAS_ERROR, and the
+ * site's FLAS_UPDATE, FLAS_UPDATE_BLOCK and FLAS_RESIDUAL_DIR, and the coordinator's FLAS_STEPS (speed-
+ * aware rounds: the steps when no --steps is given), except the fields already given by
+ * flags. 0, or -1 with a one-line reason (a malformed value) in err. */
 int flas_train_opts_from_env(flas_train_opts *o, char *err, size_t errlen);
 /* Parses argv (getopt_long). 0, or -1 with a one-line reason naming the flag in err. */
 int flas_train_parse_args(flas_train_opts *o, int argc, char **argv, char *err, size_t errlen);
-/* Checks that the options make sense for the mode and fills derived defaults. 0 or -1 with err. */
+/* Checks that the options make sense for the mode and fills derived defaults (min_lr, checkpoint). Looks
+ * at no file: every rank runs it before MPI starts and must reach the same verdict. 0 or -1 with err. */
 int flas_train_opts_check(flas_train_opts *o, char *err, size_t errlen);
 /* The model config the flags describe (preset, then single fields; LLaMA-2 defaults for the rest, the
  * FFN width from --dim unless --hidden). 0 or -1 with err. */
@@ -123,7 +139,8 @@ void flas_train_usage(FILE *f);
 /* The whole program after option parsing, collective over world: the mode's work, messages on rank 0
  * (stdout: progress and results; stderr: "flas-train: error: ..."). job_end_unix: when the Slurm job
  * ends (0: unknown), from libslurm or SLURM_JOB_END_TIME (the tool finds it). Returns the exit code:
- * 0 done (also after a walltime or signal stop with its checkpoint written), 1 error or refusal. */
+ * 0 done (also after a walltime or signal stop with its checkpoint written), 1 error or refusal.
+ * (A usage error, found before this is called, is the tool's exit code 2.) */
 int flas_train_main(const flas_train_opts *o, MPI_Comm world, double job_end_unix);
 
 /* ---- walltime and signals (train_clock.c) ------------------------------------------------------- */

@@ -71,6 +71,9 @@ typedef struct flas_update_opts {
      * NULL: not checked). A different result is never left at output: -2 is returned, and the caller
      * fetches the whole model instead (another FLaS or HDF5 version writes other bytes). */
     const char *expect_sha256;
+    /* encode: sha256(base) when the caller already knows it (a staged global verified by the plugin);
+     * NULL: base is hashed here, which for a large model takes a while on every call */
+    const char *base_sha256;
 } flas_update_opts;
 
 typedef struct flas_update_report {
@@ -87,8 +90,10 @@ typedef struct flas_update_report {
  * (NULL: dropped; a checkpoint with the residual as params, role and site of target). base must be the
  * model target was trained from (sha256(base) == target's base_sha256) unless target is a global model
  * (then the update names sha256(base) and the caller vouches for it). The update carries target's
- * round, site, step, tokens_trained and metrics. Streams chunk by chunk. 0, or -1 with err (no file
- * is left at update_out or residual_out that was not there before). report may be NULL. */
+ * round, site, step, tokens_trained and metrics. Streams chunk by chunk. 0, or -1 with err. Each file
+ * is written atomically, the residual first: if the update then fails, the new residual stays (a
+ * caller that names residuals by round never reads it in a retry of that round), and nothing is left
+ * at update_out that was not there before. report may be NULL. */
 int flas_update_encode_file(const char *base, const char *target, const char *residual_in, const char *update_out,
                             const char *residual_out, const flas_update_opts *o, flas_update_report *report,
                             char *err, size_t errlen);

@@ -59,6 +59,7 @@ int main(int argc, char **argv)
     if (bad) {
         if (rank == 0)
             fprintf(stderr, "flas-train: error: %s\n", err);
+        rc = 2; /* a usage error, as flas-convert, flas-prepare and flas-stage report one */
     } else {
         double end = 0;
         const char *source = NULL;

@@ -1,6 +1,7 @@
 /* Unit tests of flas-train's library pieces that need no MPI: flags, the FLAS_* environment and which
  * wins, option checks, the walltime arithmetic, signals, ZeRO-1 slices, and AdamW over slice tables
- * being bit-identical to AdamW over the whole buffer. */
+ * being bit-identical to AdamW over the whole buffer; the --update options and the names of the full
+ * checkpoint and residual files. */
 #include <check.h>
 #include <math.h>
 #include <signal.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 
 #include "flas/optim.h"
+#include "flas/staging.h"
 #include "flas/train.h"
 
 static char err[1024];
@@ -27,7 +29,8 @@ static int parse(flas_train_opts *o, const char *line)
 static void clear_env(void)
 {
     const char *vars[] = {"FLAS_FEDERATION", "FLAS_SITE", "FLAS_ROUND", "FLAS_GLOBAL_CHECKPOINT", "FLAS_GLOBAL_SHA256",
-                          "FLAS_OUTPUT_CHECKPOINT", "FLAS_OUTPUT_DIR", "FLAS_JOB_ID", "FLAS_ERROR", "SLURM_JOB_END_TIME"};
+                          "FLAS_OUTPUT_CHECKPOINT", "FLAS_OUTPUT_DIR", "FLAS_JOB_ID", "FLAS_ERROR", "SLURM_JOB_END_TIME",
+                          "FLAS_UPDATE", "FLAS_UPDATE_BLOCK", "FLAS_RESIDUAL_DIR"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         unsetenv(vars[i]);
 }
@@ -277,6 +280,141 @@ START_TEST(adamw_on_slices)
 }
 END_TEST
 
+/* --update and its companions: flags, variables, which wins, and what the checks derive and refuse. */
+START_TEST(update_options)
+{
+    clear_env();
+    flas_train_opts o;
+    const char *run = "--data d --global /g/round-000003.h5 --output /stage/jobs/7/local.h5 --steps 2";
+    char line[512];
+    ck_assert_int_eq(parse(&o, run), 0);
+    ck_assert_int_eq(o.update, FLAS_UPDATE_FULL);
+    ck_assert_int_eq(o.update_block, FLAS_UPDATE_BLOCK_DEFAULT);
+    ck_assert_int_eq(flas_train_opts_check(&o, err, sizeof err), 0);
+    ck_assert_str_eq(o.checkpoint, o.output); /* full: the checkpoint is what is published */
+    snprintf(line, sizeof line, "%s --update int8 --update-block 64 --residual-dir /site/res", run);
+    ck_assert_int_eq(parse(&o, line), 0);
+    ck_assert_int_eq(o.update, FLAS_UPDATE_INT8);
+    ck_assert_int_eq(o.update_block, 64);
+    ck_assert_int_eq(flas_train_opts_check(&o, err, sizeof err), 0);
+    ck_assert_str_eq(o.checkpoint, "/stage/jobs/7/" FLAS_STAGE_LOCAL_FULL_CHECKPOINT);
+    /* The site's variables apply when no flag is given; flags win. */
+    setenv("FLAS_UPDATE", "bf16", 1);
+    setenv("FLAS_UPDATE_BLOCK", "256", 1);
+    setenv("FLAS_RESIDUAL_DIR", "/site/env-res", 1);
+    ck_assert_int_eq(parse(&o, run), 0);
+    ck_assert_int_eq(flas_train_opts_from_env(&o, err, sizeof err), 0);
+    ck_assert_int_eq(o.update, FLAS_UPDATE_BF16);
+    ck_assert_int_eq(o.update_block, 256);
+    ck_assert_str_eq(o.residual_dir, "/site/env-res");
+    snprintf(line, sizeof line, "%s --update full --update-block 128 --residual-dir /site/flag-res", run);
+    ck_assert_int_eq(parse(&o, line), 0);
+    ck_assert_int_eq(flas_train_opts_from_env(&o, err, sizeof err), 0);
+    ck_assert_int_eq(o.update, FLAS_UPDATE_FULL);
+    ck_assert_int_eq(o.update_block, 128);
+    ck_assert_str_eq(o.residual_dir, "/site/flag-res");
+    /* A malformed variable is refused by name, never replaced by the default. */
+    setenv("FLAS_UPDATE", "int4", 1);
+    ck_assert_int_eq(parse(&o, run), 0);
+    ck_assert_int_eq(flas_train_opts_from_env(&o, err, sizeof err), -1);
+    ck_assert(strstr(err, "FLAS_UPDATE") && strstr(err, "int4"));
+    setenv("FLAS_UPDATE", "int8", 1);
+    setenv("FLAS_UPDATE_BLOCK", "63", 1);
+    ck_assert_int_eq(flas_train_opts_from_env(&o, err, sizeof err), -1);
+    ck_assert(strstr(err, "FLAS_UPDATE_BLOCK") && strstr(err, "63"));
+    clear_env();
+    const struct { const char *line, *word; } bad_flags[] = {
+        {"--update zstd", "zstd"}, {"--update INT8", "INT8"}, {"--update-block 63", "--update-block"},
+        {"--update-block 257", "--update-block"}, {"--update-block 1e2", "--update-block"}};
+    for (size_t i = 0; i < sizeof bad_flags / sizeof bad_flags[0]; i++) {
+        ck_assert_msg(parse(&o, bad_flags[i].line) == -1, "accepted: %s", bad_flags[i].line);
+        ck_assert_msg(strstr(err, bad_flags[i].word), "'%s': '%s'", bad_flags[i].line, err);
+    }
+    const struct { const char *line, *word; } bad[] = {
+        {"--data d --resume l.h5 --output o.h5 --steps 2 --update int8 --residual-dir /r", "--global"},
+        {"--data d --global g --output o.h5 --steps 2 --update bf16", "--residual-dir"},
+        {"--data d --global g --output o.h5 --steps 2 --update int8 --residual-dir r", "absolute"},
+        {"--data d --global g --output o.h5 --steps 2 --update int8 --residual-dir /r/", "absolute"},
+        {"--data d --global g --output o.h5 --steps 2 --update int8 --residual-dir /a//b", "absolute"},
+        {"--data d --global g --output o.h5 --steps 2 --update int8 --residual-dir /a/./b", "absolute"},
+        {"--init-from m.gguf --output g.h5 --update int8", "--init-from"},
+        {"--init --model stories260K --output g.h5 --update bf16", "--init"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(parse(&o, bad[i].line), 0);
+        ck_assert_msg(flas_train_opts_check(&o, err, sizeof err) == -1, "accepted: %s", bad[i].line);
+        ck_assert_msg(strstr(err, bad[i].word) != NULL, "'%s': message '%s' lacks '%s'", bad[i].line, err, bad[i].word);
+    }
+    /* --eval writes nothing: a site-wide FLAS_UPDATE does not stop it. */
+    ck_assert_int_eq(parse(&o, "--eval x.h5 --valid v --update int8"), 0);
+    ck_assert_int_eq(flas_train_opts_check(&o, err, sizeof err), 0);
+}
+END_TEST
+
+/* The names of the full checkpoint and of the residual files (runtime/common/staging.c). */
+START_TEST(update_names)
+{
+    char b[256];
+    ck_assert_int_eq(flas_stage_full_sibling(b, sizeof b, "/s/jobs/7/" FLAS_STAGE_LOCAL_CHECKPOINT), 0);
+    ck_assert_str_eq(b, "/s/jobs/7/" FLAS_STAGE_LOCAL_FULL_CHECKPOINT);
+    ck_assert_int_eq(flas_stage_full_sibling(b, sizeof b, "out.v2.h5"), 0);
+    ck_assert_str_eq(b, "out.v2-full.h5");
+    ck_assert_int_eq(flas_stage_full_sibling(b, sizeof b, "/a.b/local"), 0); /* a dot in a directory is no extension */
+    ck_assert_str_eq(b, "/a.b/local-full");
+    ck_assert_int_eq(flas_stage_full_sibling(b, sizeof b, "/d/.hidden"), 0);
+    ck_assert_str_eq(b, "/d/.hidden-full");
+    ck_assert_int_eq(flas_stage_full_sibling(b, 10, "/d/local.h5"), -1);
+    ck_assert_int_eq(flas_stage_residual_name(b, sizeof b, 3), 0);
+    ck_assert_str_eq(b, "residual-round-000003.h5");
+    ck_assert_int_eq(flas_stage_residual_name(b, sizeof b, 1000000), -1);
+    ck_assert_int_eq(flas_stage_residual_name(b, 24, 3), -1); /* no room for the NUL */
+    ck_assert_int_eq(flas_stage_parse_residual_name("residual-round-000003.h5"), 3);
+    ck_assert_int_eq(flas_stage_parse_residual_name("residual-round-999999.h5"), 999999);
+    const char *other[] = {"residual-round-3.h5", "residual-round-0000003.h5", "residual-round-00000a.h5",
+                           "residual-round-000003.h5.tmp", ".residual-round-000003.h5", "round-000003.h5",
+                           "residual-round-000003.H5", "residual-round--00003.h5", ""};
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
+        ck_assert_msg(flas_stage_parse_residual_name(other[i]) == -1, "'%s' taken for a residual", other[i]);
+}
+END_TEST
+
+/* FLAS_STEPS (the coordinator's speed-aware share): the steps when no --steps is given; --steps wins;
+ * anything but a whole number in --steps' range is refused. */
+START_TEST(steps_from_env)
+{
+    clear_env();
+    unsetenv("FLAS_STEPS");
+    flas_train_opts o;
+    const char *base = "--data d --global /g/round-000003.h5 --output /o.h5";
+    char line[512];
+    ck_assert_int_eq(parse(&o, base), 0);
+    ck_assert_int_eq(flas_train_opts_from_env(&o, err, sizeof err), 0);
+    ck_assert_int_eq(flas_train_opts_check(&o, err, sizeof err), -1); /* no amount at all */
+    setenv("FLAS_STEPS", "1234", 1);
+    ck_assert_int_eq(parse(&o, base), 0);
+    ck_assert_int_eq(flas_train_opts_from_env(&o, err, sizeof err), 0);
+    ck_assert_int_eq(o.steps, 1234);
+    ck_assert_int_eq(flas_train_opts_check(&o, err, sizeof err), 0);
+    snprintf(line, sizeof line, "%s --steps 7", base);
+    ck_assert_int_eq(parse(&o, line), 0);
+    ck_assert_int_eq(flas_train_opts_from_env(&o, err, sizeof err), 0);
+    ck_assert_int_eq(o.steps, 7); /* the flag wins */
+    static const char *const bad[] = {"0", "-5", "+5", "12x", " 12", "1e3", "0x10", "1099511627777",
+                                      "99999999999999999999999", "012"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv("FLAS_STEPS", bad[i], 1);
+        ck_assert_int_eq(parse(&o, base), 0);
+        err[0] = '\0';
+        ck_assert_msg(flas_train_opts_from_env(&o, err, sizeof err) == -1, "FLAS_STEPS=%s accepted", bad[i]);
+        ck_assert_msg(strstr(err, "FLAS_STEPS") != NULL, "%s", err);
+    }
+    setenv("FLAS_STEPS", "1099511627776", 1); /* 2^40: the largest */
+    ck_assert_int_eq(parse(&o, base), 0);
+    ck_assert_int_eq(flas_train_opts_from_env(&o, err, sizeof err), 0);
+    ck_assert_int_eq(o.steps, 1L << 40);
+    unsetenv("FLAS_STEPS");
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("train");
@@ -290,6 +428,9 @@ int main(void)
     tcase_add_test(tc, signals);
     tcase_add_test(tc, slices);
     tcase_add_test(tc, adamw_on_slices);
+    tcase_add_test(tc, update_options);
+    tcase_add_test(tc, update_names);
+    tcase_add_test(tc, steps_from_env);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
