@@ -48,6 +48,19 @@ static int parse_args(const char *v, void *rec, char *why, size_t whylen)
     return 0;
 }
 
+/* DropSlowSites=yes|no */
+static int parse_drop_slow(const char *v, void *rec, char *why, size_t whylen)
+{
+    int *d = &((flas_coord_conf *)rec)->drop_slow_sites;
+    if (!strcmp(v, "yes"))
+        *d = 1;
+    else if (!strcmp(v, "no"))
+        *d = 0;
+    else
+        return flas_fail(why, whylen, "expected yes or no");
+    return 0;
+}
+
 #define FED(k, t, f, l, h) {.key = k, .type = t, .offset = offsetof(flas_coord_conf, f), \
                             .size = sizeof(((flas_coord_conf *)0)->f), .lo = l, .hi = h}
 #define SITE(k, t, f, l, h) {.key = k, .type = t, .offset = offsetof(flas_coord_site, f), \
@@ -75,6 +88,10 @@ static const flas_kv_key fed_keys[] = {
     FED("PollMax", FLAS_KV_INT, poll_max_s, 1, 3600),
     FED("MaxCheckpointBytes", FLAS_KV_INT, max_checkpoint_bytes, 1, 0),
     FED("CommandTimeout", FLAS_KV_INT, command_timeout_s, FLAS_COORD_MIN_COMMAND_S, 86400),
+    FED("RoundBudget", FLAS_KV_INT, round_budget_s, 0, 30L * 86400),
+    FED("MinSteps", FLAS_KV_INT, min_steps, 0, 1LL << 40),
+    CUSTOM("DropSlowSites", parse_drop_slow),
+    FED("FirstSteps", FLAS_KV_INT, first_steps, 1, 1LL << 40),
 };
 
 static const flas_kv_key site_keys[] = {
@@ -177,6 +194,14 @@ static int finish(const char *path, flas_coord_conf *c, char *err, size_t errlen
             return flas_fail(err, errlen, "%s: Sync=reservation needs Reservation=NAME (at most one %%d, for the "
                              "round, and no other %%)", path);
     }
+    /* The speed-aware keys mean nothing without a budget: refused rather than silently ignored. */
+    if (!c->round_budget_s && (c->min_steps || c->drop_slow_sites || c->first_steps))
+        return flas_fail(err, errlen, "%s: MinSteps=, DropSlowSites= and FirstSteps= need RoundBudget=", path);
+    if (c->drop_slow_sites && !c->min_steps)
+        return flas_fail(err, errlen, "%s: DropSlowSites=yes needs MinSteps= (what makes a site slow)", path);
+    if (c->round_budget_s && c->round_budget_s >= c->deadline_s)
+        return flas_fail(err, errlen, "%s: RoundBudget=%d must be shorter than RoundDeadline=%d", path,
+                         c->round_budget_s, c->deadline_s);
     if (c->poll_max_s < c->poll_min_s)
         c->poll_max_s = c->poll_min_s;
     for (int i = 0; i < c->n_sites; i++) {

@@ -22,6 +22,10 @@ typedef struct coord {
 /* Records a message about site i in its journal note (and prints it). */
 void coord_note(coord *k, int i, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* rounds.png from rounds.tsv (a failure is a warning), and rounds.tsv as tables for `status`. */
+void coord_plot_rounds(const flas_coord_conf *c);
+void coord_print_history(const flas_coord_conf *c, FILE *out);
+
 flas_ssh *coord_ssh(coord *k, int i);
 void coord_ssh_lost(coord *k, int i);
 int coord_stage_global(coord *k, int i);
@@ -30,6 +34,7 @@ long coord_submit(coord *k, int i);                   /* job id, or -1 */
 long coord_find_job(coord *k, int i, int attempt);    /* id of the job with this attempt's name, 0 none, -1 error */
 int coord_job_state(coord *k, int i, long job, char *state, size_t len);
 int coord_cancel(coord *k, int i, long job);
+int coord_job_times(coord *k, int i, long job);       /* submit/start/end into the journal; -1: unknown */
 int coord_read_manifest(coord *k, int i, long job, char *remote, size_t rlen, int64_t *size, char *sha);
 int coord_fetch(coord *k, int i, const char *remote, int64_t size, const char *sha);
 

@@ -78,15 +78,68 @@ static int mkdir_p(const char *dir)
     return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
 }
 
+static double now_real(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+int flas_coord_budget_steps(const flas_coord_conf *c, const double *rate, long *steps, int *slow)
+{
+    int n_slow = 0;
+    for (int i = 0; i < c->n_sites; i++) {
+        steps[i] = 0;
+        slow[i] = 0;
+        if (c->round_budget_s <= 0)
+            continue; /* off: every site trains what its script says */
+        if (!(rate[i] > 0) || !isfinite(rate[i])) {
+            steps[i] = (long)c->first_steps; /* not measured yet */
+            continue;
+        }
+        /* the steps that take the budget at this site's rate; every site then ends about together */
+        double x = floor((double)c->round_budget_s * rate[i]);
+        steps[i] = x < 1 ? 1 : x > (double)(1L << 40) ? 1L << 40 : (long)x;
+        if (c->min_steps > 0 && x < (double)c->min_steps) {
+            slow[i] = 1;
+            n_slow++;
+        }
+    }
+    return n_slow;
+}
+
+/* A new round's sites: everything of the last round forgotten but each site's measured rate, from which
+ * the round's steps per site follow (speed-aware rounds). */
 static void reset_sites(coord *k)
 {
+    double rate[FLAS_COORD_MAX_SITES];
+    long steps[FLAS_COORD_MAX_SITES];
+    int slow[FLAS_COORD_MAX_SITES];
     for (int i = 0; i < k->j.n_sites; i++) {
+        rate[i] = k->j.site[i].rate;
         memset(&k->j.site[i], 0, sizeof k->j.site[i]);
         k->j.site[i].state = FLAS_SITE_PENDING;
+        k->j.site[i].rate = rate[i];
     }
     k->j.begin_unix = 0;
-    k->j.round_started_unix = time(NULL);
+    k->j.round_started = now_real();
+    k->j.round_started_unix = (int64_t)k->j.round_started;
     memset(&k->stats, 0, sizeof k->stats);
+    flas_coord_budget_steps(k->c, rate, steps, slow);
+    for (int i = 0; i < k->j.n_sites; i++) {
+        k->j.site[i].steps_assigned = steps[i];
+        if (!slow[i])
+            continue;
+        if (k->c->drop_slow_sites) {
+            /* it stays out while its rate (the last one measured) stays under MinSteps= in the budget */
+            k->j.site[i].state = FLAS_SITE_DROPPED;
+            coord_note(k, i, "dropped this round: too slow, %.3g steps/s reaches %ld of MinSteps=%lld in "
+                       "RoundBudget=%d s", rate[i], steps[i], (long long)k->c->min_steps, k->c->round_budget_s);
+        } else {
+            coord_note(k, i, "slow: %.3g steps/s reaches %ld of MinSteps=%lld in RoundBudget=%d s", rate[i],
+                       steps[i], (long long)k->c->min_steps, k->c->round_budget_s);
+        }
+    }
 }
 
 /* A new journal: round 0 starts from InitialGlobal, copied into WorkDir so the run is self-contained. */
@@ -182,6 +235,37 @@ static int is_state(const char *s, const char *const *list)
     return 0;
 }
 
+/* The figures of a fetched local checkpoint for the accounting and the next round's rate: its training
+ * seconds (/metrics), steps and tokens (meta). The file is the site's, not yet validated by the
+ * aggregator: the reader's gate applies, and values out of range count as unknown (0). */
+static void local_figures(coord *k, int i)
+{
+    char path[FLAS_CONF_PATH_MAX + 128], err[512];
+    flas_journal_site *s = &k->j.site[i];
+    s->train_seconds = 0;
+    s->steps = s->tokens = 0;
+    flas_coord_local_path(k->c, k->j.round, k->c->site[i].name, path, sizeof path);
+    flas_ckpt_reader *r = flas_ckpt_open(path, MPI_COMM_NULL, err, sizeof err);
+    if (!r) {
+        fprintf(stderr, "flas-coordinator: round %ld: %s: no training figures: %s\n", k->j.round, k->c->site[i].name,
+                err);
+        return;
+    }
+    const flas_ckpt_meta *m = flas_ckpt_meta_of(r);
+    flas_ckpt_metrics mt;
+    if (m->step >= 0 && m->step <= (1LL << 40))
+        s->steps = m->step;
+    if (m->tokens_trained >= 0)
+        s->tokens = m->tokens_trained;
+    if (flas_ckpt_get_metrics(r, &mt, err, sizeof err) == 0 && isfinite(mt.train_seconds) && mt.train_seconds > 0 &&
+        mt.train_seconds < 1e9)
+        s->train_seconds = mt.train_seconds;
+    else
+        fprintf(stderr, "flas-coordinator: round %ld: %s: the checkpoint has no training seconds\n", k->j.round,
+                k->c->site[i].name);
+    flas_ckpt_close(r);
+}
+
 /* One polling pass of the training phase; returns 1 if anything changed. */
 static int step_training(coord *k)
 {
@@ -241,7 +325,10 @@ static int step_training(coord *k)
             save(k, "job-state");
         }
         if (is_state(state, fetch) || !strcmp(state, "UNKNOWN")) {
-            /* UNKNOWN: purged from the controller already; its manifest tells what happened */
+            /* UNKNOWN: purged from the controller already; its manifest tells what happened (and its
+             * times are lost: the accounting shows them unknown) */
+            if (strcmp(state, "UNKNOWN"))
+                coord_job_times(k, i, s->job);
             s->state = FLAS_SITE_FINISHED;
             save(k, "finished");
         } else if (is_state(state, retry)) {
@@ -272,6 +359,7 @@ static int step_training(coord *k)
         if (m == 0 && coord_fetch(k, i, remote, size, sha) == 0) {
             s->state = FLAS_SITE_FETCHED;
             s->note[0] = '\0';
+            local_figures(k, i);
             changed = 1;
             save(k, "fetched");
         } else if (m > 0 || m == -2) {
@@ -321,6 +409,13 @@ static void short_reason(const char *reason, const char *path, char *buf, size_t
     if (*reason && o >= 3)
         memcpy(buf + o - 3, "...", 3);
     buf[o] = '\0';
+}
+
+/* Round start to now (the new global just written). A journal of an older coordinator has whole seconds. */
+static double round_critical(const coord *k)
+{
+    double t0 = k->j.round_started > 0 ? k->j.round_started : (double)k->j.round_started_unix;
+    return now_real() - t0;
 }
 
 static int aggregate(coord *k, char *err, size_t errlen)
@@ -374,15 +469,22 @@ static int aggregate(coord *k, char *err, size_t errlen)
                 if (!in->used)
                     short_reason(in->reason[0] ? in->reason : "no reason given", inputs[r], why, sizeof why);
                 r++;
-                printf(" %s job %ld %s loss %.3f valid %.3f, %lld tokens weight %.3f fetch %.2fs%s%s%s;",
-                       c->site[i].name, s->job, s->job_state, train, valid, (long long)in->tokens, in->weight,
-                       s->seconds_fetch, in->used ? "" : " (refused by the aggregator: ", why, in->used ? "" : ")");
+                char queue[24] = "?";
+                if (s->submit_unix > 0 && s->start_unix >= s->submit_unix)
+                    snprintf(queue, sizeof queue, "%llds", (long long)(s->start_unix - s->submit_unix));
+                printf(" %s job %ld %s loss %.3f valid %.3f, %lld tokens %lld steps (assigned %ld) up %.1f MB %.2fs "
+                       "queue %s train %.2fs down %.1f MB weight %.3f fetch %.2fs%s%s%s;",
+                       c->site[i].name, s->job, s->job_state, train, valid, (long long)in->tokens, (long long)s->steps,
+                       s->steps_assigned, s->bytes_up / 1e6, s->seconds_up, queue, s->train_seconds,
+                       s->local_bytes / 1e6, in->weight, s->seconds_fetch, in->used ? "" : " (refused by the aggregator: ",
+                       why, in->used ? "" : ")");
             } else {
                 printf(" %s dropped (%s);", c->site[i].name, s->note);
             }
         }
-        printf(" staged %.1f MB in %.2fs; %s aggregation %.2fs -> global round %ld\n", k->stats.bytes_staged / 1e6,
-               k->stats.seconds_stage, c->strategy, k->stats.seconds_aggregate, k->j.round + 1);
+        printf(" staged %.1f MB in %.2fs; %s aggregation %.2fs; critical path %.2fs -> global round %ld\n",
+               k->stats.bytes_staged / 1e6, k->stats.seconds_stage, c->strategy, k->stats.seconds_aggregate,
+               round_critical(k), k->j.round + 1);
         fflush(stdout);
     }
     flas_agg_report_free(&rep);
@@ -481,6 +583,23 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
                 rc = 2;
                 break;
             }
+            /* The round's history line, then the journal that advances the round. A crash between the two
+             * records the round again on resume, replacing its line: never twice, never lost. */
+            char tsv[FLAS_CONF_PATH_MAX + 16], herr[1024];
+            snprintf(tsv, sizeof tsv, "%s/rounds.tsv", c->work_dir);
+            if (flas_coord_record_round(tsv, &k.j, round_critical(&k), k.stats.seconds_aggregate, herr, sizeof herr)) {
+                snprintf(err, errlen, "cannot record round %ld: %.900s", k.j.round, herr);
+                rc = 2;
+                break;
+            }
+            coord_plot_rounds(c);
+            crash_point("recorded");
+            /* each merged site's rate, measured this round, sizes its next round */
+            for (int i = 0; i < k.j.n_sites; i++) {
+                flas_journal_site *s = &k.j.site[i];
+                if (s->state == FLAS_SITE_FETCHED && s->steps > 0 && s->train_seconds > 0)
+                    s->rate = (double)s->steps / s->train_seconds;
+            }
             k.j.round++;
             if (k.j.round >= c->rounds)
                 k.j.phase = FLAS_PHASE_DONE; /* the sites' records of the last round stay for `status` */
@@ -531,6 +650,23 @@ int flas_coord_status(const flas_coord_conf *c, FILE *out, char *err, size_t err
         fprintf(out, "%-12s %-11s %-8ld %-7d %-12s %-12s %s\n", j.site_name[i], flas_site_state_name(s->state), s->job,
                 s->attempt, s->job_state[0] ? s->job_state : "-", fetched, s->note);
     }
+    /* the round's accounting so far */
+    fprintf(out, "%-12s %-10s %-9s %-8s %-9s %-15s %-12s %-10s %s\n", "site", "up MB", "up s", "queue s", "train s",
+            "steps (given)", "tokens", "steps/s", "down MB");
+    for (int i = 0; i < j.n_sites; i++) {
+        const flas_journal_site *s = &j.site[i];
+        char queue[24] = "-", steps[40], rate[24] = "-";
+        if (s->submit_unix > 0 && s->start_unix >= s->submit_unix)
+            snprintf(queue, sizeof queue, "%lld", (long long)(s->start_unix - s->submit_unix));
+        snprintf(steps, sizeof steps, "%lld (%s)", (long long)s->steps, "-");
+        if (s->steps_assigned > 0)
+            snprintf(steps, sizeof steps, "%lld (%ld)", (long long)s->steps, s->steps_assigned);
+        if (s->rate > 0)
+            snprintf(rate, sizeof rate, "%.2f", s->rate);
+        fprintf(out, "%-12s %-10.2f %-9.2f %-8s %-9.2f %-15s %-12lld %-10s %.2f\n", j.site_name[i], s->bytes_up / 1e6,
+                s->seconds_up, queue, s->train_seconds, steps, (long long)s->tokens, rate, s->local_bytes / 1e6);
+    }
+    coord_print_history(c, out);
     /* transfers in flight (or the last one), as the running coordinator last noted them */
     for (int i = 0; i < j.n_sites; i++) {
         char tpath[FLAS_CONF_PATH_MAX + 96], what[FLAS_CONF_PATH_MAX + 64];

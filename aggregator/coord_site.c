@@ -9,6 +9,8 @@
 
 #include "flas/atomic_file.h"
 #include "coord_internal.h"
+#include "flas/env.h"
+#include "flas/error.h"
 #include "flas/staging.h"
 
 /* Progress of a transfer, for `flas-coordinator status` while it runs: WorkDir/transfer.<site>, one line
@@ -140,6 +142,10 @@ int coord_stage_global(coord *k, int i)
     }
     k->stats.seconds_stage += st.seconds;
     k->stats.bytes_staged += st.sent;
+    /* the accounting's "bytes up" is the model the site received, also when the upload resumed a cut
+     * one or found it already there; the seconds are what this round spent on it */
+    k->j.site[i].bytes_up = st.size;
+    k->j.site[i].seconds_up += st.seconds;
     return 0;
 }
 
@@ -195,6 +201,12 @@ long coord_submit(coord *k, int i)
     INTOPT(s->cpus_per_task, "--cpus-per-task=")
     INTOPT(s->time_min, "--time=")
 #undef INTOPT
+    if (k->j.site[i].steps_assigned > 0) {
+        /* speed-aware rounds: flas-train takes FLAS_STEPS as its --steps when the script gives none.
+         * ALL keeps the rest of the submitting environment, as sbatch does without --export. */
+        snprintf(num, sizeof num, "%ld", k->j.site[i].steps_assigned);
+        append(cmd, sizeof cmd, " --export=ALL," FLAS_ENV_STEPS "=%s", num);
+    }
     flas_shell_quote(s->script, q, sizeof q);
     append(cmd, sizeof cmd, " %s", q);
     for (int a = 0; a < s->n_args; a++) {
@@ -295,6 +307,75 @@ int coord_job_state(coord *k, int i, long job, char *state, size_t len)
             return -1;
         }
     snprintf(state, len, "%s", line);
+    return 0;
+}
+
+/* One time field of the squeue reply: epoch seconds, or Unknown/N/A/None (0). */
+static int job_time(const char *f, int64_t *t)
+{
+    if (!strcmp(f, "Unknown") || !strcmp(f, "N/A") || !strcmp(f, "None")) {
+        *t = 0;
+        return 0;
+    }
+    /* 10 or 11 digits: 2001-09-09 to 5138; no sign, no leading zero, nothing else */
+    size_t n = strlen(f);
+    if (n < 10 || n > 11 || strspn(f, "0123456789") != n || f[0] == '0')
+        return -1;
+    *t = strtoll(f, NULL, 10);
+    return 0;
+}
+
+int flas_coord_parse_job_times(const char *reply, int64_t *submit, int64_t *start, int64_t *end, char *why,
+                               size_t whylen)
+{
+    char line[128], a[32], b[32], c[32];
+    size_t n = strcspn(reply, "\n");
+    /* one line (a trailing newline allowed), short, printable, exactly three space-separated fields */
+    if (n >= sizeof line || (reply[n] && reply[n + 1]))
+        return flas_fail(why, whylen, "expected one line of three times, got '%.60s'", reply);
+    memcpy(line, reply, n);
+    line[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)line[i] < 0x20 || (unsigned char)line[i] > 0x7e)
+            return flas_fail(why, whylen, "control or non-ASCII characters in '%.60s'", line);
+    /* split at single spaces by hand: sscanf's " " would take any run of white space */
+    char *f[3] = {line, NULL, NULL}, *sp = line;
+    for (int k = 1; k < 3 && sp; k++)
+        if ((sp = strchr(sp, ' ')))
+            *sp++ = '\0', f[k] = sp;
+    if (!f[2] || strchr(f[2], ' ') || !*f[0] || !*f[1] || !*f[2] || strlen(f[0]) >= sizeof a ||
+        strlen(f[1]) >= sizeof b || strlen(f[2]) >= sizeof c)
+        return flas_fail(why, whylen, "expected 'SUBMIT START END', got '%.60s'", reply);
+    snprintf(a, sizeof a, "%s", f[0]);
+    snprintf(b, sizeof b, "%s", f[1]);
+    snprintf(c, sizeof c, "%s", f[2]);
+    int64_t t0, t1, t2;
+    if (job_time(a, &t0) || t0 == 0 || job_time(b, &t1) || job_time(c, &t2))
+        return flas_fail(why, whylen, "not epoch seconds: '%s %s %s'", a, b, c);
+    if ((t1 && t1 < t0) || (t2 && (!t1 || t2 < t1)))
+        return flas_fail(why, whylen, "times out of order (submit %lld, start %lld, end %lld)", (long long)t0,
+                         (long long)t1, (long long)t2);
+    *submit = t0;
+    *start = t1;
+    *end = t2;
+    return 0;
+}
+
+int coord_job_times(coord *k, int i, long job)
+{
+    char cmd[256], out[256], why[160];
+    int status = -1;
+    /* Slurm prints times in the local time of the site; epoch seconds (%s under a stated TZ) compare
+     * across sites and with the coordinator's clock without knowing any site's zone. */
+    snprintf(cmd, sizeof cmd, "TZ=UTC SLURM_TIME_FORMAT=%%s squeue -h -t all -j %ld -o '%%V %%S %%e'", job);
+    if (site_exec(k, i, cmd, out, sizeof out, &status) || status != 0)
+        return -1;
+    flas_journal_site *s = &k->j.site[i];
+    if (flas_coord_parse_job_times(out, &s->submit_unix, &s->start_unix, &s->end_unix, why, sizeof why)) {
+        coord_note(k, i, "job %ld times: %s", job, why);
+        s->submit_unix = s->start_unix = s->end_unix = 0;
+        return -1;
+    }
     return 0;
 }
 

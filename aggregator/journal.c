@@ -2,6 +2,7 @@
  * every transition, so a coordinator killed at any point restarts exactly where it was. */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,9 +48,9 @@ int flas_journal_save(const char *path, const flas_journal *j, char *err, size_t
     snprintf(failure, sizeof failure, "%s", j->failure);
     one_line(failure);
     fprintf(f, "format=flas-coordinator-journal\nversion=1\nfederation=%s\nrun_id=%s\nround=%ld\nphase=%s\nglobal_sha256=%s\n"
-               "begin_unix=%lld\nround_started_unix=%lld\nfailure=%s\nsites=%d\n",
+               "begin_unix=%lld\nround_started_unix=%lld\nround_started=%.3f\nfailure=%s\nsites=%d\n",
             j->federation, j->run_id, j->round, flas_round_phase_name(j->phase), j->global_sha256, (long long)j->begin_unix,
-            (long long)j->round_started_unix, failure, j->n_sites);
+            (long long)j->round_started_unix, j->round_started, failure, j->n_sites);
     for (int i = 0; i < j->n_sites; i++) {
         const flas_journal_site *s = &j->site[i];
         char note[sizeof s->note];
@@ -59,6 +60,13 @@ int flas_journal_save(const char *path, const flas_journal *j, char *err, size_t
                    "site.%d.local_sha256=%s\nsite.%d.local_bytes=%lld\nsite.%d.seconds_fetch=%.3f\nsite.%d.note=%s\n",
                 i, j->site_name[i], i, flas_site_state_name(s->state), i, s->attempt, i, s->job, i, s->job_state, i,
                 s->local_sha256, i, (long long)s->local_bytes, i, s->seconds_fetch, i, note);
+        /* the round's accounting (%.17g: the rate is carried to the next round exactly) */
+        fprintf(f, "site.%d.bytes_up=%lld\nsite.%d.seconds_up=%.3f\nsite.%d.submit_unix=%lld\nsite.%d.start_unix=%lld\n"
+                   "site.%d.end_unix=%lld\nsite.%d.train_seconds=%.3f\nsite.%d.steps=%lld\nsite.%d.tokens=%lld\n"
+                   "site.%d.steps_assigned=%ld\nsite.%d.rate=%.17g\n",
+                i, (long long)s->bytes_up, i, s->seconds_up, i, (long long)s->submit_unix, i, (long long)s->start_unix,
+                i, (long long)s->end_unix, i, s->train_seconds, i, (long long)s->steps, i, (long long)s->tokens, i,
+                s->steps_assigned, i, s->rate);
     }
     if (fclose(f) != 0 || !text) {
         snprintf(err, errlen, "%s: out of memory", path);
@@ -68,6 +76,26 @@ int flas_journal_save(const char *path, const flas_journal *j, char *err, size_t
     int rc = flas_atomic_write_file(path, text, len, err, errlen);
     free(text);
     return rc;
+}
+
+/* A count or time the coordinator wrote: decimal digits only, no sign. */
+static int whole(const char *v, int64_t *out)
+{
+    if (!*v || strspn(v, "0123456789") != strlen(v) || strlen(v) > 18)
+        return -1;
+    *out = strtoll(v, NULL, 10);
+    return 0;
+}
+
+/* A duration or rate the coordinator wrote: finite and not negative. */
+static int nonneg(const char *v, double *out)
+{
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v || *end || !isfinite(x) || x < 0)
+        return -1;
+    *out = x;
+    return 0;
 }
 
 static int set_field(flas_journal *j, const char *key, const char *v)
@@ -94,6 +122,8 @@ static int set_field(flas_journal *j, const char *key, const char *v)
         return (j->begin_unix = strtoll(v, NULL, 10)), 0;
     if (!strcmp(key, "round_started_unix"))
         return (j->round_started_unix = strtoll(v, NULL, 10)), 0;
+    if (!strcmp(key, "round_started"))
+        return nonneg(v, &j->round_started);
     if (!strcmp(key, "failure"))
         return snprintf(j->failure, sizeof j->failure, "%s", v) < 0 ? -1 : 0;
     if (!strcmp(key, "sites")) {
@@ -121,6 +151,28 @@ static int set_field(flas_journal *j, const char *key, const char *v)
         return (s->local_bytes = strtoll(v, NULL, 10)), 0;
     if (!strcmp(field, "seconds_fetch"))
         return (s->seconds_fetch = strtod(v, NULL)), 0;
+    if (!strcmp(field, "bytes_up"))
+        return whole(v, &s->bytes_up);
+    if (!strcmp(field, "seconds_up"))
+        return nonneg(v, &s->seconds_up);
+    if (!strcmp(field, "submit_unix"))
+        return whole(v, &s->submit_unix);
+    if (!strcmp(field, "start_unix"))
+        return whole(v, &s->start_unix);
+    if (!strcmp(field, "end_unix"))
+        return whole(v, &s->end_unix);
+    if (!strcmp(field, "train_seconds"))
+        return nonneg(v, &s->train_seconds);
+    if (!strcmp(field, "steps"))
+        return whole(v, &s->steps);
+    if (!strcmp(field, "tokens"))
+        return whole(v, &s->tokens);
+    if (!strcmp(field, "steps_assigned")) {
+        int64_t x;
+        return whole(v, &x) ? -1 : (s->steps_assigned = (long)x, 0);
+    }
+    if (!strcmp(field, "rate"))
+        return nonneg(v, &s->rate);
     if (!strcmp(field, "note"))
         return snprintf(s->note, sizeof s->note, "%s", v) < 0 ? -1 : 0;
     return -1;

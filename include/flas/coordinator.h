@@ -56,6 +56,11 @@ typedef struct flas_coord_conf {
     int poll_min_s, poll_max_s;             /* PollInterval=, PollMax= (back-off bounds) */
     int64_t max_checkpoint_bytes;           /* MaxCheckpointBytes= (refuse larger downloads) */
     int command_timeout_s;                  /* CommandTimeout= seconds per remote command (default 120) */
+    /* Speed-aware rounds (flas_coord_budget_steps): each site trains for about RoundBudget= seconds. */
+    int round_budget_s;                     /* RoundBudget= seconds of training per round (0: off) */
+    int64_t min_steps;                       /* MinSteps= fewer steps in the budget: a slow site (0: none) */
+    int drop_slow_sites;                    /* DropSlowSites=yes: slow sites sit out the round */
+    int64_t first_steps;                      /* FirstSteps= steps of a site with no measured rate (0: script's) */
     int n_sites;
     flas_coord_site site[FLAS_COORD_MAX_SITES];
 } flas_coord_conf;
@@ -77,6 +82,23 @@ double flas_coord_command_limit(const flas_coord_conf *c, int64_t started_unix, 
  * name the coordinator's own job would have; another user's job of that name is never adopted.
  * Returns its id, 0 if none; *others (may be NULL) gets the number of jobs of other users listed. */
 long flas_coord_pick_own_job(const char *squeue_out, const char *user, int *others);
+
+/* Speed-aware rounds: the steps each site trains this round, from its measured rate (steps per second
+ * of training, 0: not measured yet) and RoundBudget=, so that every site trains about as long:
+ * steps = floor(RoundBudget x rate), at least 1 (at most 2^40, flas-train's bound). A site with no rate
+ * gets FirstSteps=. steps[i] = 0: the coordinator passes nothing and the site's script decides (budget
+ * off, or no rate and no FirstSteps=). slow[i] = 1 when a measured site cannot reach MinSteps= in the
+ * budget (with DropSlowSites=yes it sits out the round). Returns the number of slow sites. */
+int flas_coord_budget_steps(const flas_coord_conf *c, const double *rate, long *steps, int *slow);
+
+/* A job's submit, start and end times from the reply of
+ *   TZ=UTC SLURM_TIME_FORMAT=%s squeue -h -t all -j ID -o '%V %S %e'
+ * (epoch seconds, so neither side's time zone matters). Exactly one line of three fields; the start and
+ * end may be Unknown/N/A/None (then 0: the job never started, or has not ended). Anything else (more
+ * fields, signs, letters, times before 2001 or after 5138, start before submit, end before start) is
+ * refused: 0, or -1 with the reason in why. */
+int flas_coord_parse_job_times(const char *reply, int64_t *submit, int64_t *start, int64_t *end, char *why,
+                               size_t whylen);
 
 /* ---- the journal: where a (re)started coordinator picks up -------------------------------------- */
 
@@ -104,8 +126,16 @@ typedef struct flas_journal_site {
     long job;                                /* Slurm job id at the site, 0 if none */
     char job_state[32];                      /* last state seen (COMPLETED, TIMEOUT, ...) */
     char local_sha256[FLAS_SHA256_HEX_LEN + 1];
-    int64_t local_bytes;
-    double seconds_fetch;
+    int64_t local_bytes;                     /* bytes down (the local checkpoint fetched) */
+    double seconds_fetch;                    /* ... and the seconds its transfer took */
+    int64_t bytes_up;                        /* the global model staged there (its size) */
+    double seconds_up;                       /* seconds of the upload (0 when already there) */
+    int64_t submit_unix, start_unix, end_unix; /* the job's times from Slurm (0: unknown) */
+    double train_seconds;                    /* /metrics train_seconds of the fetched checkpoint */
+    int64_t steps, tokens;                   /* its meta step and tokens_trained */
+    long steps_assigned;                     /* FLAS_STEPS given to this round's job (0: the script's) */
+    double rate;                             /* measured steps per training second, kept across rounds
+                                                (the last round that measured it; 0: not yet) */
     char note[256];
 } flas_journal_site;
 
@@ -117,6 +147,7 @@ typedef struct flas_journal {
     char global_sha256[FLAS_SHA256_HEX_LEN + 1];
     int64_t begin_unix;                      /* the round's common --begin time, 0 if none */
     int64_t round_started_unix;              /* for the deadline */
+    double round_started;                    /* the same with sub-second precision (accounting) */
     char failure[512];
     int n_sites;
     char site_name[FLAS_COORD_MAX_SITES][FLAS_CONF_NAME_MAX];
@@ -131,7 +162,20 @@ const char *flas_round_phase_name(flas_round_phase p);
 /* Runs rounds until Rounds are done or one fails; resumes from WorkDir/journal. 0 when all rounds are
  * done, 1 when a round failed cleanly (journal says why), 2 for configuration errors. */
 int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen);
-/* Prints the journal: round, phase, each site's job and state, transfers. */
+/* The round history, WorkDir/rounds.tsv: a header, then one tab-separated line per finished round: the
+ * round's totals (critical path, and its phases: staging = the uploads' seconds (one site after
+ * another), queue = the longest queue wait, training = the longest training, fetch = the downloads'
+ * seconds, aggregation, other = the rest: job start-up, the common --begin, polling, checkpoint writes;
+ * idle_fastest_s = last job end - first job end among the merged sites) and each site's figures
+ * ("-": unknown). flas_coord_record_round records round j->round, replacing a line of that round if one
+ * is there (a coordinator that crashed after recording a round records it again on resume: one line
+ * stays) and dropping lines of later rounds; the file is rewritten atomically. critical_s: round start
+ * to the new global written; aggregate_s: flas_aggregate's seconds. */
+int flas_coord_record_round(const char *path, const flas_journal *j, double critical_s, double aggregate_s,
+                            char *err, size_t errlen);
+
+/* Prints the journal: round, phase, each site's job and state, transfers, accounting, and the table of
+ * finished rounds. */
 int flas_coord_status(const flas_coord_conf *c, FILE *out, char *err, size_t errlen);
 
 /* Paths inside WorkDir. */

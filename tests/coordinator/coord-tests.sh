@@ -63,6 +63,7 @@ setup() {
 LONG=1000000
 
 # A coordinator description. Extra federation keys in $FED_EXTRA, per-site extras in $SITE_EXTRA_<site>.
+# STEPS "none": the script gets no --steps (speed-aware rounds: the coordinator's FLAS_STEPS decides).
 write_conf() { # ROUNDS MINSITES STEPS
     local rounds=$1 min=$2 steps=$3 s extra
     rm -rf "$WORK"
@@ -80,8 +81,10 @@ write_conf() { # ROUNDS MINSITES STEPS
             extra="SITE_EXTRA_$s"
             echo "Site=$s Host=$(addr "$s") User=$P_user Identity=$P_user_key StagingRoot=$(sdir "$s")/stage"
             echo "  Script=$EXAMPLES/flas-train.sbatch Tasks=1 CpusPerTask=1 Time=5"
-            local st="STEPS_$s"
-            echo "  ScriptArgs=--data,$(sdir "$s")/data/train,--valid,$(sdir "$s")/data/valid,--steps,${!st:-$steps},--batch,4,--seq,64,--threads,1,--log-every,5 ${!extra:-}"
+            local st="STEPS_$s" stepsarg
+            stepsarg="--steps,${!st:-$steps},"
+            [ "${!st:-$steps}" = none ] && stepsarg=
+            echo "  ScriptArgs=--data,$(sdir "$s")/data/train,--valid,$(sdir "$s")/data/valid,$stepsarg--batch,4,--seq,64,--threads,1,--log-every,5 ${!extra:-}"
         done
     } >"$WORK/coordinator.conf"
 }
@@ -414,13 +417,19 @@ crash_and_resume() { # EVENT REF
     write_conf 1 2 10
     FLAS_COORDINATOR_CRASH_AT=$event coord run "$WORK/coordinator.conf" >"$WORK/out1" 2>"$WORK/err1" && fail "no crash at $event"
     grep -q "crashing at '$event'" "$WORK/err1" || fail "the hook did not fire at $event: $(tail -2 "$WORK/err1")"
+    # killed between rounds.tsv and the journal entry that advances the round: the round is on record
+    # already, and the resumed run (which aggregates and records it again) must not add a second line
+    [ "$event" != recorded ] || grep -q $'^0\t' "$WORK/coord/rounds.tsv" || fail "no round 0 in rounds.tsv at 'recorded'"
     coord run "$WORK/coordinator.conf" >"$WORK/out2" 2>"$WORK/err2" || fail "resume after $event failed: $(tail -3 "$WORK/err2")"
     for s in "${SITES[@]}"; do
         [ "$(jobs_at "$s" 0)" = 1 ] || fail "after a crash at $event, $s ran $(jobs_at "$s" 0) jobs"
     done
     [ -f "$WORK/coord/global/round-000001.h5" ] || fail "no new global after resuming from $event"
     same_params "$WORK/coord/global/round-000001.h5" "$ref" || fail "after a crash at $event the new global differs"
-    echo "crash at $event: resumed, one job per site, the same new global model"
+    # the accounting history: round 0 recorded exactly once (header + one line), whatever the crash
+    [ "$(wc -l <"$WORK/coord/rounds.tsv")" = 2 ] && [ "$(grep -c $'^0\t' "$WORK/coord/rounds.tsv")" = 1 ] ||
+        fail "after a crash at $event rounds.tsv has: $(cut -f1-3 "$WORK/coord/rounds.tsv" | tr '\n' '|')"
+    echo "crash at $event: resumed, one job per site, the same new global model, round 0 recorded once"
 }
 
 case_crash_resume() { # SIGKILL in every phase; each resumed run gives the uninterrupted run's model
@@ -428,7 +437,7 @@ case_crash_resume() { # SIGKILL in every phase; each resumed run gives the unint
     write_conf 1 2 10
     coord run "$WORK/coordinator.conf" >/dev/null || fail "the uninterrupted run failed"
     cp "$WORK/coord/global/round-000001.h5" "$BED/coord/crash-ref.h5"
-    for event in staged submitting sbatch-returned submitted finished fetched aggregating aggregated; do
+    for event in staged submitting sbatch-returned submitted finished fetched aggregating aggregated recorded; do
         crash_and_resume "$event" "$BED/coord/crash-ref.h5"
     done
     pass "coordinator killed in every phase: resumed without double submission or aggregation, same result"
@@ -507,6 +516,123 @@ case_command_limit() { # karolina's controller hangs (SIGSTOP): squeue there is 
     # the round ends at its deadline (40 s) plus at most one command's limit and the aggregation
     [ "$took" -lt 60 ] || fail "the round took $took s with a 40 s deadline and 5 s per command"
     pass "karolina's hung controller cost 5 s per command; dropped at the 40 s deadline, round done in $took s"
+}
+
+# A column of rounds.tsv (by its header name) for ROUND.
+tsv() { # FILE ROUND COLUMN
+    awk -F'\t' -v r="$2" -v c="$3" 'NR == 1 {for (i = 1; i <= NF; i++) if ($i == c) k = i; next}
+        $1 == r {print (k ? $k : "NOCOLUMN")}' "$1"
+}
+
+# Three rounds with a fixed step count, then three speed-aware rounds (RoundBudget=): karolina is made
+# 4x slower per step (a 4x larger batch). With fixed steps the two sites' training times differ by far;
+# with speed-aware steps they end within 15% of each other in every round after the first (which has no
+# measured rate yet). The accounting (rounds.tsv, status, rounds.png) is checked against the files.
+SPEED_BUDGET=8
+spread() { # A B: |A - B| / max(A, B)
+    awk -v a="$1" -v b="$2" 'BEGIN {m = a > b ? a : b; d = a - b; if (d < 0) d = -d; printf "%.3f", (m > 0 ? d / m : 1)}'
+}
+speed_rounds() { # LABEL STEPS: runs 3 rounds, karolina slower; WORK is kept
+    write_conf 3 2 "$2"
+    sed -i "/^Site=karolina/,\$ s|--batch,4|--batch,16|" "$WORK/coordinator.conf"
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || fail "$1: coordinator failed: $(tail -3 "$WORK/err")"
+    check_accounting "$1"
+}
+check_accounting() { # LABEL
+    local t="$WORK/coord/rounds.tsv" k s v size
+    [ -f "$t" ] || fail "$1: no rounds.tsv"
+    [ "$(wc -l <"$t")" = 4 ] || fail "$1: rounds.tsv has $(($(wc -l <"$t") - 1)) rounds, expected 3"
+    for k in 0 1 2; do
+        [ "$(grep -c "^$k"$'\t' "$t")" = 1 ] || fail "$1: round $k is not recorded once"
+        for s in "${SITES[@]}"; do
+            [ "$(tsv "$t" $k "$s.state")" = fetched ] || fail "$1: round $k: $s not merged"
+            size=$(stat -c %s "$WORK/coord/global/round-00000$k.h5")
+            v=$(tsv "$t" $k "$s.bytes_up")
+            [ "$v" = "$size" ] || fail "$1: round $k: $s bytes up $v, the global has $size"
+            size=$(stat -c %s "$WORK/coord/round-00000$k/$s.h5")
+            v=$(tsv "$t" $k "$s.bytes_down")
+            [ "$v" = "$size" ] || fail "$1: round $k: $s bytes down $v, its checkpoint has $size"
+            v=$(tsv "$t" $k "$s.queue_s")
+            [[ "$v" =~ ^[0-9]+$ ]] || fail "$1: round $k: $s queue wait '$v'"
+            [ "$v" -lt 120 ] || fail "$1: round $k: $s waited $v s in the queue"
+            v=$(tsv "$t" $k "$s.train_s")
+            awk -v x="$v" 'BEGIN {exit !(x > 0 && x < 300)}' || fail "$1: round $k: $s trained '$v' s"
+            v=$(tsv "$t" $k "$s.up_s")
+            awk -v x="$v" 'BEGIN {exit !(x >= 0 && x < 60)}' || fail "$1: round $k: $s upload took '$v' s"
+        done
+        v=$(tsv "$t" $k critical_s)
+        awk -v x="$v" -v a="$(tsv "$t" $k aggregate_s)" -v tl="$(tsv "$t" $k training_s)" \
+            'BEGIN {exit !(x > 0 && a > 0 && tl > 0 && x > a + tl)}' || fail "$1: round $k: critical path '$v' s implausible"
+        [[ "$(tsv "$t" $k idle_fastest_s)" =~ ^[0-9]+$ ]] || fail "$1: round $k: no idle time of the fastest site"
+    done
+    head -c 8 "$WORK/coord/rounds.png" | od -An -tx1 | tr -d ' \n' | grep -qx 89504e470d0a1a0a ||
+        fail "$1: rounds.png is not a PNG"
+    coord status "$WORK/coordinator.conf" >"$WORK/status" || fail "$1: status failed"
+    grep -q "^finished rounds " "$WORK/status" || fail "$1: status shows no finished rounds"
+    grep -Eq "^  karolina:$" "$WORK/status" && grep -Eq "^ +round +state +job +bytes_up .*train_s" "$WORK/status" ||
+        fail "$1: status lacks the per-site history: $(cat "$WORK/status")"
+    grep -Eq "^leonardo +[0-9.]+ +[0-9.]+ +[0-9]+ +[0-9.]+ +[0-9]+ " "$WORK/status" || fail "$1: status lacks leonardo's figures"
+}
+case_speed_aware() {
+    local k l r d fixed=() aware=() min
+    # 1: a fixed step count at both sites
+    speed_rounds fixed 150
+    cat "$WORK/status"
+    # MinSteps for part 3, between the two sites' steps in the budget at the rates measured here (the
+    # geometric mean: about 2x from either with the 4x slower karolina), whatever this machine's speed
+    min=$(awk -v a="$(tsv "$WORK/coord/rounds.tsv" 2 leonardo.rate)" -v b="$(tsv "$WORK/coord/rounds.tsv" 2 karolina.rate)" \
+        -v t=$SPEED_BUDGET 'BEGIN {printf "%d", t * sqrt(a * b)}')
+    for k in 0 1 2; do
+        l=$(tsv "$WORK/coord/rounds.tsv" $k leonardo.train_s)
+        r=$(tsv "$WORK/coord/rounds.tsv" $k karolina.train_s)
+        d=$(spread "$l" "$r")
+        echo "fixed steps, round $k: leonardo $(tsv "$WORK/coord/rounds.tsv" $k leonardo.steps) steps in $l s," \
+            "karolina $(tsv "$WORK/coord/rounds.tsv" $k karolina.steps) steps in $r s: spread $d"
+        fixed+=("$d")
+        awk -v d="$d" 'BEGIN {exit !(d > 0.15)}' || fail "fixed steps: round $k's training times are already within 15%: the sites are not different enough to prove anything"
+    done
+    # 2: speed-aware: the script gives no --steps; round 0 trains FirstSteps, then each site's rate decides
+    FED_EXTRA="RoundBudget=$SPEED_BUDGET FirstSteps=200" speed_rounds speed-aware none
+    cat "$WORK/status"
+    for k in 0 1 2; do
+        l=$(tsv "$WORK/coord/rounds.tsv" $k leonardo.train_s)
+        r=$(tsv "$WORK/coord/rounds.tsv" $k karolina.train_s)
+        d=$(spread "$l" "$r")
+        echo "speed-aware (RoundBudget=$SPEED_BUDGET), round $k: leonardo $(tsv "$WORK/coord/rounds.tsv" $k leonardo.steps) steps" \
+            "(assigned $(tsv "$WORK/coord/rounds.tsv" $k leonardo.steps_assigned)) in $l s, karolina" \
+            "$(tsv "$WORK/coord/rounds.tsv" $k karolina.steps) steps (assigned $(tsv "$WORK/coord/rounds.tsv" $k karolina.steps_assigned)) in $r s: spread $d"
+        aware+=("$d")
+        for s in "${SITES[@]}"; do # the job trained exactly what the coordinator passed (FLAS_STEPS)
+            [ "$(tsv "$WORK/coord/rounds.tsv" $k "$s.steps")" = "$(tsv "$WORK/coord/rounds.tsv" $k "$s.steps_assigned")" ] ||
+                fail "speed-aware: round $k: $s trained $(tsv "$WORK/coord/rounds.tsv" $k "$s.steps") steps, assigned $(tsv "$WORK/coord/rounds.tsv" $k "$s.steps_assigned")"
+        done
+        [ $k = 0 ] && { [ "$(tsv "$WORK/coord/rounds.tsv" 0 leonardo.steps)" = 200 ] || fail "round 0 did not train FirstSteps=200"; continue; }
+        awk -v d="$d" 'BEGIN {exit !(d <= 0.15)}' || fail "speed-aware: round $k's training times differ by $d (> 15%)"
+    done
+    # FedAvg still weights each update by the tokens it really trained (unequal now: different steps)
+    local lt kt lw
+    lt=$(tsv "$WORK/coord/rounds.tsv" 1 leonardo.tokens)
+    kt=$(tsv "$WORK/coord/rounds.tsv" 1 karolina.tokens)
+    lw=$(sed -n 's/^round 1: leonardo job [0-9]* COMPLETED [^;]* weight \([0-9.]*\) fetch.*/\1/p' "$WORK/out")
+    [ "$lw" = "$(awk -v a="$lt" -v b="$kt" 'BEGIN {printf "%.3f", a / (a + b)}')" ] ||
+        fail "round 1: leonardo's weight $lw is not its share of tokens ($lt of $lt + $kt)"
+    grep -Eq "^round 1: leonardo job [0-9]+ COMPLETED .* steps \(assigned [0-9]+\) up [0-9.]+ MB .* train [0-9.]+s " "$WORK/out" ||
+        fail "the round line lacks the accounting: $(head -2 "$WORK/out")"
+    # 3: DropSlowSites: karolina cannot reach MinSteps in the budget, leonardo can: after round 0 measures
+    # them, karolina sits out round 1 without a job
+    local kr lr
+    FED_EXTRA="RoundBudget=$SPEED_BUDGET FirstSteps=200 MinSteps=$min DropSlowSites=yes" write_conf 2 1 none
+    sed -i "/^Site=karolina/,\$ s|--batch,4|--batch,16|" "$WORK/coordinator.conf"
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || fail "DropSlowSites: coordinator failed: $(tail -3 "$WORK/err")"
+    lr=$(tsv "$WORK/coord/rounds.tsv" 0 leonardo.rate)
+    kr=$(tsv "$WORK/coord/rounds.tsv" 0 karolina.rate)
+    echo "DropSlowSites: round 0 rates leonardo $lr, karolina $kr steps/s; MinSteps=$min in RoundBudget=$SPEED_BUDGET"
+    [ "$(tsv "$WORK/coord/rounds.tsv" 1 karolina.state)" = dropped ] || fail "DropSlowSites: karolina was not dropped in round 1"
+    [ "$(tsv "$WORK/coord/rounds.tsv" 1 leonardo.state)" = fetched ] || fail "DropSlowSites: leonardo was not merged in round 1"
+    [ "$(jobs_at karolina 1)" = 0 ] || fail "DropSlowSites: karolina ran a job in round 1"
+    grep -q "^round 1: .* karolina dropped (dropped this round: too slow, " "$WORK/out" ||
+        fail "DropSlowSites: the round line does not say why karolina sat out: $(tail -2 "$WORK/out")"
+    pass "training-time spread leonardo vs karolina (4x slower per step): fixed steps ${fixed[*]}; speed-aware rounds 0-2 ${aware[*]} (<= 0.15 after round 0); accounting matches the files; the slow site sat out with DropSlowSites=yes"
 }
 
 case="${CASE//-/_}"

@@ -1,6 +1,7 @@
 /* coordinator.conf parsing (strict, file:line errors) and the round journal (atomic save, exact reload,
  * damaged journals refused). */
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +209,261 @@ START_TEST(adopts_only_the_login_users_job)
 }
 END_TEST
 
+/* ---- speed-aware rounds and round accounting -------------------------------------------------- */
+
+START_TEST(budget_steps_follow_each_sites_rate)
+{
+    static flas_coord_conf c;
+    char err[512] = "";
+    ck_assert_msg(flas_coord_conf_parse("t.conf", HEAD "RoundBudget=60 MinSteps=100 FirstSteps=50\n" SITE
+                                        "Site=b Host=h User=u StagingRoot=/s Script=/j.sh\n"
+                                        "Site=c Host=h User=u StagingRoot=/s Script=/j.sh\n",
+                                        &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.round_budget_s, 60);
+    ck_assert_int_eq(c.min_steps, 100);
+    ck_assert_int_eq(c.first_steps, 50);
+    ck_assert_int_eq(c.drop_slow_sites, 0);
+    long steps[3];
+    int slow[3];
+    /* a: 10 steps/s, b: 2.5 steps/s (4x slower), c: not measured yet */
+    double rate[3] = {10.0, 2.5, 0};
+    ck_assert_int_eq(flas_coord_budget_steps(&c, rate, steps, slow), 0);
+    ck_assert_int_eq(steps[0], 600);
+    ck_assert_int_eq(steps[1], 150);
+    ck_assert_int_eq(steps[2], 50); /* FirstSteps= */
+    /* every measured site then trains the budget: steps / rate = 60 s at both */
+    ck_assert(steps[0] / rate[0] == 60.0 && steps[1] / rate[1] == 60.0);
+    /* floor, never 0; a site under MinSteps= is slow */
+    double slow_rates[3] = {1.0 / 7, 1.66, 1e-9};
+    ck_assert_int_eq(flas_coord_budget_steps(&c, slow_rates, steps, slow), 3);
+    ck_assert_int_eq(steps[0], 8);   /* 60/7 = 8.57 */
+    ck_assert_int_eq(steps[1], 99);  /* 99.6: one short of MinSteps=100 */
+    ck_assert_int_eq(steps[2], 1);   /* at least 1 */
+    ck_assert(slow[0] && slow[1] && slow[2]);
+    double exact[3] = {100.0 / 60, 1e30, NAN};
+    ck_assert_int_eq(flas_coord_budget_steps(&c, exact, steps, slow), 0);
+    ck_assert_int_eq(steps[0], 100); /* exactly MinSteps=: not slow */
+    ck_assert_int_eq(steps[1], 1L << 40); /* flas-train's bound */
+    ck_assert_int_eq(steps[2], 50);  /* a NaN rate is no rate */
+    ck_assert(!slow[0] && !slow[1] && !slow[2]);
+    /* DropSlowSites= is parsed (the drop itself is the state machine's: the bed's speed-aware case) */
+    ck_assert_msg(flas_coord_conf_parse("t.conf", HEAD "RoundBudget=60 MinSteps=100 DropSlowSites=yes\n" SITE, &c, err,
+                                        sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.drop_slow_sites, 1);
+    double r1[1] = {1.0};
+    ck_assert_int_eq(flas_coord_budget_steps(&c, r1, steps, slow), 1);
+    ck_assert_int_eq(steps[0], 60);
+    ck_assert_int_eq(slow[0], 1);
+    /* budget off: nothing is passed, whatever the rate */
+    ck_assert_msg(flas_coord_conf_parse("t.conf", HEAD SITE, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(flas_coord_budget_steps(&c, r1, steps, slow), 0);
+    ck_assert_int_eq(steps[0], 0);
+    /* the keys are refused where they would mean nothing */
+    refused(HEAD "MinSteps=5\n" SITE, "need RoundBudget=");
+    refused(HEAD "FirstSteps=5\n" SITE, "need RoundBudget=");
+    refused(HEAD "RoundBudget=60 DropSlowSites=yes\n" SITE, "DropSlowSites=yes needs MinSteps=");
+    refused(HEAD "RoundBudget=60 DropSlowSites=maybe\n" SITE, "expected yes or no");
+    refused(HEAD "RoundBudget=3600\n" SITE, "must be shorter than RoundDeadline=3600");
+    refused(HEAD "RoundBudget=-1\n" SITE, "RoundBudget=-1");
+    refused(HEAD "RoundBudget=60 FirstSteps=0\n" SITE, "FirstSteps=0");
+}
+END_TEST
+
+START_TEST(job_times_reply_is_parsed_strictly)
+{
+    int64_t a = -1, b = -1, e = -1;
+    char why[256];
+    ck_assert_msg(flas_coord_parse_job_times("1790000000 1790000012 1790000100\n", &a, &b, &e, why, sizeof why) == 0,
+                  "%s", why);
+    ck_assert(a == 1790000000 && b == 1790000012 && e == 1790000100);
+    ck_assert_int_eq(flas_coord_parse_job_times("1790000000 1790000000 1790000000", &a, &b, &e, why, sizeof why), 0);
+    /* not started (cancelled while pending), or not ended */
+    ck_assert_int_eq(flas_coord_parse_job_times("1790000000 Unknown Unknown\n", &a, &b, &e, why, sizeof why), 0);
+    ck_assert(a == 1790000000 && b == 0 && e == 0);
+    ck_assert_int_eq(flas_coord_parse_job_times("1790000000 1790000005 N/A\n", &a, &b, &e, why, sizeof why), 0);
+    ck_assert(b == 1790000005 && e == 0);
+    /* hostile or confused replies: each refused, with a reason, nothing stored */
+    static const char *const bad[] = {
+        "",                                                  /* nothing */
+        "\n",
+        "1790000000 1790000012\n",                           /* two fields */
+        "1790000000 1790000012 1790000100 1790000101\n",     /* four */
+        "1790000000 1790000012 1790000100\n1790000000 1 2\n",/* two lines (two jobs?) */
+        "2026-12-03T09:00:00 2026-12-03T09:00:05 2026-12-03T09:01:00\n", /* local time: zone unknown */
+        "+1790000000 1790000012 1790000100\n",               /* sign */
+        "-1790000000 1790000012 1790000100\n",
+        "1790000000 1790000012 1790000100x\n",               /* trailing junk */
+        "0179000000 1790000012 1790000100\n",                /* leading zero */
+        "179000000 1790000012 1790000100\n",                 /* 1975: no Slurm job */
+        "179000000000 1790000012 1790000100\n",              /* year 7642 */
+        "99999999999999999999 1790000012 1790000100\n",      /* overflow */
+        "1790000000  1790000012 1790000100\n",               /* two spaces */
+        " 1790000000 1790000012 1790000100\n",
+        "1790000000\t1790000012\t1790000100\n",              /* tabs */
+        "1790000000 1790000012 1790000100 \n",
+        "1790000000 1790000012 1790000100\r\n",              /* control character */
+        "1790000100 1790000012 1790000200\n",                /* started before it was submitted */
+        "1790000000 1790000100 1790000012\n",                /* ended before it started */
+        "1790000000 Unknown 1790000100\n",                   /* ended without starting */
+        "Unknown 1790000012 1790000100\n",                   /* no submit time */
+        "slurm_load_jobs error: Invalid job id specified\n", /* an error text */
+        "1790000000 1790000012 1790000100 \xc3\xa9\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        a = b = e = 7;
+        why[0] = '\0';
+        ck_assert_msg(flas_coord_parse_job_times(bad[i], &a, &b, &e, why, sizeof why) == -1, "accepted '%s'", bad[i]);
+        ck_assert_msg(why[0] != '\0', "no reason for '%s'", bad[i]);
+        ck_assert(a == 7 && b == 7 && e == 7);
+    }
+    /* a very long reply is refused, not cut to a valid-looking prefix */
+    char longer[400];
+    memset(longer, '1', sizeof longer - 1);
+    longer[sizeof longer - 1] = '\0';
+    memcpy(longer, "1790000000 1790000012 1790000100 ", 33);
+    ck_assert_int_eq(flas_coord_parse_job_times(longer, &a, &b, &e, why, sizeof why), -1);
+}
+END_TEST
+
+START_TEST(journal_round_trips_the_accounting)
+{
+    char dir[] = "/tmp/flas-journal-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[256], err[512], cmd[300];
+    snprintf(path, sizeof path, "%s/journal", dir);
+    static flas_journal j, back;
+    memset(&j, 0, sizeof j);
+    snprintf(j.federation, sizeof j.federation, "flas");
+    j.round = 3;
+    j.round_started = 1790000000.125;
+    j.n_sites = 2;
+    snprintf(j.site_name[0], sizeof j.site_name[0], "leonardo");
+    snprintf(j.site_name[1], sizeof j.site_name[1], "karolina");
+    flas_journal_site *s = &j.site[0];
+    s->state = FLAS_SITE_FETCHED;
+    s->bytes_up = 1234567;
+    s->seconds_up = 0.25;
+    s->local_bytes = 7654321;
+    s->seconds_fetch = 0.5;
+    s->submit_unix = 1790000001;
+    s->start_unix = 1790000003;
+    s->end_unix = 1790000033;
+    s->train_seconds = 29.75;
+    s->steps = 1234;
+    s->tokens = 315904;
+    s->steps_assigned = 1234;
+    s->rate = 1234 / 29.75; /* not a short decimal: carried exactly */
+    j.site[1].rate = 1.0 / 3;
+    ck_assert_msg(flas_journal_save(path, &j, err, sizeof err) == 0, "%s", err);
+    ck_assert_msg(flas_journal_load(path, &back, err, sizeof err) == 0, "%s", err);
+    ck_assert(back.round_started == 1790000000.125);
+    const flas_journal_site *b = &back.site[0];
+    ck_assert_int_eq(b->bytes_up, 1234567);
+    ck_assert(b->seconds_up == 0.25 && b->seconds_fetch == 0.5 && b->train_seconds == 29.75);
+    ck_assert_int_eq(b->local_bytes, 7654321);
+    ck_assert_int_eq(b->submit_unix, 1790000001);
+    ck_assert_int_eq(b->start_unix, 1790000003);
+    ck_assert_int_eq(b->end_unix, 1790000033);
+    ck_assert_int_eq(b->steps, 1234);
+    ck_assert_int_eq(b->tokens, 315904);
+    ck_assert_int_eq(b->steps_assigned, 1234);
+    ck_assert(b->rate == 1234 / 29.75);
+    ck_assert(back.site[1].rate == 1.0 / 3);
+    /* damaged figures are refused like any damage */
+    static const char *const bad[] = {"site.0.rate=-1\n", "site.0.rate=nan\n", "site.0.steps=-5\n",
+                                      "site.0.bytes_up=12x\n", "site.0.train_seconds=inf\n", "site.0.end_unix=\n",
+                                      "round_started=-3\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_msg(flas_journal_save(path, &j, err, sizeof err) == 0, "%s", err);
+        FILE *f = fopen(path, "a");
+        fputs(bad[i], f);
+        fclose(f);
+        ck_assert_msg(flas_journal_load(path, &back, err, sizeof err) == -1, "accepted %s", bad[i]);
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* Lines of a text file, and the one starting with prefix (NULL if none). */
+static int file_lines(const char *path, const char *prefix, char *found, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    char line[8192];
+    int n = 0, hits = 0;
+    while (fgets(line, sizeof line, f)) {
+        n++;
+        if (prefix && !strncmp(line, prefix, strlen(prefix))) {
+            hits++;
+            snprintf(found, len, "%s", line);
+        }
+    }
+    fclose(f);
+    ck_assert_int_le(hits, 1);
+    return n;
+}
+
+START_TEST(rounds_tsv_has_one_line_per_round)
+{
+    char dir[] = "/tmp/flas-rounds-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char path[256], err[512], line[8192], cmd[300];
+    snprintf(path, sizeof path, "%s/rounds.tsv", dir);
+    static flas_journal j;
+    memset(&j, 0, sizeof j);
+    j.n_sites = 2;
+    snprintf(j.site_name[0], sizeof j.site_name[0], "leonardo");
+    snprintf(j.site_name[1], sizeof j.site_name[1], "karolina");
+    for (int i = 0; i < 2; i++) {
+        flas_journal_site *s = &j.site[i];
+        s->state = FLAS_SITE_FETCHED;
+        s->job = 10 + i;
+        s->bytes_up = 1000;
+        s->seconds_up = 0.5;
+        s->local_bytes = 2000;
+        s->seconds_fetch = 0.25;
+        s->submit_unix = 1790000000;
+        s->start_unix = 1790000002 + i;
+        s->end_unix = 1790000010 + 5 * i;
+        s->train_seconds = 6 + i;
+        s->steps = 600 - 100 * i;
+        s->tokens = 1000;
+    }
+    j.round = 0;
+    ck_assert_msg(flas_coord_record_round(path, &j, 20.0, 1.0, err, sizeof err) == 0, "%s", err);
+    j.round = 1;
+    j.site[1].state = FLAS_SITE_DROPPED;
+    j.site[1].end_unix = 0;
+    ck_assert_msg(flas_coord_record_round(path, &j, 21.0, 1.0, err, sizeof err) == 0, "%s", err);
+    /* a crash after recording round 1 but before the journal moved on: recorded again on resume */
+    ck_assert_msg(flas_coord_record_round(path, &j, 22.0, 1.5, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(file_lines(path, "1\t", line, sizeof line), 3); /* header, round 0, round 1 once */
+    ck_assert_ptr_nonnull(strstr(line, "1\t22.000\t1.000\t")); /* the later record won */
+    ck_assert_int_eq(file_lines(path, "0\t", line, sizeof line), 3);
+    /* round 0: critical 20, staging 0.5+0.5, queue max(2,3), training max(6,7), fetch 0.5, aggregation 1,
+     * other the rest (20-1-3-7-0.5-1 = 7.5), the fastest site idle 15-10 = 5 s */
+    ck_assert_msg(!strncmp(line, "0\t20.000\t1.000\t3\t7.000\t0.500\t1.000\t7.500\t5\tfetched\t10\t1000\t0.500\t2\t6.000\t600\t-\t1000\t100.000\t2000\t0.250\t1790000010\tfetched\t11\t",
+                           strlen("0\t20.000\t1.000\t3\t7.000\t0.500\t1.000\t7.500\t5\tfetched\t10\t1000\t0.500\t2\t6.000\t600\t-\t1000\t100.000\t2000\t0.250\t1790000010\tfetched\t11\t")),
+                  "round 0: %s", line);
+    file_lines(path, "round\t", line, sizeof line);
+    ck_assert_ptr_nonnull(strstr(line, "\tidle_fastest_s\tleonardo.state\t"));
+    ck_assert_ptr_nonnull(strstr(line, "\tkarolina.end_unix\n"));
+    /* round 1: karolina dropped, so its training figures are unknown */
+    file_lines(path, "1\t", line, sizeof line);
+    ck_assert_ptr_nonnull(strstr(line, "\tdropped\t11\t1000\t0.500\t3\t-\t-\t-\t-\t-\t-\t-\t-\n"));
+    /* a journal that went back (round 0 again) drops the later rounds' lines */
+    j.round = 0;
+    ck_assert_msg(flas_coord_record_round(path, &j, 19.0, 1.0, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(file_lines(path, NULL, line, sizeof line), 2);
+    /* written atomically: no temporary left beside it */
+    snprintf(cmd, sizeof cmd, "test $(ls -a %s | wc -l) -eq 3", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("coordinator");
@@ -219,6 +475,10 @@ int main(void)
     tcase_add_test(tc, command_limit_follows_the_deadline);
     tcase_add_test(tc, update_bounds_are_parsed);
     tcase_add_test(tc, adopts_only_the_login_users_job);
+    tcase_add_test(tc, budget_steps_follow_each_sites_rate);
+    tcase_add_test(tc, job_times_reply_is_parsed_strictly);
+    tcase_add_test(tc, journal_round_trips_the_accounting);
+    tcase_add_test(tc, rounds_tsv_has_one_line_per_round);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
