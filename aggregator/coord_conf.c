@@ -61,6 +61,22 @@ static int parse_drop_slow(const char *v, void *rec, char *why, size_t whylen)
     return 0;
 }
 
+/* UpdateEncoding=, GlobalEncoding=: full, bf16 or int8 */
+static int parse_enc(const char *v, flas_update_enc *e, char *why, size_t whylen)
+{
+    if (flas_update_enc_parse(v, e))
+        return flas_fail(why, whylen, "expected full, bf16 or int8");
+    return 0;
+}
+static int parse_update_enc(const char *v, void *rec, char *why, size_t whylen)
+{
+    return parse_enc(v, &((flas_coord_conf *)rec)->update_enc, why, whylen);
+}
+static int parse_global_enc(const char *v, void *rec, char *why, size_t whylen)
+{
+    return parse_enc(v, &((flas_coord_conf *)rec)->global_enc, why, whylen);
+}
+
 #define FED(k, t, f, l, h) {.key = k, .type = t, .offset = offsetof(flas_coord_conf, f), \
                             .size = sizeof(((flas_coord_conf *)0)->f), .lo = l, .hi = h}
 #define SITE(k, t, f, l, h) {.key = k, .type = t, .offset = offsetof(flas_coord_site, f), \
@@ -92,6 +108,9 @@ static const flas_kv_key fed_keys[] = {
     FED("MinSteps", FLAS_KV_INT, min_steps, 0, 1LL << 40),
     CUSTOM("DropSlowSites", parse_drop_slow),
     FED("FirstSteps", FLAS_KV_INT, first_steps, 1, 1LL << 40),
+    CUSTOM("UpdateEncoding", parse_update_enc),
+    CUSTOM("GlobalEncoding", parse_global_enc),
+    FED("UpdateBlock", FLAS_KV_INT, update_block, FLAS_UPDATE_BLOCK_MIN, FLAS_UPDATE_BLOCK_MAX),
 };
 
 static const flas_kv_key site_keys[] = {
@@ -110,6 +129,7 @@ static const flas_kv_key site_keys[] = {
     SITE("Tasks", FLAS_KV_INT, tasks, 1, 10000000),
     SITE("CpusPerTask", FLAS_KV_INT, cpus_per_task, 1, 100000),
     SITE("Time", FLAS_KV_INT, time_min, 1, 525600),
+    SITE("Tools", FLAS_KV_PATH, tools, 0, 0),
 };
 
 #define N(a) (sizeof a / sizeof a[0])
@@ -166,6 +186,7 @@ static void defaults(flas_coord_conf *c)
     c->poll_max_s = 30;
     c->max_checkpoint_bytes = (int64_t)1 << 42;
     c->command_timeout_s = 120;
+    c->update_block = FLAS_UPDATE_BLOCK_DEFAULT;
 }
 
 static int finish(const char *path, flas_coord_conf *c, char *err, size_t errlen)

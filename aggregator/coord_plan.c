@@ -315,7 +315,7 @@ int flas_plan_compute(const flas_plan_opts *o, flas_plan_result *r, char *err, s
         x->down_s = x->bytes_down * 8 / (gbps * 1e9) + o->latency_s;
         x->up_s = x->bytes_up * 8 / (gbps * 1e9) + o->latency_s;
         x->queue_s = s->queue_s;
-        x->path_s = x->queue_s + x->down_s + x->train_s + x->up_s;
+        x->path_s = x->queue_s + x->down_s + x->train_s + o->overhead_s + x->up_s;
         if (x->path_s > longest) {
             longest = x->path_s;
             r->critical_site = i;
@@ -343,7 +343,8 @@ int flas_plan_compute(const flas_plan_opts *o, flas_plan_result *r, char *err, s
     r->agg_s = o->n_sites * r->bytes_model / (o->agg_gbps * 1e9);
     r->round_s = c->path_s + r->agg_s;
     struct { const char *what; double s; } terms[] = {
-        {"queue", c->queue_s}, {"transfer", c->down_s + c->up_s}, {"training", c->train_s}, {"aggregation", r->agg_s}};
+        {"queue", c->queue_s}, {"transfer", c->down_s + c->up_s}, {"training", c->train_s}, {"aggregation", r->agg_s},
+        {"job overhead", o->overhead_s}};
     r->dominant = terms[0].what;
     double top = terms[0].s;
     for (size_t i = 1; i < sizeof terms / sizeof terms[0]; i++)
@@ -530,6 +531,8 @@ static void plan_usage(FILE *f)
             "  --block N                int8 block, %d..%d (%d)\n"
             "  --agg-gbps X             aggregator merge rate, GB/s of fp32 input (%g, measured)\n"
             "  --latency-s X            fixed cost per transfer, s (%g)\n"
+            "  --overhead-s X           fixed cost of each site's job beyond training: start-up,\n"
+            "                           checkpoint writing, polling, s (0)\n"
             "  --ssh-gbps X             cap of one SSH stream, Gb/s (none)\n"
             "  --micro-batch N          sequences per GPU per micro-step, for activations (1)\n"
             "  --tsv                    tab-separated records for scripts\n"
@@ -693,8 +696,8 @@ int flas_plan_main(int argc, char **argv, FILE *out, FILE *errf)
                 goto done;
             }
             *(!strcmp(flag, "--agg-gbps") ? &o->agg_gbps : &o->ssh_gbps) = dv;
-        } else if (!strcmp(flag, "--latency-s")) {
-            if (num_in(flag, v, 0, 0, 1e5, &o->latency_s, e, sizeof e)) {
+        } else if (!strcmp(flag, "--latency-s") || !strcmp(flag, "--overhead-s")) {
+            if (num_in(flag, v, 0, 0, 1e7, !strcmp(flag, "--latency-s") ? &o->latency_s : &o->overhead_s, e, sizeof e)) {
                 rc = bad(errf, "%s", e);
                 goto done;
             }

@@ -169,6 +169,7 @@ static int init_journal(coord *k, char *err, size_t errlen)
     snprintf(k->j.run_id, sizeof k->j.run_id, "%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
     if (flas_sha256_file(g0, k->j.global_sha256, NULL, err, errlen))
         return -1;
+    snprintf(k->j.staged_sha256, sizeof k->j.staged_sha256, "%s", k->j.global_sha256); /* round 0: the same file */
     k->j.n_sites = c->n_sites;
     for (int i = 0; i < c->n_sites; i++)
         snprintf(k->j.site_name[i], sizeof k->j.site_name[i], "%s", c->site[i].name);
@@ -450,11 +451,34 @@ static int aggregate(coord *k, char *err, size_t errlen)
     o.policy = FLAS_AGG_DROP_BAD;
     o.min_sites = c->min_sites;
     o.input_sites = sites;
+    /* A compressed downlink: the sites trained from the params-only copy they hold (staged_sha256), and
+     * the new global is written together with its update against that copy, whose decode it is. */
+    char delta[FLAS_CONF_PATH_MAX + 64], base_model[FLAS_CONF_PATH_MAX + 64], next_model[FLAS_CONF_PATH_MAX + 64];
+    if (c->global_enc != FLAS_UPDATE_FULL) {
+        flas_coord_delta_path(c, k->j.round + 1, delta, sizeof delta);
+        flas_coord_site_model_path(c, k->j.round, base_model, sizeof base_model);
+        flas_coord_site_model_path(c, k->j.round + 1, next_model, sizeof next_model);
+        if (strcmp(k->j.staged_sha256, k->j.global_sha256))
+            o.base_sha256 = k->j.staged_sha256;
+        o.emit_update = delta;
+        o.emit_enc = c->global_enc;
+        o.emit_block = c->update_block;
+    }
     flas_agg_report rep;
     memset(&rep, 0, sizeof rep);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = flas_aggregate(prev, inputs, n, next, &o, &rep, err, errlen);
+    if (rc == FLAS_AGG_OK && c->global_enc != FLAS_UPDATE_FULL) {
+        /* What the sites will rebuild (flas-update apply), made here by the same code: its sha256 is
+         * what they must get, and what their next updates name as their base. */
+        flas_update_opts uo = {.enc = c->global_enc, .block = c->update_block};
+        char why[1024];
+        if (flas_update_apply_file(base_model, delta, next_model, &uo, why, sizeof why)) {
+            snprintf(err, errlen, "the next global's compressed copy: %.900s", why);
+            rc = FLAS_AGG_FAILED;
+        }
+    }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     k->stats.seconds_aggregate = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
     if (rc == FLAS_AGG_OK) {
@@ -579,7 +603,10 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
             }
             crash_point("aggregated");
             flas_coord_global_path(c, k.j.round + 1, next, sizeof next);
-            if (flas_sha256_file(next, k.j.global_sha256, NULL, err, errlen)) {
+            char model[FLAS_CONF_PATH_MAX + 64];
+            flas_coord_site_model_path(c, k.j.round + 1, model, sizeof model);
+            if (flas_sha256_file(next, k.j.global_sha256, NULL, err, errlen) ||
+                flas_sha256_file(model, k.j.staged_sha256, NULL, err, errlen)) {
                 rc = 2;
                 break;
             }

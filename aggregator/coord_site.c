@@ -103,6 +103,58 @@ static void stage_dir(const coord *k, int i, char *buf, size_t len)
     snprintf(buf, len, "%s/%s", k->c->site[i].staging_root, k->c->federation);
 }
 
+/* Rebuilds round K's model at site i from round K-1's, which the site holds, and the round's update:
+ * uploads the update next to the models (a name the plugin never takes for a round's model), runs
+ * flas-update apply there with the sha256 the result must have, and removes the update. 0 when the
+ * model is in place; -1 when anything failed (the caller then sends the whole model). */
+static int stage_by_update(coord *k, int i, const char *dir, const char *remote, flas_xfer_stats *st)
+{
+    char prev_name[32], rname[32], base[FLAS_CONF_PATH_MAX + 200], rdelta[FLAS_CONF_PATH_MAX + 200];
+    char delta[FLAS_CONF_PATH_MAX + 64], cmd[16384], err[1024], out[512], errout[1024];
+    char q_tool[FLAS_CONF_PATH_MAX + 40], q_base[sizeof base + 8], q_delta[sizeof rdelta + 8], q_out[FLAS_CONF_PATH_MAX + 220];
+    const flas_coord_site *site = &k->c->site[i];
+    flas_stage_global_name(prev_name, sizeof prev_name, k->j.round - 1);
+    flas_stage_round_dir(rname, sizeof rname, k->j.round);
+    snprintf(base, sizeof base, "%s/%s/%s", dir, FLAS_STAGE_GLOBAL, prev_name);
+    snprintf(rdelta, sizeof rdelta, "%s/%s/%s.delta.h5", dir, FLAS_STAGE_GLOBAL, rname);
+    flas_coord_delta_path(k->c, k->j.round, delta, sizeof delta);
+    char tool[FLAS_CONF_PATH_MAX + 32];
+    snprintf(tool, sizeof tool, "%s%sflas-update", site->tools, site->tools[0] ? "/" : "");
+    if (flas_shell_quote(tool, q_tool, sizeof q_tool) || flas_shell_quote(base, q_base, sizeof q_base) ||
+        flas_shell_quote(rdelta, q_delta, sizeof q_delta) || flas_shell_quote(remote, q_out, sizeof q_out))
+        return -1;
+    flas_ssh *s = coord_ssh_transfer(k, i);
+    if (!s)
+        return -1;
+    flas_xfer_opts o = {0};
+    progress_ctx pc = {k, i, 0};
+    o.progress = note_progress;
+    o.progress_ctx = &pc;
+    if (flas_xfer_upload(s, delta, rdelta, &o, st, err, sizeof err)) {
+        coord_note(k, i, "compressed global: %s", err);
+        coord_ssh_lost(k, i);
+        return -1;
+    }
+    int n = snprintf(cmd, sizeof cmd, "%s apply -q --base %s --update %s --output %s --expect-sha256 %s; rc=$?; "
+                                      "rm -f -- %s; exit $rc", q_tool, q_base, q_delta, q_out, k->j.staged_sha256, q_delta);
+    if (n < 0 || (size_t)n >= sizeof cmd)
+        return -1;
+    int status = -1;
+    if (flas_ssh_exec(s, cmd, out, sizeof out, errout, sizeof errout, &status, err, sizeof err)) {
+        coord_note(k, i, "compressed global: %s", err);
+        coord_ssh_lost(k, i);
+        return -1;
+    }
+    if (status != 0) {
+        /* 3: rebuilt, but not the same bytes (another FLaS or HDF5 version at the site); 1: no or another
+         * base there; 127: no flas-update. Each is a reason to send the whole model, not to fail. */
+        coord_note(k, i, "compressed global not applied (exit %d: %.200s); sending the whole model", status,
+                   errout[0] ? errout : out);
+        return -1;
+    }
+    return 0;
+}
+
 int coord_stage_global(coord *k, int i)
 {
     char dir[FLAS_CONF_PATH_MAX + 80], name[32], remote[FLAS_CONF_PATH_MAX + 200], local[FLAS_CONF_PATH_MAX + 64];
@@ -111,30 +163,36 @@ int coord_stage_global(coord *k, int i)
     flas_stage_global_name(name, sizeof name, k->j.round);
     snprintf(remote, sizeof remote, "%s/%s/%s", dir, FLAS_STAGE_GLOBAL, name);
     snprintf(side, sizeof side, "%s%s", remote, FLAS_STAGE_SHA256_SUFFIX);
-    flas_coord_global_path(k->c, k->j.round, local, sizeof local);
+    /* the model the sites train from: the global, or its params-only copy under a compressed downlink */
+    flas_coord_site_model_path(k->c, k->j.round, local, sizeof local);
+    flas_xfer_stats st;
+    memset(&st, 0, sizeof st);
+    int via_update = k->c->global_enc != FLAS_UPDATE_FULL && k->j.round > 0 && stage_by_update(k, i, dir, remote, &st) == 0;
     flas_ssh *s = coord_ssh_transfer(k, i);
     if (!s)
         return -1;
-    flas_xfer_stats st;
-    progress_ctx pc = {k, i, 0};
-    flas_xfer_opts o = {0};
-    o.progress = note_progress;
-    o.progress_ctx = &pc;
-    if (flas_xfer_upload(s, local, remote, &o, &st, err, sizeof err)) {
-        coord_note(k, i, "%s", err);
-        coord_ssh_lost(k, i);
-        return -1;
+    if (!via_update) {
+        progress_ctx pc = {k, i, 0};
+        flas_xfer_opts o = {0};
+        o.progress = note_progress;
+        o.progress_ctx = &pc;
+        if (flas_xfer_upload(s, local, remote, &o, &st, err, sizeof err)) {
+            coord_note(k, i, "%s", err);
+            coord_ssh_lost(k, i);
+            return -1;
+        }
+        if (st.resumed_at > 0)
+            fprintf(stderr, "flas-coordinator: round %ld: %s: upload resumed after a cut at %lld verified bytes\n",
+                    k->j.round, k->c->site[i].name, (long long)st.resumed_at);
+        if (strcmp(st.sha256, k->j.staged_sha256)) {
+            coord_note(k, i, "global model changed under the coordinator (sha256 %s, journal %s)", st.sha256,
+                       k->j.staged_sha256);
+            return -1;
+        }
     }
-    if (st.resumed_at > 0)
-        fprintf(stderr, "flas-coordinator: round %ld: %s: upload resumed after a cut at %lld verified bytes\n",
-                k->j.round, k->c->site[i].name, (long long)st.resumed_at);
-    if (strcmp(st.sha256, k->j.global_sha256)) {
-        coord_note(k, i, "global model changed under the coordinator (sha256 %s, journal %s)", st.sha256,
-                   k->j.global_sha256);
-        return -1;
-    }
-    /* The sidecar comes last: the plugin treats a round as staged only once it exists. */
-    snprintf(text, sizeof text, "%s  %s\n", st.sha256, name);
+    /* The sidecar comes last: the plugin treats a round as staged only once it exists, and verifies the
+     * model against it (also one rebuilt from an update: flas-update checked it already). */
+    snprintf(text, sizeof text, "%s  %s\n", k->j.staged_sha256, name);
     if (flas_xfer_put_text(s, side, text, err, sizeof err)) {
         coord_note(k, i, "%s", err);
         coord_ssh_lost(k, i);
@@ -142,10 +200,15 @@ int coord_stage_global(coord *k, int i)
     }
     k->stats.seconds_stage += st.seconds;
     k->stats.bytes_staged += st.sent;
-    /* the accounting's "bytes up" is the model the site received, also when the upload resumed a cut
-     * one or found it already there; the seconds are what this round spent on it */
+    /* the accounting's "bytes up" is what the site received: the model, or the update it was rebuilt
+     * from (also when the upload resumed a cut one or found it already there); the seconds are what
+     * this round spent on it */
     k->j.site[i].bytes_up = st.size;
     k->j.site[i].seconds_up += st.seconds;
+    snprintf(k->j.site[i].staged_via, sizeof k->j.site[i].staged_via, "%s", via_update ? "delta" : "full");
+    if (via_update)
+        fprintf(stderr, "flas-coordinator: round %ld: %s: global rebuilt at the site from a %s update of %.1f MB\n",
+                k->j.round, k->c->site[i].name, flas_update_enc_name(k->c->global_enc), st.size / 1e6);
     return 0;
 }
 
@@ -201,12 +264,19 @@ long coord_submit(coord *k, int i)
     INTOPT(s->cpus_per_task, "--cpus-per-task=")
     INTOPT(s->time_min, "--time=")
 #undef INTOPT
-    if (k->j.site[i].steps_assigned > 0) {
-        /* speed-aware rounds: flas-train takes FLAS_STEPS as its --steps when the script gives none.
-         * ALL keeps the rest of the submitting environment, as sbatch does without --export. */
-        snprintf(num, sizeof num, "%ld", k->j.site[i].steps_assigned);
-        append(cmd, sizeof cmd, " --export=ALL," FLAS_ENV_STEPS "=%s", num);
-    }
+    /* What the coordinator asks of the job through its environment: speed-aware rounds' steps (flas-train
+     * takes FLAS_STEPS as its --steps when the script gives none) and the federation's update encoding
+     * (FLAS_UPDATE, FLAS_UPDATE_BLOCK). ALL keeps the rest of the submitting environment, as sbatch
+     * does without --export; a script that sets these itself wins. */
+    char exports[256] = "";
+    if (k->j.site[i].steps_assigned > 0)
+        snprintf(exports + strlen(exports), sizeof exports - strlen(exports), "," FLAS_ENV_STEPS "=%ld",
+                 k->j.site[i].steps_assigned);
+    if (k->c->update_enc != FLAS_UPDATE_FULL)
+        snprintf(exports + strlen(exports), sizeof exports - strlen(exports), "," FLAS_ENV_UPDATE "=%s," FLAS_ENV_UPDATE_BLOCK "=%d",
+                 flas_update_enc_name(k->c->update_enc), k->c->update_block);
+    if (exports[0])
+        append(cmd, sizeof cmd, " --export=ALL%s", exports);
     flas_shell_quote(s->script, q, sizeof q);
     append(cmd, sizeof cmd, " %s", q);
     for (int a = 0; a < s->n_args; a++) {
@@ -444,9 +514,9 @@ int coord_read_manifest(coord *k, int i, long job, char *remote, size_t rlen, in
                jint(m, "size", &bytes) || bytes <= 0 || bytes > k->c->max_checkpoint_bytes || strchr(ck, '/') ||
                ck[0] == '.') {
         coord_note(k, i, "manifest %s has an invalid checkpoint entry: refused", mname);
-    } else if (!(base = jstr(m, "base_sha256")) || strcmp(base, k->j.global_sha256)) {
+    } else if (!(base = jstr(m, "base_sha256")) || strcmp(base, k->j.staged_sha256)) {
         coord_note(k, i, "job %ld trained from %s, not this round's global %s: refused", job, base ? base : "?",
-                   k->j.global_sha256);
+                   k->j.staged_sha256);
     } else {
         snprintf(remote, rlen, "%s/%s/%s/%s", dir, FLAS_STAGE_OUTBOX, rdir, ck);
         *size = bytes;

@@ -27,6 +27,24 @@ int flas_coord_global_path(const flas_coord_conf *c, long round, char *buf, size
     return fits(snprintf(buf, len, "%s/%s/%s", c->work_dir, FLAS_STAGE_GLOBAL, name), len);
 }
 
+int flas_coord_site_model_path(const flas_coord_conf *c, long round, char *buf, size_t len)
+{
+    char name[32];
+    if (c->global_enc == FLAS_UPDATE_FULL || round == 0)
+        return flas_coord_global_path(c, round, buf, len);
+    if (flas_stage_round_dir(name, sizeof name, round))
+        return -1;
+    return fits(snprintf(buf, len, "%s/%s/%s.staged.h5", c->work_dir, FLAS_STAGE_GLOBAL, name), len);
+}
+
+int flas_coord_delta_path(const flas_coord_conf *c, long round, char *buf, size_t len)
+{
+    char name[32];
+    if (flas_stage_round_dir(name, sizeof name, round))
+        return -1;
+    return fits(snprintf(buf, len, "%s/%s/%s.delta.h5", c->work_dir, FLAS_STAGE_GLOBAL, name), len);
+}
+
 int flas_coord_round_dir(const flas_coord_conf *c, long round, char *buf, size_t len)
 {
     char name[32];

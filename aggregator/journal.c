@@ -48,8 +48,9 @@ int flas_journal_save(const char *path, const flas_journal *j, char *err, size_t
     snprintf(failure, sizeof failure, "%s", j->failure);
     one_line(failure);
     fprintf(f, "format=flas-coordinator-journal\nversion=1\nfederation=%s\nrun_id=%s\nround=%ld\nphase=%s\nglobal_sha256=%s\n"
-               "begin_unix=%lld\nround_started_unix=%lld\nround_started=%.3f\nfailure=%s\nsites=%d\n",
-            j->federation, j->run_id, j->round, flas_round_phase_name(j->phase), j->global_sha256, (long long)j->begin_unix,
+               "staged_sha256=%s\nbegin_unix=%lld\nround_started_unix=%lld\nround_started=%.3f\nfailure=%s\nsites=%d\n",
+            j->federation, j->run_id, j->round, flas_round_phase_name(j->phase), j->global_sha256,
+            j->staged_sha256[0] ? j->staged_sha256 : j->global_sha256, (long long)j->begin_unix,
             (long long)j->round_started_unix, j->round_started, failure, j->n_sites);
     for (int i = 0; i < j->n_sites; i++) {
         const flas_journal_site *s = &j->site[i];
@@ -63,10 +64,10 @@ int flas_journal_save(const char *path, const flas_journal *j, char *err, size_t
         /* the round's accounting (%.17g: the rate is carried to the next round exactly) */
         fprintf(f, "site.%d.bytes_up=%lld\nsite.%d.seconds_up=%.3f\nsite.%d.submit_unix=%lld\nsite.%d.start_unix=%lld\n"
                    "site.%d.end_unix=%lld\nsite.%d.train_seconds=%.3f\nsite.%d.steps=%lld\nsite.%d.tokens=%lld\n"
-                   "site.%d.steps_assigned=%ld\nsite.%d.rate=%.17g\n",
+                   "site.%d.steps_assigned=%ld\nsite.%d.rate=%.17g\nsite.%d.staged_via=%s\n",
                 i, (long long)s->bytes_up, i, s->seconds_up, i, (long long)s->submit_unix, i, (long long)s->start_unix,
                 i, (long long)s->end_unix, i, s->train_seconds, i, (long long)s->steps, i, (long long)s->tokens, i,
-                s->steps_assigned, i, s->rate);
+                s->steps_assigned, i, s->rate, i, s->staged_via);
     }
     if (fclose(f) != 0 || !text) {
         snprintf(err, errlen, "%s: out of memory", path);
@@ -117,7 +118,9 @@ static int set_field(flas_journal *j, const char *key, const char *v)
     if (!strcmp(key, "phase"))
         return (int)(j->phase = (flas_round_phase)lookup(phases, 5, v)) < 0 ? -1 : 0;
     if (!strcmp(key, "global_sha256"))
-        return snprintf(j->global_sha256, sizeof j->global_sha256, "%s", v) < 0 ? -1 : 0;
+        return !*v || flas_sha256_is_hex(v) ? (snprintf(j->global_sha256, sizeof j->global_sha256, "%s", v), 0) : -1;
+    if (!strcmp(key, "staged_sha256"))
+        return !*v || flas_sha256_is_hex(v) ? (snprintf(j->staged_sha256, sizeof j->staged_sha256, "%s", v), 0) : -1;
     if (!strcmp(key, "begin_unix"))
         return (j->begin_unix = strtoll(v, NULL, 10)), 0;
     if (!strcmp(key, "round_started_unix"))
@@ -173,6 +176,11 @@ static int set_field(flas_journal *j, const char *key, const char *v)
     }
     if (!strcmp(field, "rate"))
         return nonneg(v, &s->rate);
+    if (!strcmp(field, "staged_via")) {
+        if (strcmp(v, "") && strcmp(v, "full") && strcmp(v, "delta"))
+            return -1;
+        return snprintf(s->staged_via, sizeof s->staged_via, "%s", v) < 0 ? -1 : 0;
+    }
     if (!strcmp(field, "note"))
         return snprintf(s->note, sizeof s->note, "%s", v) < 0 ? -1 : 0;
     return -1;
@@ -202,5 +210,7 @@ int flas_journal_load(const char *path, flas_journal *j, char *err, size_t errle
     fclose(f);
     if (rc)
         snprintf(err, errlen, "%s:%d: the journal is damaged (fix or remove it to start over)", path, n);
+    else if (!j->staged_sha256[0]) /* a journal of a version without compressed downlinks */
+        snprintf(j->staged_sha256, sizeof j->staged_sha256, "%s", j->global_sha256);
     return rc;
 }

@@ -278,6 +278,20 @@ hid_t ck_update_mem_type(flas_update_enc e) { return e == FLAS_UPDATE_INT8 ? H5T
 size_t ck_update_value_size(flas_update_enc e) { return e == FLAS_UPDATE_INT8 ? 1 : 2; }
 size_t ck_update_blocks(size_t numel, int block) { return block > 0 ? (numel + (size_t)block - 1) / (size_t)block : 0; }
 
+int ck_update_tensor(const ck_file *f, const char *name, size_t lo, size_t n, int have_buf, size_t *numel,
+                     char *err, size_t errlen)
+{
+    int tensor = name ? ck_tensor_index(f, name) : -1;
+    if (tensor < 0)
+        return flas_fail(err, errlen, "%s: no tensor named '%s' in this model", f->path, name ? name : "(null)");
+    const flas_tensor *t = &f->table.tensors[tensor];
+    *numel = ck_rows(t) * ck_cols(t);
+    if (lo > *numel || n > *numel - lo || (n && !have_buf))
+        return flas_fail(err, errlen, "%s: elements [%zu, +%zu) of %s: outside its %zu elements or no buffer", f->path,
+                         lo, n, name, *numel);
+    return tensor;
+}
+
 int ck_same_config(const flas_config *a, const flas_config *b, char *what, size_t whatlen)
 {
 #define SAME_INT(field)                                                                              \

@@ -84,6 +84,10 @@ hid_t ck_update_file_type(flas_update_enc e);
 hid_t ck_update_mem_type(flas_update_enc e);
 size_t ck_update_value_size(flas_update_enc e);
 size_t ck_update_blocks(size_t numel, int block);
+/* The tensor an update put/get names and its element count, with [lo, lo+n) inside it and a buffer
+ * for a non-empty range: its index, or -1 with err. */
+int ck_update_tensor(const ck_file *f, const char *name, size_t lo, size_t n, int have_buf, size_t *numel,
+                     char *err, size_t errlen);
 void ck_drop_cache(ck_file *f);
 int ck_tensor_index(const ck_file *f, const char *name);
 

@@ -693,25 +693,19 @@ int flas_ckpt_get_update(flas_ckpt_reader *r, const char *name, size_t lo, size_
     ck_file *f = &r->f;
     const flas_update_enc e = r->meta.update;
     const int block = r->meta.update_block;
-    int tensor = name ? ck_tensor_index(f, name) : -1;
     void *codes = NULL;
     float *scales = NULL;
-    int rc = 0;
+    int rc = 0, tensor = -1;
+    size_t numel = 0;
     if (!(r->contents & FLAS_CKPT_UPDATE) || f->comm != MPI_COMM_NULL) {
         rc = flas_fail(err, errlen, "%s: not an update file opened serially (get_update)", f->path);
         goto out;
     }
-    if (tensor < 0) {
-        rc = flas_fail(err, errlen, "%s: no tensor named '%s' in this model", f->path, name ? name : "(null)");
+    if ((tensor = ck_update_tensor(f, name, lo, n, out != NULL, &numel, err, errlen)) < 0) {
+        rc = -1;
         goto out;
     }
     const flas_tensor *t = &f->table.tensors[tensor];
-    size_t numel = ck_rows(t) * ck_cols(t);
-    if (lo > numel || n > numel - lo || (n && !out)) {
-        rc = flas_fail(err, errlen, "%s: elements [%zu, +%zu) of %s: outside its %zu elements or no buffer", f->path,
-                       lo, n, name, numel);
-        goto out;
-    }
     if (n == 0)
         goto out;
     size_t b0 = e == FLAS_UPDATE_INT8 ? lo / (size_t)block : 0;

@@ -549,25 +549,19 @@ int flas_ckpt_put_update(flas_ckpt_writer *w, const char *name, size_t lo, size_
     ck_file *f = &w->f;
     const flas_update_enc e = w->meta.update;
     const int block = w->meta.update_block;
-    int tensor = name ? ck_tensor_index(f, name) : -1;
-    int rc = 0;
+    int rc = 0, tensor = -1;
     void *codes = NULL;
     float *scales = NULL;
+    size_t numel = 0;
     if (!(w->contents & FLAS_CKPT_UPDATE)) {
         rc = flas_fail(err, errlen, "%s: not an update file (put_update)", f->path);
         goto out;
     }
-    if (tensor < 0) {
-        rc = flas_fail(err, errlen, "%s: no tensor named '%s' in this model", f->path, name ? name : "(null)");
+    if ((tensor = ck_update_tensor(f, name, lo, n, delta != NULL, &numel, err, errlen)) < 0) {
+        rc = -1;
         goto out;
     }
     const flas_tensor *t = &f->table.tensors[tensor];
-    size_t numel = ck_rows(t) * ck_cols(t);
-    if (lo > numel || n > numel - lo || (n && !delta)) {
-        rc = flas_fail(err, errlen, "%s: elements [%zu, +%zu) of %s: outside its %zu elements or no data", f->path, lo,
-                       n, name, numel);
-        goto out;
-    }
     if (e == FLAS_UPDATE_INT8 && (lo % (size_t)block || (n % (size_t)block && lo + n != numel))) {
         rc = flas_fail(err, errlen, "%s: update of %s at [%zu, +%zu) does not follow its blocks of %d", f->path, name,
                        lo, n, block);

@@ -11,6 +11,7 @@
 #include "flas/conf.h"
 #include "flas/sha256.h"
 #include "flas/stage.h"
+#include "flas/update.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -35,6 +36,7 @@ typedef struct flas_coord_site {
     char account[FLAS_CONF_NAME_MAX];       /* Account= */
     int nodes, tasks, cpus_per_task;        /* Nodes=, Tasks=, CpusPerTask= (0: the script decides) */
     int time_min;                           /* Time= minutes (0: the script decides) */
+    char tools[FLAS_CONF_PATH_MAX];         /* Tools=: directory of the FLaS tools at the site ("": PATH) */
     int line;
 } flas_coord_site;
 
@@ -61,6 +63,12 @@ typedef struct flas_coord_conf {
     int64_t min_steps;                       /* MinSteps= fewer steps in the budget: a slow site (0: none) */
     int drop_slow_sites;                    /* DropSlowSites=yes: slow sites sit out the round */
     int64_t first_steps;                      /* FirstSteps= steps of a site with no measured rate (0: script's) */
+    /* Compressed exchange (flas/update.h). */
+    flas_update_enc update_enc;             /* UpdateEncoding= what the sites publish (FLAS_UPDATE of the
+                                               jobs; default full) */
+    int update_block;                       /* UpdateBlock= int8 values per scale, both directions (128) */
+    flas_update_enc global_enc;             /* GlobalEncoding= how the next global travels to a site that
+                                               holds the previous one (default full) */
     int n_sites;
     flas_coord_site site[FLAS_COORD_MAX_SITES];
 } flas_coord_conf;
@@ -134,6 +142,7 @@ typedef struct flas_journal_site {
     double train_seconds;                    /* /metrics train_seconds of the fetched checkpoint */
     int64_t steps, tokens;                   /* its meta step and tokens_trained */
     long steps_assigned;                     /* FLAS_STEPS given to this round's job (0: the script's) */
+    char staged_via[8];                      /* how the model reached the site: "full", "delta" ("": not yet) */
     double rate;                             /* measured steps per training second, kept across rounds
                                                 (the last round that measured it; 0: not yet) */
     char note[256];
@@ -145,6 +154,10 @@ typedef struct flas_journal {
     long round;                              /* the round being run (its global exists) */
     flas_round_phase phase;
     char global_sha256[FLAS_SHA256_HEX_LEN + 1];
+    /* sha256 of the model the sites train from this round: the global itself, or under a compressed
+     * downlink (GlobalEncoding=) its params-only copy rebuilt from the previous one plus the update
+     * (flas_coord_site_model_path); every site's update must name it as its base */
+    char staged_sha256[FLAS_SHA256_HEX_LEN + 1];
     int64_t begin_unix;                      /* the round's common --begin time, 0 if none */
     int64_t round_started_unix;              /* for the deadline */
     double round_started;                    /* the same with sub-second precision (accounting) */
@@ -182,6 +195,11 @@ int flas_coord_status(const flas_coord_conf *c, FILE *out, char *err, size_t err
 int flas_coord_global_path(const flas_coord_conf *c, long round, char *buf, size_t len);
 int flas_coord_local_path(const flas_coord_conf *c, long round, const char *site, char *buf, size_t len);
 int flas_coord_round_dir(const flas_coord_conf *c, long round, char *buf, size_t len);
+/* The model the sites train from in a round: the global itself (GlobalEncoding=full, or round 0), else
+ * its params-only copy WorkDir/global/round-NNNNNN.staged.h5 = the previous one + the round's update
+ * WorkDir/global/round-NNNNNN.delta.h5 (what a site that holds the previous one receives). */
+int flas_coord_site_model_path(const flas_coord_conf *c, long round, char *buf, size_t len);
+int flas_coord_delta_path(const flas_coord_conf *c, long round, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -9,7 +9,8 @@
  * it and states what it leaves out.
  *
  * Model of one round (the order the coordinator runs it, docs/architecture.md):
- *   site s:   queue_s + down_s + train_s + up_s          (down and up: bytes / link rate + latency)
+ *   site s:   queue_s + down_s + train_s + overhead_s + up_s   (down and up: bytes / link rate + latency;
+ *             overhead_s: the job's fixed cost beyond training: start-up, checkpoint writing, polling)
  *   round:    max over sites of the above, then agg_s     (agg_s: all inputs' bytes / merge rate)
  *
  * Every function returns 0, or -1 with a one-line reason in err (flas/error.h). */
@@ -75,6 +76,7 @@ typedef struct flas_plan_opts {
     int rounds;
     double agg_gbps;                /* merge rate, GB of float32 input read per second */
     double latency_s;               /* added to every transfer */
+    double overhead_s;              /* added to every site's job: start-up, checkpoint writing, polling */
     double ssh_gbps;                /* cap of one SSH stream, Gb/s (0: no cap, the link's rate) */
     int micro_batch;                /* sequences per GPU per micro-step, for the activation estimate */
 } flas_plan_opts;

@@ -74,8 +74,8 @@ write_conf() { # ROUNDS MINSITES STEPS
         find "$(sdir "$s")/stage/flas/global" -mindepth 1 -delete
     done
     {
-        echo "Federation=flas WorkDir=$WORK/coord InitialGlobal=$BED/coord/global0.h5 KnownHosts=$P_known_hosts"
-        echo "  Rounds=$rounds MinSites=$min Strategy=fedavg Sync=begin BeginDelay=1 PollInterval=1 PollMax=2"
+        echo "Federation=flas WorkDir=$WORK/coord InitialGlobal=${INITIAL:-$BED/coord/global0.h5} KnownHosts=$P_known_hosts"
+        echo "  Rounds=$rounds MinSites=$min Strategy=fedavg Sync=${SYNC:-begin} BeginDelay=1 PollInterval=1 PollMax=2"
         echo "  RoundDeadline=${DEADLINE:-600} Signal=USR1@20 ${FED_EXTRA:-}"
         for s in "${SITES[@]}"; do
             extra="SITE_EXTRA_$s"
@@ -84,7 +84,8 @@ write_conf() { # ROUNDS MINSITES STEPS
             local st="STEPS_$s" stepsarg
             stepsarg="--steps,${!st:-$steps},"
             [ "${!st:-$steps}" = none ] && stepsarg=
-            echo "  ScriptArgs=--data,$(sdir "$s")/data/train,--valid,$(sdir "$s")/data/valid,$stepsarg--batch,4,--seq,64,--threads,1,--log-every,5 ${!extra:-}"
+            local sx="SCRIPT_EXTRA_$s"
+            echo "  ScriptArgs=--data,$(sdir "$s")/data/train,--valid,$(sdir "$s")/data/valid,$stepsarg--batch,4,--seq,64,--threads,1,--log-every,5${!sx:+,${!sx}} ${!extra:-}"
         done
     } >"$WORK/coordinator.conf"
 }
@@ -441,6 +442,159 @@ case_crash_resume() { # SIGKILL in every phase; each resumed run gives the unint
         crash_and_resume "$event" "$BED/coord/crash-ref.h5"
     done
     pass "coordinator killed in every phase: resumed without double submission or aggregation, same result"
+}
+
+# Compressed rounds: each site's residual directory (the job user's, private), fresh per run:
+# residual_args before write_conf (the script's arguments), residual_dirs after it (it empties WORK).
+residual_args() {
+    local s
+    for s in "${SITES[@]}"; do
+        printf -v "SCRIPT_EXTRA_$s" '%s' "--residual-dir,$WORK/residual-$s"
+    done
+}
+residual_dirs() {
+    local s
+    for s in "${SITES[@]}"; do
+        install -d -m 700 -o "$P_user" "$WORK/residual-$s"
+    done
+}
+
+# Mean validation loss of a model over both sites' held-out shards (flas-train --eval).
+valid_loss() {
+    local s l all=""
+    for s in "${SITES[@]}"; do
+        l=$("$BIN/flas-train" --eval "$1" --valid "$(sdir "$s")/data/valid" --json | sed -n 's/.*"loss":\([0-9.]*\).*/\1/p')
+        [ -n "$l" ] || fail "no validation loss of $1 at $s"
+        all="$all $l"
+    done
+    echo "$all" | awk '{ for (i = 1; i <= NF; i++) s += $i; printf "%.6f\n", s / NF }'
+}
+
+case_compressed() { # bf16/int8 updates both ways: fewer bytes staged and fetched, validation loss within 1%
+    # a model wide enough that HDF5's per-tensor headers do not hide the ratio (2.0 M parameters)
+    "$BIN/flas-train" --init --dim 256 --layers 2 --heads 4 --kv-heads 2 --vocab 1024 --seq-len 64 --seed 7 \
+        --output "$BED/coord/wide0.h5" >/dev/null || fail "cannot write the wide round-0 model"
+    local mode k s
+    for mode in full bf16 int8; do
+        FED_EXTRA=""
+        [ "$mode" = full ] || FED_EXTRA="UpdateEncoding=$mode GlobalEncoding=$mode"
+        residual_args
+        # no common --begin: a job whose begin time passes waits for Slurm's next scheduling pass (up to
+        # 30 s here), noise that would swamp the round times the plan check below compares
+        SYNC=none INITIAL="$BED/coord/wide0.h5" write_conf 3 2 30
+        residual_dirs
+        coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || fail "$mode rounds failed: $(tail -3 "$WORK/err")"
+        cat "$WORK/out"
+        cp "$WORK/coord/rounds.tsv" "$BED/coord/compressed-$mode.tsv"
+        cp "$WORK/coord/global/round-000003.h5" "$BED/coord/compressed-$mode.h5"
+        if [ "$mode" != full ]; then
+            # rounds 1 and 2 reached both sites as updates, rebuilt there into exactly the coordinator's copy
+            [ "$(grep -c "global rebuilt at the site from a $mode update" "$WORK/err")" = 4 ] ||
+                fail "not every later round was staged as an update: $(grep -i "rebuilt\|whole model" "$WORK/err")"
+            for s in "${SITES[@]}"; do
+                for k in 1 2; do
+                    [ "$(sha "$(sdir "$s")/stage/flas/global/round-00000$k.h5")" = "$(sha "$WORK/coord/global/round-00000$k.staged.h5")" ] ||
+                        fail "$s's round-$k model is not the coordinator's copy"
+                done
+                # what the site published is an int8 update; its error feedback stayed at the site
+                [ "$(h5attr "$WORK/coord/round-000002/$s.h5" update_encoding)" = "$mode" ] || fail "$s did not publish a $mode update"
+                [ -f "$WORK/residual-$s/residual-round-000002.h5" ] && [ -f "$WORK/residual-$s/residual-round-000001.h5" ] &&
+                    [ ! -e "$WORK/residual-$s/residual-round-000000.h5" ] || fail "$s's residuals: $(ls "$WORK/residual-$s")"
+            done
+            ls "$WORK/coord/global"/round-00000[12].delta.h5 >/dev/null || fail "the coordinator kept no downlink updates"
+        fi
+    done
+    # bytes from the accounting (rounds.tsv): rounds after the first, where the site holds the last model
+    /usr/bin/python3 - "$BED/coord" <<'PY' || fail "bytes"
+import csv, sys
+rows = {m: list(csv.DictReader(open(f"{sys.argv[1]}/compressed-{m}.tsv"), delimiter="\t")) for m in ("full", "bf16", "int8")}
+sites = ("leonardo", "karolina")
+print("mode | round | staging s (both sites) | fetch s | bytes down per site | bytes up per site")
+for m, rs in rows.items():
+    for r in rs:
+        print(f"{m} | {r['round']} | {float(r['staging_s']):.3f} | {float(r['fetch_s']):.3f} | "
+              f"{int(r['leonardo.bytes_up'])} | {int(r['leonardo.bytes_down'])}")
+for m, need in (("bf16", 1.8), ("int8", 3.5)):
+    for what, col in (("staged (down to the sites)", "bytes_up"), ("fetched (up from the sites)", "bytes_down")):
+        f = sum(int(r[f"{s}.{col}"]) for r in rows["full"][1:] for s in sites)
+        c = sum(int(r[f"{s}.{col}"]) for r in rows[m][1:] for s in sites)
+        print(f"rounds 1-2, bytes {what}: full {f}, {m} {c}: {f / c:.2f}x fewer")
+        assert f / c >= need, f"{m}: only {f / c:.2f}x fewer bytes {what} (want {need})"
+PY
+    local lf lc
+    lf=$(valid_loss "$BED/coord/compressed-full.h5")
+    for mode in bf16 int8; do
+        lc=$(valid_loss "$BED/coord/compressed-$mode.h5")
+        echo "validation loss after 3 rounds: full $lf, $mode both ways $lc"
+        awk -v c="$lc" -v f="$lf" -v m="$mode" 'BEGIN { d = (c - f) / f; printf "%s vs full: %+.4f%%\n", m, 100 * d
+                                                      exit !(d <= 0.01 && d >= -0.01) }' ||
+            fail "$mode rounds end more than 1% from the uncompressed run's validation loss ($lc vs $lf)"
+    done
+    # flas-coordinator plan, fed with what round 0 measured (each site's tokens/s, link rate, queue wait,
+    # the jobs' fixed cost), predicts rounds 1 and 2 within the factor docs/scaling.md states (1.5)
+    /usr/bin/python3 - "$BED/coord/compressed-int8.tsv" "$BIN/flas-coordinator" "$BED/coord/wide0.h5" <<'PY' || fail "plan"
+import csv, subprocess, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+r0 = rows[0]
+sites = []
+for s in ("leonardo", "karolina"):
+    tok_s = int(r0[f"{s}.tokens"]) / float(r0[f"{s}.train_s"])
+    gbps = int(r0[f"{s}.bytes_up"]) * 8 / max(float(r0[f"{s}.up_s"]), 1e-3) / 1e9
+    sites += ["--site", f"{s}:gpus=1,nodes=1,tok_s_gpu={tok_s:.1f},gbps={gbps:.4f},queue_s={float(r0[f'{s}.queue_s']):.1f}"]
+cmd = [sys.argv[2], "plan", "--config", sys.argv[3], *sites, "--steps", "30", "--batch-tokens", "256",
+       "--compression", "int8", "--latency-s", "0.01", "--overhead-s", r0["other_s"], "--tsv"]
+out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+pred = float(next(l.split("\t")[4] for l in out.splitlines() if l.startswith("round\t")))
+for r in rows[1:]:
+    meas = float(r["critical_s"])
+    ratio = max(pred / meas, meas / pred)
+    print(f"round {r['round']}: plan predicts {pred:.2f} s from round 0's measurements, measured {meas:.2f} s "
+          f"(factor {ratio:.2f})")
+    assert ratio <= 1.5, f"plan is off by a factor {ratio:.2f} (docs/scaling.md states 1.5)"
+PY
+    pass "int8 (bf16) updates both ways: >= 3.5x (1.8x) fewer bytes staged and fetched, validation loss within 1% of full models; plan predicts the round time"
+}
+
+case_compressed_resume() { # compressed rounds killed in round 1: no update applied twice; a site without the
+                           # previous model gets the whole one
+    INITIAL="$BED/coord/wide0.h5"
+    [ -f "$INITIAL" ] || "$BIN/flas-train" --init --dim 256 --layers 2 --heads 4 --kv-heads 2 --vocab 1024 --seq-len 64 \
+        --seed 7 --output "$INITIAL" >/dev/null
+    residual_args
+    FED_EXTRA="UpdateEncoding=int8 GlobalEncoding=int8" write_conf 2 2 10
+    residual_dirs
+    coord run "$WORK/coordinator.conf" >/dev/null 2>&1 || fail "the uninterrupted compressed run failed"
+    cp "$WORK/coord/global/round-000002.h5" "$BED/coord/compressed-ref.h5"
+    local event
+    # staged:3 = round 1's first site staged by update; fetched:3 = round 1's first update fetched
+    for event in staged:3 fetched:3 aggregated:2 recorded:2; do
+        FED_EXTRA="UpdateEncoding=int8 GlobalEncoding=int8" write_conf 2 2 10
+        residual_dirs
+        FLAS_COORDINATOR_CRASH_AT=$event coord run "$WORK/coordinator.conf" >"$WORK/out1" 2>"$WORK/err1" && fail "no crash at $event"
+        grep -q "crashing at" "$WORK/err1" || fail "the hook did not fire at $event"
+        coord run "$WORK/coordinator.conf" >"$WORK/out2" 2>"$WORK/err2" || fail "resume after $event failed: $(tail -3 "$WORK/err2")"
+        for s in "${SITES[@]}"; do
+            for k in 0 1; do [ "$(jobs_at "$s" $k)" = 1 ] || fail "after a crash at $event, $s ran $(jobs_at "$s" $k) jobs in round $k"; done
+        done
+        same_params "$WORK/coord/global/round-000002.h5" "$BED/coord/compressed-ref.h5" ||
+            fail "after a crash at $event the final global differs from the uninterrupted run's"
+        [ "$(wc -l <"$WORK/coord/rounds.tsv")" = 3 ] || fail "after a crash at $event rounds.tsv has $(wc -l <"$WORK/coord/rounds.tsv") lines"
+        echo "crash at $event: resumed, one job per site and round, the same final model, each round recorded once"
+    done
+    # leonardo lost its round-0 model before round 1: it gets the whole model, karolina the update
+    residual_args
+    FED_EXTRA="UpdateEncoding=int8 GlobalEncoding=int8" write_conf 2 2 10
+    residual_dirs
+    FLAS_COORDINATOR_CRASH_AT=next-round coord run "$WORK/coordinator.conf" >/dev/null 2>"$WORK/err1" && fail "no crash at next-round"
+    rm -f "$(sdir leonardo)/stage/flas/global/round-000000.h5"
+    coord run "$WORK/coordinator.conf" >"$WORK/out2" 2>"$WORK/err2" || fail "resume without leonardo's base failed: $(tail -3 "$WORK/err2")"
+    grep -q "leonardo: compressed global not applied .*sending the whole model" "$WORK/err2" ||
+        fail "leonardo's fallback is not reported: $(grep leonardo "$WORK/err2" | head -5)"
+    grep -q "karolina: global rebuilt at the site from a int8 update" "$WORK/err2" || fail "karolina did not get the update"
+    [ "$(sha "$(sdir leonardo)/stage/flas/global/round-000001.h5")" = "$(sha "$WORK/coord/global/round-000001.staged.h5")" ] ||
+        fail "leonardo's round-1 model is not the coordinator's copy"
+    same_params "$WORK/coord/global/round-000002.h5" "$BED/coord/compressed-ref.h5" || fail "the fallback changed the result"
+    pass "compressed rounds resume after a kill anywhere in round 1 with the same model; a site without its base gets the whole model"
 }
 
 case_impersonate() { # karolina's checkpoint claims to be leonardo's: refused, named in the round line

@@ -193,6 +193,43 @@ START_TEST(update_bounds_are_parsed)
 }
 END_TEST
 
+START_TEST(compression_keys_are_parsed)
+{
+    static flas_coord_conf c;
+    char err[512] = "", path[512];
+    ck_assert_msg(flas_coord_conf_parse("t.conf", HEAD SITE, &c, err, sizeof err) == 0, "%s", err);
+    /* full models both ways unless asked: compression is lossy, a federation opts in */
+    ck_assert_int_eq(c.update_enc, FLAS_UPDATE_FULL);
+    ck_assert_int_eq(c.global_enc, FLAS_UPDATE_FULL);
+    ck_assert_int_eq(c.update_block, FLAS_UPDATE_BLOCK_DEFAULT);
+    ck_assert_str_eq(c.site[0].tools, "");
+    ck_assert_int_eq(flas_coord_site_model_path(&c, 3, path, sizeof path), 0);
+    ck_assert_str_eq(path, "/w/global/round-000003.h5");
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 "
+                                        "UpdateEncoding=int8 GlobalEncoding=bf16 UpdateBlock=64\n" SITE " Tools=/opt/flas/bin",
+                                        &c, err, sizeof err) == 0, "%s", err);
+    ck_assert_int_eq(c.update_enc, FLAS_UPDATE_INT8);
+    ck_assert_int_eq(c.global_enc, FLAS_UPDATE_BF16);
+    ck_assert_int_eq(c.update_block, 64);
+    ck_assert_str_eq(c.site[0].tools, "/opt/flas/bin");
+    /* round 0 is sent whole; later rounds' site model is the params-only copy rebuilt from an update */
+    ck_assert_int_eq(flas_coord_site_model_path(&c, 0, path, sizeof path), 0);
+    ck_assert_str_eq(path, "/w/global/round-000000.h5");
+    ck_assert_int_eq(flas_coord_site_model_path(&c, 4, path, sizeof path), 0);
+    ck_assert_str_eq(path, "/w/global/round-000004.staged.h5");
+    ck_assert_int_eq(flas_coord_delta_path(&c, 4, path, sizeof path), 0);
+    ck_assert_str_eq(path, "/w/global/round-000004.delta.h5");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 UpdateEncoding=fp8\n" SITE,
+            "t.conf:1: UpdateEncoding=fp8: expected full, bf16 or int8");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 GlobalEncoding=int4\n" SITE,
+            "GlobalEncoding=int4: expected full, bf16 or int8");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 UpdateBlock=32\n" SITE,
+            "t.conf:1: UpdateBlock=32");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1\n" SITE " Tools=relative/bin",
+            "Tools=relative/bin");
+}
+END_TEST
+
 START_TEST(adopts_only_the_login_users_job)
 {
     int others = -1;
@@ -354,8 +391,17 @@ START_TEST(journal_round_trips_the_accounting)
     s->steps_assigned = 1234;
     s->rate = 1234 / 29.75; /* not a short decimal: carried exactly */
     j.site[1].rate = 1.0 / 3;
+    /* a compressed downlink: the sites' model differs from the global, and how each got it */
+    snprintf(j.global_sha256, sizeof j.global_sha256, "%064d", 1);
+    snprintf(j.staged_sha256, sizeof j.staged_sha256, "%064d", 2);
+    snprintf(s->staged_via, sizeof s->staged_via, "delta");
+    snprintf(j.site[1].staged_via, sizeof j.site[1].staged_via, "full");
     ck_assert_msg(flas_journal_save(path, &j, err, sizeof err) == 0, "%s", err);
     ck_assert_msg(flas_journal_load(path, &back, err, sizeof err) == 0, "%s", err);
+    ck_assert_str_eq(back.staged_sha256, j.staged_sha256);
+    ck_assert_str_eq(back.global_sha256, j.global_sha256);
+    ck_assert_str_eq(back.site[0].staged_via, "delta");
+    ck_assert_str_eq(back.site[1].staged_via, "full");
     ck_assert(back.round_started == 1790000000.125);
     const flas_journal_site *b = &back.site[0];
     ck_assert_int_eq(b->bytes_up, 1234567);
@@ -372,7 +418,8 @@ START_TEST(journal_round_trips_the_accounting)
     /* damaged figures are refused like any damage */
     static const char *const bad[] = {"site.0.rate=-1\n", "site.0.rate=nan\n", "site.0.steps=-5\n",
                                       "site.0.bytes_up=12x\n", "site.0.train_seconds=inf\n", "site.0.end_unix=\n",
-                                      "round_started=-3\n"};
+                                      "round_started=-3\n", "site.0.staged_via=gzip\n", "staged_sha256=12ab\n",
+                                      "global_sha256=../../etc/passwd\n"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ck_assert_msg(flas_journal_save(path, &j, err, sizeof err) == 0, "%s", err);
         FILE *f = fopen(path, "a");
@@ -474,6 +521,7 @@ int main(void)
     tcase_add_test(tc, journal_round_trips_and_refuses_damage);
     tcase_add_test(tc, command_limit_follows_the_deadline);
     tcase_add_test(tc, update_bounds_are_parsed);
+    tcase_add_test(tc, compression_keys_are_parsed);
     tcase_add_test(tc, adopts_only_the_login_users_job);
     tcase_add_test(tc, budget_steps_follow_each_sites_rate);
     tcase_add_test(tc, job_times_reply_is_parsed_strictly);
