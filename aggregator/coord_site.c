@@ -126,6 +126,8 @@ static int stage_by_update(coord *k, int i, const char *dir, const char *remote,
     flas_ssh *s = coord_ssh_transfer(k, i);
     if (!s)
         return -1;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     flas_xfer_opts o = {0};
     progress_ctx pc = {k, i, 0};
     o.progress = note_progress;
@@ -152,6 +154,9 @@ static int stage_by_update(coord *k, int i, const char *dir, const char *remote,
                    errout[0] ? errout : out);
         return -1;
     }
+    /* the staging time of this site: the upload and the rebuild at the site */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    st->seconds = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
     return 0;
 }
 
