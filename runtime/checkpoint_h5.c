@@ -278,6 +278,25 @@ hid_t ck_update_mem_type(flas_update_enc e) { return e == FLAS_UPDATE_INT8 ? H5T
 size_t ck_update_value_size(flas_update_enc e) { return e == FLAS_UPDATE_INT8 ? 1 : 2; }
 size_t ck_update_blocks(size_t numel, int block) { return block > 0 ? (numel + (size_t)block - 1) / (size_t)block : 0; }
 
+void *ck_buf_get(ck_buf *b, size_t need)
+{
+    if (need > b->cap) {
+        void *p = realloc(b->p, need);
+        if (!p)
+            return NULL;
+        b->p = p;
+        b->cap = need;
+    }
+    return b->p;
+}
+
+void ck_buf_free(ck_buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->cap = 0;
+}
+
 int ck_update_tensor(const ck_file *f, const char *name, size_t lo, size_t n, int have_buf, size_t *numel,
                      char *err, size_t errlen)
 {

@@ -75,6 +75,15 @@ int ck_io(ck_file *f, int writing, flas_ckpt_section s, int tensor, const ck_sel
 int ck_io_as(ck_file *f, int writing, int s, int tensor, hid_t memtype, const ck_sel *sel, void *buf, char *err,
              size_t errlen);
 
+/* A buffer reused across calls (an update's codes and scales per chunk): get returns at least need
+ * bytes, NULL when out of memory. */
+typedef struct ck_buf {
+    void *p;
+    size_t cap;
+} ck_buf;
+void *ck_buf_get(ck_buf *b, size_t need);
+void ck_buf_free(ck_buf *b);
+
 /* Update files (flas/update.h): internal section numbers after the public ones, for ck_io_as and the
  * dataset cache. /update/<name> has the tensor's shape; /update_scale/<name> is 1-D, one per block. */
 #define CK_SEC_UPDATE FLAS_CKPT_N_SECTIONS

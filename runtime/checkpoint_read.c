@@ -14,6 +14,7 @@
 
 struct flas_ckpt_reader {
     ck_file f;
+    ck_buf codes, scales;   /* an update's codes and scales of one get, kept for the next */
     flas_ckpt_meta meta;
     unsigned contents;
     flas_ckpt_optimizer opt;
@@ -566,6 +567,8 @@ void flas_ckpt_close(flas_ckpt_reader *r)
     if (r->f.dxpl >= 0 && r->f.dxpl != H5P_DEFAULT)
         H5Pclose(r->f.dxpl);
     flas_param_table_free(&r->f.table);
+    ck_buf_free(&r->codes);
+    ck_buf_free(&r->scales);
     free(r);
     ck_quiet_end(&q);
 }
@@ -710,8 +713,8 @@ int flas_ckpt_get_update(flas_ckpt_reader *r, const char *name, size_t lo, size_
         goto out;
     size_t b0 = e == FLAS_UPDATE_INT8 ? lo / (size_t)block : 0;
     size_t nb = e == FLAS_UPDATE_INT8 ? (lo + n - 1) / (size_t)block - b0 + 1 : 0;
-    codes = malloc(n * ck_update_value_size(e));
-    scales = malloc(nb ? nb * sizeof *scales : 1);
+    codes = ck_buf_get(&r->codes, n * ck_update_value_size(e));
+    scales = ck_buf_get(&r->scales, (nb ? nb : 1) * sizeof *scales);
     if (!codes || !scales) {
         rc = flas_fail(err, errlen, "%s: out of memory", f->path);
         goto out;
@@ -755,8 +758,6 @@ int flas_ckpt_get_update(flas_ckpt_reader *r, const char *name, size_t lo, size_
             }
     }
 out:
-    free(codes);
-    free(scales);
     ck_quiet_end(&q);
     return rc;
 }

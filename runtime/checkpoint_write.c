@@ -24,6 +24,7 @@ enum { SET_OPTIMIZER = 1, SET_TRAIN = 2, SET_SERVER = 4, SET_PROVENANCE = 8, SET
 
 struct flas_ckpt_writer {
     ck_file f;
+    ck_buf codes, scales;         /* an update's codes and scales of one put, kept for the next */
     char temp[CK_PATH_MAX];
     unsigned contents;
     unsigned states_set;
@@ -285,6 +286,8 @@ static void writer_free(flas_ckpt_writer *w)
     if (w->f.dxpl >= 0 && w->f.dxpl != H5P_DEFAULT)
         H5Pclose(w->f.dxpl);
     flas_param_table_free(&w->f.table);
+    ck_buf_free(&w->codes);
+    ck_buf_free(&w->scales);
     free(w->written);
     free(w);
 }
@@ -568,8 +571,8 @@ int flas_ckpt_put_update(flas_ckpt_writer *w, const char *name, size_t lo, size_
         goto out;
     }
     size_t nb = e == FLAS_UPDATE_INT8 ? ck_update_blocks(n, block) : 0;
-    codes = malloc(n ? n * ck_update_value_size(e) : 1);
-    scales = malloc(nb ? nb * sizeof *scales : 1);
+    codes = ck_buf_get(&w->codes, (n ? n : 1) * ck_update_value_size(e));
+    scales = ck_buf_get(&w->scales, (nb ? nb : 1) * sizeof *scales);
     if (!codes || !scales) {
         rc = flas_fail(err, errlen, "%s: out of memory", f->path);
         goto out;
@@ -591,8 +594,6 @@ int flas_ckpt_put_update(flas_ckpt_writer *w, const char *name, size_t lo, size_
 out:
     if (rc)
         remember(w, err);
-    free(codes);
-    free(scales);
     ck_quiet_end(&q);
     return rc;
 }
