@@ -64,20 +64,6 @@ static int save(coord *k, const char *event)
     return 0;
 }
 
-static int mkdir_p(const char *dir)
-{
-    char tmp[FLAS_CONF_PATH_MAX + 64];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
-}
-
 static double now_real(void)
 {
     struct timespec t;
@@ -148,7 +134,7 @@ static int init_journal(coord *k, char *err, size_t errlen)
     const flas_coord_conf *c = k->c;
     char dir[FLAS_CONF_PATH_MAX + 32], g0[FLAS_CONF_PATH_MAX + 64];
     snprintf(dir, sizeof dir, "%s/global", c->work_dir);
-    if (mkdir_p(dir)) {
+    if (flas_mkdir_p(dir, 0755)) {
         snprintf(err, errlen, "%s: %s", dir, strerror(errno));
         return -1;
     }
@@ -521,7 +507,7 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
     memset(&k, 0, sizeof k);
     k.c = c;
     snprintf(k.journal_path, sizeof k.journal_path, "%s/journal", c->work_dir);
-    if (mkdir_p(c->work_dir)) {
+    if (flas_mkdir_p(c->work_dir, 0755)) {
         snprintf(err, errlen, "%s: %s", c->work_dir, strerror(errno));
         return 2;
     }
@@ -558,7 +544,7 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
         }
         char dir[FLAS_CONF_PATH_MAX + 32];
         flas_coord_round_dir(c, k.j.round, dir, sizeof dir);
-        mkdir_p(dir);
+        flas_mkdir_p(dir, 0755);
         if (k.j.phase == FLAS_PHASE_STAGING) {
             int wait = c->poll_min_s;
             while (!step_staging(&k)) {

@@ -68,17 +68,6 @@ static int temp_name(const char *path, char *out, size_t outlen)
     return 0;
 }
 
-static void dir_of(const char *path, char *dir, size_t len)
-{
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        snprintf(dir, len, ".");
-    else if (slash == path)
-        snprintf(dir, len, "/");
-    else
-        snprintf(dir, len, "%.*s", (int)(slash - path), path);
-}
-
 /* In parallel mode: 0 on every rank if ok on every rank; else -1 everywhere, and ranks whose own
  * arguments were fine get the message of the lowest failing rank. */
 static int agree(const ck_file *f, int ok, char *err, size_t errlen)
@@ -347,7 +336,7 @@ flas_ckpt_writer *flas_ckpt_create(const char *path, const flas_ckpt_meta *meta,
     if (ok && f->rank == 0) {
         char dir[CK_PATH_MAX];
         struct stat st;
-        dir_of(path, dir, sizeof dir);
+        flas_dir_of(path, dir, sizeof dir);
         if (!(contents & FLAS_CKPT_KEEP_CREATED)) {
             time_t now = time(NULL);
             struct tm tm;

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "flas/atomic_file.h"
 #include "flas/error.h"
 #include "flas/staging.h"
 #include "flas/update.h"
@@ -41,28 +42,6 @@ int train_residual_path(const flas_train_opts *o, long round, char *buf, size_t 
     return n > 0 && (size_t)n < len ? 0 : -1;
 }
 
-/* The directory of path ("." for a bare name). */
-static void dir_of(const char *path, char *dir, size_t len)
-{
-    const char *slash = strrchr(path, '/');
-    snprintf(dir, len, "%.*s", slash ? (int)(slash - path) : 1, slash ? (slash == path ? "/" : path) : ".");
-}
-
-/* mkdir -p with mode 0700 for every component created: the residual is the site's private state. */
-static int mkdir_p(const char *dir)
-{
-    char tmp[FLAS_TRAIN_PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", dir);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0700) && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, 0700) && errno != EEXIST ? -1 : 0;
-}
-
 int train_residual_dir_ok(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen)
 {
     int ok = 1;
@@ -70,8 +49,9 @@ int train_residual_dir_ok(const flas_train_opts *o, flas_train_comm *c, char *er
         const char *d = o->residual_dir;
         char out_dir[FLAS_TRAIN_PATH_MAX];
         struct stat st, os;
-        dir_of(o->output, out_dir, sizeof out_dir);
-        if (o->residual_dir_default && stat(d, &st) && errno == ENOENT && mkdir_p(d))
+        flas_dir_of(o->output, out_dir, sizeof out_dir);
+        /* the default directory is created private: the residual is the site's state, as its data is */
+        if (o->residual_dir_default && stat(d, &st) && errno == ENOENT && flas_mkdir_p(d, 0700))
             ok = 0, flas_fail(err, errlen, "cannot create the default residual directory %.400s: %s (give "
                               "--residual-dir or FLAS_RESIDUAL_DIR)", d, strerror(errno));
         else if (stat(d, &st))

@@ -34,5 +34,10 @@ int flas_fsync_dir_of(const char *path, int dir);
 /* fsync of the file at path (not through a symlink), for writers that hold no descriptor of their own
  * (HDF5 does). 0, or -1 with errno set. */
 int flas_fsync_path(const char *path);
+/* The directory part of path: "." for a bare name, "/" for a name in the root. */
+void flas_dir_of(const char *path, char *dir, size_t len);
+/* mkdir -p: every missing component created with mode (less the umask); existing ones are fine.
+ * 0, or -1 with errno set (ENAMETOOLONG for a path longer than 4095 bytes). */
+int flas_mkdir_p(const char *dir, mode_t mode);
 
 #endif

@@ -208,3 +208,31 @@ int flas_atomic_copy(const char *src, const char *final_path, char *err, size_t 
     free(tmp);
     return rc;
 }
+
+void flas_dir_of(const char *path, char *dir, size_t len)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, len, ".");
+    else if (slash == path)
+        snprintf(dir, len, "/");
+    else
+        snprintf(dir, len, "%.*s", (int)(slash - path), path);
+}
+
+int flas_mkdir_p(const char *dir, mode_t mode)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s", dir) >= (int)sizeof tmp) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, mode) && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, mode) && errno != EEXIST ? -1 : 0;
+}
