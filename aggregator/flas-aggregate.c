@@ -10,6 +10,7 @@
 #include "flas/aggregate.h"
 #include "flas/checkpoint.h"
 #include "flas/conf.h"
+#include "flas/dp.h"
 
 static void usage(FILE *f)
 {
@@ -46,6 +47,12 @@ static void usage(FILE *f)
             "                           that base; the new global's weights are then base + its decode\n"
             "      --emit-encoding E    int8 (default) or bf16\n"
             "      --emit-block N       values per int8 scale, 64..256 (default 128)\n"
+            "      --dp-clip C          DP-FedAvg: clip every site's update to L2 norm C ('inf': no\n"
+            "                           clipping), weight the sites equally (implies --uniform), and\n"
+            "      --dp-noise SIGMA     add Gaussian noise of stddev SIGMA*C/n to the mean (default 0)\n"
+            "      --dp-delta D         the delta of the epsilon reported (default 1e-6)\n"
+            "      --dp-seed HEX        64 hex digits: a fixed noise seed, FOR TESTS ONLY (whoever knows\n"
+            "                           the seed can remove the noise); default: the kernel's CSPRNG\n"
             "  -i, --input SITE=FILE    a local checkpoint fetched from SITE: refused if the file claims\n"
             "                           another site (repeatable; LOCAL.h5 arguments name no site).\n"
             "                           Inputs may be update files (flas-train --update): decoded onto\n"
@@ -86,7 +93,7 @@ static int parse_long(const char *opt, const char *s, long long lo, long long *o
 int main(int argc, char **argv)
 {
     enum { O_LR = 256, O_MOM, O_B1, O_B2, O_TAU, O_UNIFORM, O_POLICY, O_MIN, O_MAXTOK, O_RESET, O_CHUNK, O_THREADS,
-           O_VERSION, O_MAXNORM, O_MAXRATIO, O_BASE, O_EMIT, O_EMITENC, O_EMITBLOCK };
+           O_VERSION, O_MAXNORM, O_MAXRATIO, O_BASE, O_EMIT, O_EMITENC, O_EMITBLOCK, O_DPCLIP, O_DPNOISE, O_DPDELTA, O_DPSEED };
     static const struct option longopts[] = {
         {"previous", required_argument, 0, 'p'}, {"output", required_argument, 0, 'o'},
         {"strategy", required_argument, 0, 's'}, {"lr", required_argument, 0, O_LR},
@@ -100,6 +107,8 @@ int main(int argc, char **argv)
         {"max-update-norm", required_argument, 0, O_MAXNORM}, {"max-update-ratio", required_argument, 0, O_MAXRATIO},
         {"base-sha256", required_argument, 0, O_BASE}, {"emit-update", required_argument, 0, O_EMIT},
         {"emit-encoding", required_argument, 0, O_EMITENC}, {"emit-block", required_argument, 0, O_EMITBLOCK},
+        {"dp-clip", required_argument, 0, O_DPCLIP}, {"dp-noise", required_argument, 0, O_DPNOISE},
+        {"dp-delta", required_argument, 0, O_DPDELTA}, {"dp-seed", required_argument, 0, O_DPSEED},
         {"input", required_argument, 0, 'i'}, {0, 0, 0, 0}};
     /* Inputs: --input SITE=FILE in the order given, then the plain LOCAL.h5 arguments. */
     static const char **paths, **sites; /* static: still reachable at every early exit (leak checkers) */
@@ -117,6 +126,9 @@ int main(int argc, char **argv)
     int uniform = 0, reset = 0, quiet = 0, c;
     const char *base_sha = NULL, *emit = NULL, *emit_enc = "int8";
     long long emit_block = FLAS_UPDATE_BLOCK_DEFAULT;
+    double dp_clip = 0, dp_noise = 0, dp_delta = 0;
+    static unsigned char dp_seed[FLAS_DP_SEED_BYTES];
+    int have_seed = 0;
     while ((c = getopt_long(argc, argv, "p:o:s:i:qh", longopts, NULL)) != -1) {
         switch (c) {
         case 'i': {
@@ -155,6 +167,25 @@ int main(int argc, char **argv)
         case O_EMIT: emit = optarg; break;
         case O_EMITENC: emit_enc = optarg; break;
         case O_EMITBLOCK: if (parse_long("--emit-block", optarg, 1, &emit_block)) return 2; break;
+        case O_DPCLIP:
+            if (strcmp(optarg, "inf") == 0)
+                dp_clip = INFINITY;
+            else if (parse_double("--dp-clip", optarg, &dp_clip))
+                return 2;
+            if (!(dp_clip > 0)) {
+                fprintf(stderr, "flas-aggregate: error: --dp-clip must be > 0 or 'inf', got '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case O_DPNOISE: if (parse_double("--dp-noise", optarg, &dp_noise)) return 2; break;
+        case O_DPDELTA: if (parse_double("--dp-delta", optarg, &dp_delta)) return 2; break;
+        case O_DPSEED:
+            if (flas_dp_seed_parse(optarg, dp_seed)) {
+                fprintf(stderr, "flas-aggregate: error: --dp-seed needs 64 hex digits\n");
+                return 2;
+            }
+            have_seed = 1;
+            break;
         case O_CHUNK: if (parse_long("--chunk-kib", optarg, 4, &chunk_kib)) return 2; break;
         case O_THREADS: if (parse_long("--threads", optarg, 1, &threads)) return 2; break;
         default: usage(stderr); return 2;
@@ -212,6 +243,15 @@ int main(int argc, char **argv)
         return 2;
     }
     o.emit_block = (int)(emit_block > 100000 ? 100000 : emit_block);
+    o.dp_clip = dp_clip;
+    o.dp_noise = dp_noise;
+    o.dp_delta = dp_delta;
+    o.dp_seed = have_seed ? dp_seed : NULL;
+    if (dp_clip > 0)
+        o.uniform = 1; /* DP-FedAvg's mean weights the sites equally */
+    if (dp_clip > 0 && dp_noise == 0 && !quiet)
+        fprintf(stderr, "flas-aggregate: warning: --dp-noise 0: updates are clipped but NOT private (epsilon is "
+                "infinite)\n");
     flas_ckpt_hdf5_quiet();
 
     char err[2048];
@@ -232,10 +272,17 @@ int main(int argc, char **argv)
            flas_agg_strategy_name(s), rep.n_used, rep.n_inputs, rep.seconds_total, rep.seconds_merge,
            rep.seconds_merge > 0 ? (rep.bytes_read + rep.bytes_written) / rep.seconds_merge / 1e6 : 0.0,
            rep.seconds_hash);
+    if (dp_clip > 0)
+        printf("flas-aggregate: DP-FedAvg: clip %g, noise multiplier %g (stddev %.4g per coordinate), norm pass "
+               "%.2f s; privacy spent over %lld DP round%s: epsilon %.4g at delta %g\n", dp_clip, dp_noise,
+               rep.dp_noise_stddev, rep.seconds_dp_norms, (long long)rep.dp_rounds, rep.dp_rounds == 1 ? "" : "s",
+               rep.dp_epsilon, rep.dp_delta);
     for (int i = 0; i < rep.n_inputs; i++) {
         const flas_agg_input_report *x = &rep.inputs[i];
-        char norm[48] = "";
-        if (x->update_norm >= 0)
+        char norm[80] = "";
+        if (x->update_norm >= 0 && dp_clip > 0)
+            snprintf(norm, sizeof norm, " update norm %.4g clipped x%.4g", x->update_norm, x->clip_factor);
+        else if (x->update_norm >= 0)
             snprintf(norm, sizeof norm, " update norm %.4g", x->update_norm);
         printf("  %-8s %-16s tokens %-12lld weight %.6f%s sha256 %.16s... %s\n", x->used ? "merged" : "dropped",
                x->site[0] ? x->site : "?", (long long)x->tokens, x->weight, norm, x->sha256, paths[i]);

@@ -1,8 +1,10 @@
 /* flas_aggregate: validate, then stream every tensor chunk by chunk through the merge kernel into an
  * atomically written global checkpoint. Memory: (inputs + 4) chunk buffers, whatever the model size. */
 #include "agg_internal.h"
+#include "flas/dp.h"
 #include "flas/error.h"
 
+#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <stdarg.h>
@@ -34,7 +36,11 @@ typedef struct agg_ctx {
     void *codes;    /* ... its codes (int8 or bf16 bits) */
     float *scales;  /* ... and int8 scales */
     flas_ckpt_writer *wd; /* the update being emitted in this pass, or NULL */
+    float *noise;   /* DP: this chunk's noise */
+    unsigned char dp_seed[FLAS_DP_SEED_BYTES]; /* one seed per call: a restarted pass draws the same noise */
 } agg_ctx;
+
+static int dp_on(const flas_agg_options *o) { return o->dp_clip > 0; }
 
 static double now(void)
 {
@@ -64,6 +70,19 @@ static int check_options(const flas_agg_options *o, int n, char *err, size_t err
     if (o->emit_update && o->emit_enc == FLAS_UPDATE_INT8 && o->emit_block &&
         flas_update_block_check(o->emit_block, err, errlen))
         return FLAS_AGG_USAGE;
+    if (isnan(o->dp_clip) || o->dp_clip < 0 || !(o->dp_noise >= 0 && isfinite(o->dp_noise)) ||
+        !(o->dp_delta == 0 || (o->dp_delta > 0 && o->dp_delta < 1)))
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "--dp-clip must be > 0 or inf, --dp-noise >= 0 and "
+                              "--dp-delta in (0, 1) (got %g, %g, %g)", o->dp_clip, o->dp_noise, o->dp_delta);
+    if (!dp_on(o) && (o->dp_noise > 0 || o->dp_seed))
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "--dp-noise and --dp-seed need --dp-clip (the noise is "
+                              "calibrated to the clip)");
+    if (dp_on(o) && isinf(o->dp_clip) && o->dp_noise > 0)
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "--dp-noise %g with --dp-clip inf would add infinite noise: "
+                              "set a finite clip", o->dp_noise);
+    if (dp_on(o) && !o->uniform)
+        return flas_fail_code(FLAS_AGG_USAGE, err, errlen, "DP-FedAvg weights the sites equally (--uniform): a "
+                              "site's claimed tokens must not set its influence on the noised mean");
     flas_agg_strategy s = o->strategy;
     if ((s == FLAS_AGG_FEDAVGM || s == FLAS_AGG_DILOCO || s == FLAS_AGG_FEDADAM || s == FLAS_AGG_FEDYOGI) &&
         !(o->lr > 0 && isfinite(o->lr)))
@@ -124,13 +143,21 @@ static int write_states(agg_ctx *c, flas_ckpt_writer *w, char *err, size_t errle
     for (int i = 0; i < c->n; i++)
         if (c->in[i].rep->used)
             site_count(s, c->in[i].rep->site, c->in[i].rep->tokens);
+    if (dp_on(o)) { /* the privacy ledger: rounds compose by adding their RDP */
+        s->dp_rho += flas_dp_round_rho(o->dp_noise);
+        s->dp_rounds++;
+        c->rep->dp_rho = s->dp_rho;
+        c->rep->dp_rounds = s->dp_rounds;
+        c->rep->dp_delta = o->dp_delta > 0 ? o->dp_delta : 1e-6;
+        c->rep->dp_epsilon = flas_dp_epsilon(s->dp_rho, c->rep->dp_delta, NULL);
+    }
     int rc = flas_ckpt_set_server_state(w, s, err, errlen);
     free(s);
     if (rc)
         return FLAS_AGG_FAILED;
 
-    const char *hn[8];
-    double hv[8];
+    const char *hn[16];
+    double hv[16];
     int nh = 0;
     switch (o->strategy) {
     case FLAS_AGG_FEDAVGM:
@@ -150,6 +177,15 @@ static int write_states(agg_ctx *c, flas_ckpt_writer *w, char *err, size_t errle
     }
     hn[nh] = "uniform_weights", hv[nh++] = o->uniform ? 1.0 : 0.0;
     hn[nh] = "reset_server_state", hv[nh++] = o->reset_server_state ? 1.0 : 0.0;
+    if (dp_on(o)) {
+        hn[nh] = "dp_clip", hv[nh++] = o->dp_clip;
+        hn[nh] = "dp_noise_multiplier", hv[nh++] = o->dp_noise;
+        hn[nh] = "dp_noise_stddev", hv[nh++] = c->rep->dp_noise_stddev;
+        hn[nh] = "dp_delta", hv[nh++] = c->rep->dp_delta;
+        hn[nh] = "dp_epsilon", hv[nh++] = c->rep->dp_epsilon;
+        hn[nh] = "dp_rho", hv[nh++] = c->rep->dp_rho;
+        hn[nh] = "dp_rounds", hv[nh++] = (double)c->rep->dp_rounds;
+    }
     flas_ckpt_input *pi = calloc((size_t)c->n, sizeof *pi);
     if (!pi)
         return flas_fail_code(FLAS_AGG_FAILED, err, errlen, "out of memory");
@@ -311,19 +347,96 @@ static int blame_overflow(agg_ctx *c, int k, size_t nn, const float *x, const fl
     return 1;
 }
 
+/* Reads chunk [lo, lo + nn) of tensor tn: the previous global's weights into c->x (when needs_x) and
+ * the k used inputs' values into c->buf[j] (an update file decoded onto c->x). PASS_OK,
+ * PASS_INPUT_REFUSED (a damaged or forged delta: that input has the reason) or PASS_FAILED (I/O). */
+static int read_inputs(agg_ctx *c, int k, int needs_x, const flas_tensor *tn, size_t lo, size_t nn, char *err,
+                       size_t errlen)
+{
+    char why[1024];
+    if (needs_x && flas_ckpt_get_elems(c->prev.r, FLAS_CKPT_PARAMS, tn->name, lo, nn, c->x, why, sizeof why))
+        return flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
+    for (int j = 0; j < k; j++) {
+        agg_input *x = &c->in[c->used_idx[j]];
+        if (!x->is_update) {
+            if (flas_ckpt_get_elems(x->r, FLAS_CKPT_PARAMS, tn->name, lo, nn, c->buf[j], why, sizeof why))
+                return flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
+        } else if (flas_ckpt_get_update(x->r, tn->name, lo, nn, c->buf[j], why, sizeof why)) {
+            /* a damaged or forged delta (a NaN scale, a code out of range) is the input's fault */
+            snprintf(x->rep->reason, sizeof x->rep->reason, "%.500s", why);
+            return PASS_INPUT_REFUSED;
+        } else {
+            flas_update_add(c->x, c->buf[j], nn, c->buf[j]); /* the site's model: base + delta */
+        }
+    }
+    return PASS_OK;
+}
+
+/* The used inputs, in c->used_idx; returns how many. */
+static int collect_used(agg_ctx *c)
+{
+    int k = 0;
+    for (int i = 0; i < c->n; i++)
+        if (c->in[i].rep->used)
+            c->used_idx[k++] = i;
+    return k;
+}
+
+/* DP: ||x_k - x_prev||_2 of every used input, in one streaming read before the merge, because a site's
+ * clip factor must be known before its first chunk is averaged. That read costs as much I/O as the
+ * merge's own reads of the inputs and the previous global. An input whose norm is not finite is
+ * refused like a NaN in the merge. */
+static int dp_norm_pass(agg_ctx *c, char *err, size_t errlen)
+{
+    const int k = collect_used(c);
+    for (int j = 0; j < k; j++)
+        c->norm2[j] = 0;
+    const flas_param_table *t = flas_ckpt_tensors(c->prev.r);
+    for (int ti = 0; ti < t->n_tensors; ti++) {
+        const flas_tensor *tn = &t->tensors[ti];
+        size_t step = chunk_step_aligned(tn, c->o->chunk_elems, emit_align(c->o));
+        for (size_t lo = 0; lo < tn->numel; lo += step) {
+            size_t nn = tn->numel - lo < step ? tn->numel - lo : step;
+            int rc = read_inputs(c, k, 1, tn, lo, nn, err, errlen);
+            if (rc != PASS_OK)
+                return rc;
+            for (int j = 0; j < k; j++)
+                c->norm2[j] += sq_diff(c->buf[j], c->x, nn);
+        }
+    }
+    int refused = 0;
+    for (int j = 0; j < k; j++) {
+        flas_agg_input_report *r = c->in[c->used_idx[j]].rep;
+        r->update_norm = sqrt(c->norm2[j]);
+        if (!isfinite(r->update_norm)) {
+            snprintf(r->reason, sizeof r->reason, "%s: non-finite values (NaN or Inf) in its update",
+                     c->in[c->used_idx[j]].path);
+            refused = 1;
+        }
+        r->clip_factor = flas_dp_clip_factor(r->update_norm, c->o->dp_clip);
+    }
+    return refused ? PASS_INPUT_REFUSED : PASS_OK;
+}
+
+/* a <- x + f (a - x): the site's update scaled to the clip. f == 1 leaves it untouched, bit for bit. */
+static void dp_clip_chunk(float *a, const float *x, size_t n, double f)
+{
+    if (f == 1.0)
+        return;
+    for (size_t e = 0; e < n; e++)
+        a[e] = (float)((double)x[e] + f * ((double)a[e] - (double)x[e]));
+}
+
 /* One streaming pass over every tensor into a new writer, left uncommitted in *wout on PASS_OK.
  * PASS_INPUT_REFUSED marks the offending inputs' reasons. */
 static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t errlen)
 {
     const flas_agg_options *o = c->o;
     const flas_ckpt_meta *pm = c->prev.meta;
-    int k = 0;
+    const int k = collect_used(c);
     double total_tokens = 0;
-    for (int i = 0; i < c->n; i++)
-        if (c->in[i].rep->used) {
-            c->used_idx[k++] = i;
-            total_tokens += (double)c->in[i].rep->tokens;
-        }
+    for (int j = 0; j < k; j++)
+        total_tokens += (double)c->in[c->used_idx[j]].rep->tokens;
     for (int i = 0; i < c->n; i++)
         c->in[i].rep->weight = 0;
     for (int j = 0; j < k; j++) {
@@ -338,10 +451,18 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
     for (int j = 0; j < k; j++)
         any_update |= c->in[c->used_idx[j]].is_update;
     const int needs_x = (o->strategy != FLAS_AGG_FEDAVG && o->strategy != FLAS_AGG_MEAN) || bounds_on(o) ||
-                        any_update || o->emit_update;
+                        any_update || o->emit_update || dp_on(o);
     for (int j = 0; j < k; j++)
         c->norm2[j] = 0;
-    flas_agg_kernel kp = {o->strategy, k, c->p, o->lr, o->momentum, o->beta1, o->beta2, o->tau};
+    flas_agg_kernel kp = {o->strategy, k, c->p, o->lr, o->momentum, o->beta1, o->beta2, o->tau, NULL};
+    /* DP: the mean of k clipped updates moves by at most C/k when one site is added or removed */
+    flas_dp_rng *rng = NULL;
+    if (dp_on(o) && o->dp_noise > 0) {
+        c->rep->dp_noise_stddev = o->dp_noise * o->dp_clip / k;
+        if (!(rng = flas_dp_rng_new(c->dp_seed)))
+            return flas_fail_code(PASS_FAILED, err, errlen, "cannot start the noise generator (OpenSSL ChaCha20)");
+        kp.noise = c->noise;
+    }
 
     flas_ckpt_meta meta = {0};
     meta.cfg = pm->cfg;
@@ -355,8 +476,10 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
                         (has_v ? FLAS_CKPT_HAS(FLAS_CKPT_SERVER_V) : 0);
     char why[1024];
     flas_ckpt_writer *w = flas_ckpt_create(c->output, &meta, contents, MPI_COMM_NULL, why, sizeof why);
-    if (!w)
+    if (!w) {
+        flas_dp_rng_free(rng);
         return flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
+    }
     c->wd = NULL;
     if (o->emit_update) {
         flas_ckpt_meta um = meta;
@@ -366,6 +489,7 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
         c->wd = flas_ckpt_create(o->emit_update, &um, FLAS_CKPT_UPDATE, MPI_COMM_NULL, why, sizeof why);
         if (!c->wd) {
             flas_ckpt_abort(w);
+            flas_dp_rng_free(rng);
             return flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
         }
     }
@@ -381,9 +505,9 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
         size_t numel = tn->numel, step = chunk_step_aligned(tn, o->chunk_elems, align);
         for (size_t lo = 0; lo < numel && rc == PASS_OK; lo += step) {
             size_t nn = numel - lo < step ? numel - lo : step;
+            if ((rc = read_inputs(c, k, needs_x, tn, lo, nn, err, errlen)) != PASS_OK)
+                break;
             int io = 0;
-            if (needs_x)
-                io |= flas_ckpt_get_elems(c->prev.r, FLAS_CKPT_PARAMS, tn->name, lo, nn, c->x, why, sizeof why);
             if (has_m && c->prev.m_from_file)
                 io |= flas_ckpt_get_elems(c->prev.r, FLAS_CKPT_SERVER_M, tn->name, lo, nn, c->m, why, sizeof why);
             else if (has_m)
@@ -393,28 +517,21 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
             else if (has_v)
                 for (size_t e = 0; e < nn; e++)
                     c->v[e] = (float)(o->tau * o->tau); /* Reddi et al.: v starts at tau^2 */
-            for (int j = 0; j < k && !io; j++) {
-                agg_input *x = &c->in[c->used_idx[j]];
-                if (!x->is_update) {
-                    io |= flas_ckpt_get_elems(x->r, FLAS_CKPT_PARAMS, tn->name, lo, nn, c->buf[j], why, sizeof why);
-                } else if (flas_ckpt_get_update(x->r, tn->name, lo, nn, c->buf[j], why, sizeof why)) {
-                    /* a damaged or forged delta (a NaN scale, a code out of range) is the input's fault */
-                    snprintf(x->rep->reason, sizeof x->rep->reason, "%.500s", why);
-                    rc = PASS_INPUT_REFUSED;
-                    break;
-                } else {
-                    flas_update_add(c->x, c->buf[j], nn, c->buf[j]); /* the site's model: base + delta */
-                }
-            }
-            if (rc != PASS_OK)
-                break;
             if (io) {
                 rc = flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
                 break;
             }
-            if (bounds_on(o))
+            if (bounds_on(o)) /* the bounds judge what a site sent, before any clipping */
                 for (int j = 0; j < k; j++)
                     c->norm2[j] += sq_diff(c->used_in[j], c->x, nn);
+            if (dp_on(o)) {
+                for (int j = 0; j < k; j++)
+                    dp_clip_chunk(c->buf[j], c->x, nn, c->in[c->used_idx[j]].rep->clip_factor);
+                if (rng && flas_dp_rng_gaussian(rng, c->rep->dp_noise_stddev, c->noise, nn)) {
+                    rc = flas_fail_code(PASS_FAILED, err, errlen, "the noise generator failed (OpenSSL)");
+                    break;
+                }
+            }
             int out_bad = 0;
             int nbad = flas_agg_combine(&kp, nn, c->used_in, c->x, has_m ? c->m : NULL, has_v ? c->v : NULL, c->out,
                                         bad, &out_bad);
@@ -480,6 +597,7 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
         }
     }
     free(bad);
+    flas_dp_rng_free(rng);
     if (rc == PASS_OK && bounds_on(o) && apply_norm_bounds(c, k) > 0)
         rc = PASS_INPUT_REFUSED; /* like non-finite values: the offending inputs have reasons, the pass restarts */
     if (rc != PASS_OK) {
@@ -548,7 +666,9 @@ static void release(agg_ctx *c)
     free(c->dq);
     free(c->codes);
     free(c->scales);
+    free(c->noise);
     free(c->in);
+    explicit_bzero(c->dp_seed, sizeof c->dp_seed);
 }
 
 int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs, const char *output,
@@ -578,6 +698,16 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
         c.in[i].path = inputs[i];
         c.in[i].rep = &rep->inputs[i];
         rep->inputs[i].update_norm = -1;
+        rep->inputs[i].clip_factor = 1;
+    }
+    if (dp_on(o) && o->dp_noise > 0) {
+        if (o->dp_seed)
+            memcpy(c.dp_seed, o->dp_seed, sizeof c.dp_seed);
+        else if (flas_dp_seed_random(c.dp_seed)) {
+            rc = flas_fail_code(FLAS_AGG_FAILED, err, errlen, "cannot seed the DP noise: getrandom: %s",
+                                strerror(errno));
+            goto out;
+        }
     }
 
     /* The previous global's digest is needed up front (inputs must name it as their base); the
@@ -617,7 +747,9 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
     c.m = malloc(ch * sizeof(float));
     c.v = malloc(ch * sizeof(float));
     c.out = malloc(ch * sizeof(float));
-    int oom = !c.buf || !c.used_in || !c.p || !c.used_idx || !c.norm2 || !c.x || !c.m || !c.v || !c.out;
+    c.noise = dp_on(o) ? malloc(ch * sizeof(float)) : NULL;
+    int oom = !c.buf || !c.used_in || !c.p || !c.used_idx || !c.norm2 || !c.x || !c.m || !c.v || !c.out ||
+              (dp_on(o) && !c.noise);
     if (o->emit_update && !oom) {
         c.dd = malloc(ch * sizeof(float));
         c.dq = malloc(ch * sizeof(float));
@@ -639,6 +771,21 @@ int flas_aggregate(const char *previous, const char *const *inputs, int n_inputs
         rep->seconds_hash = now() - t0;
     }
     double t1 = now();
+    while (dp_on(o)) {
+        int pr = dp_norm_pass(&c, err, errlen);
+        if (pr == PASS_FAILED) {
+            rc = FLAS_AGG_FAILED;
+            goto out;
+        }
+        if (pr == PASS_OK)
+            break;
+        for (int i = 0; i < n_inputs; i++)
+            if (c.in[i].rep->used && c.in[i].rep->reason[0])
+                c.in[i].rep->used = 0, c.in[i].rep->weight = 0;
+        if ((rc = apply_policy(&c, err, errlen)))
+            goto out;
+    }
+    rep->seconds_dp_norms = dp_on(o) ? now() - t1 : 0;
     for (;;) {
         flas_ckpt_writer *w = NULL;
         rep->passes++;

@@ -140,7 +140,7 @@ static void accumulate(double *restrict acc, size_t len, int first, int g, const
 /* FedAvg and the plain mean in one pass: out = (float)(acc + sum of the last group), no accumulator
  * round trip. Returns 1 if a sum is not finite (then some input is not). */
 static int average_out(float *restrict out, const double *restrict acc, size_t len, int g, const float *const *a,
-                       const double *p)
+                       const double *p, const float *restrict noise)
 {
     const float *restrict a0 = a[0], *restrict a1 = g > 1 ? a[1] : NULL, *restrict a2 = g > 2 ? a[2] : NULL,
                           *restrict a3 = g > 3 ? a[3] : NULL;
@@ -149,6 +149,8 @@ static int average_out(float *restrict out, const double *restrict acc, size_t l
 #define LOOP(expr)                                      \
     for (size_t j = 0; j < len; j++) {                  \
         double sum = (acc ? acc[j] : 0.0) + (expr);     \
+        if (noise)                                      \
+            sum += noise[j];                            \
         out[j] = (float)sum;                            \
         bad |= nonfinite(sum);                          \
     }
@@ -196,10 +198,14 @@ int flas_agg_combine(const flas_agg_kernel *kp, size_t n, const float *const *in
             for (int q = 0; q < g; q++)
                 a[q] = in[i + q] + lo;
             if (averaging && i + g == k) /* the last group writes the result directly */
-                accbad = average_out(out + lo, i ? acc : NULL, len, g, a, kp->p + i);
+                accbad = average_out(out + lo, i ? acc : NULL, len, g, a, kp->p + i,
+                                     kp->noise ? kp->noise + lo : NULL);
             else
                 accumulate(acc, len, i == 0, g, a, kp->p + i);
         }
+        if (!averaging && kp->noise)
+            for (size_t j = 0; j < len; j++)
+                acc[j] += kp->noise[lo + j]; /* the server step acts on the noised mean */
         if (!averaging)
             for (size_t j = 0; j < len; j++)
                 accbad |= nonfinite(acc[j]);

@@ -556,6 +556,10 @@ int ck_put_server_state(hid_t g, const flas_server_state *s)
     rc |= ck_attr_put(g, "round", H5T_NATIVE_INT64, 1, &s->round);
     rc |= ck_attr_put(g, "step", H5T_NATIVE_INT64, 1, &s->step);
     rc |= ck_attr_put(g, "n_sites", H5T_NATIVE_INT64, 1, &n);
+    if (s->dp_rounds > 0) { /* only globals made with DP carry the ledger */
+        rc |= ck_attr_put(g, "dp_rho", H5T_NATIVE_DOUBLE, 1, &s->dp_rho);
+        rc |= ck_attr_put(g, "dp_rounds", H5T_NATIVE_INT64, 1, &s->dp_rounds);
+    }
     if (s->n_sites > 0) {
         const char *names[FLAS_CKPT_MAX_SITES];
         int64_t rounds[FLAS_CKPT_MAX_SITES], tokens[FLAS_CKPT_MAX_SITES];
@@ -584,6 +588,14 @@ int ck_get_server_state(hid_t g, flas_server_state *s, char *err, size_t errlen)
     if (s->round < 0 || s->step < 0)
         return flas_fail(err, errlen, "server state round/step is negative");
     s->n_sites = (int)n;
+    if (H5Aexists(g, "dp_rounds") > 0 || H5Aexists(g, "dp_rho") > 0) {
+        if (ck_attr_get_f64(g, "dp_rho", &s->dp_rho, err, errlen) ||
+            ck_attr_get_i64(g, "dp_rounds", &s->dp_rounds, 1, err, errlen))
+            return -1;
+        if (!(s->dp_rho >= 0) || s->dp_rounds < 1 || s->dp_rounds > s->round)
+            return flas_fail(err, errlen, "server state's privacy ledger is invalid (dp_rho %g over %lld rounds)",
+                             s->dp_rho, (long long)s->dp_rounds);
+    }
     if (n == 0)
         return 0;
     int64_t rounds[FLAS_CKPT_MAX_SITES], tokens[FLAS_CKPT_MAX_SITES];

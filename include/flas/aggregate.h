@@ -64,6 +64,16 @@ typedef struct flas_agg_options {
                                 flas_update_apply_file makes of it at a site */
     flas_update_enc emit_enc;
     int emit_block;          /* int8 block (0: FLAS_UPDATE_BLOCK_DEFAULT) */
+    /* DP-FedAvg (flas/dp.h, docs/aggregation.md). dp_clip > 0 turns it on: every merged site's update
+     * x_k - x_prev is scaled to L2 norm at most dp_clip (+inf: never), the clipped models are averaged
+     * with equal weights (it needs `uniform`: a site's claimed tokens must not set its influence), and
+     * Gaussian noise of stddev dp_noise * dp_clip / n is added to the mean before the server step.
+     * The norms take one extra read of every input before the merge. */
+    double dp_clip;          /* C; 0: off */
+    double dp_noise;         /* sigma, the noise multiplier (0: no noise, and no privacy) */
+    double dp_delta;         /* delta of the epsilon reported (default 1e-6 when 0) */
+    const unsigned char *dp_seed; /* FLAS_DP_SEED_BYTES, or NULL: a fresh seed from the kernel's CSPRNG
+                                     (never stored). Tests only: a fixed seed makes the noise public */
 } flas_agg_options;
 
 /* Result codes of flas_aggregate (also flas-aggregate's exit status). */
@@ -82,7 +92,8 @@ typedef struct flas_agg_input_report {
     double weight;        /* p_k used, 0 when dropped */
     int used;
     char reason[512];     /* why it was refused/dropped, "" when merged */
-    double update_norm;   /* ||x_k - x_prev||_2 when it was measured (a norm bound is set), else -1 */
+    double update_norm;   /* ||x_k - x_prev||_2 when it was measured (a norm bound or DP is set), else -1 */
+    double clip_factor;   /* DP: what its update was scaled by (1: under the clip, untouched) */
 } flas_agg_input_report;
 
 typedef struct flas_agg_report {
@@ -95,6 +106,13 @@ typedef struct flas_agg_report {
     double seconds_merge;                /* streaming merge passes + commit */
     uint64_t bytes_read, bytes_written; /* tensor bytes moved by the merge */
     int passes;                          /* merge passes (a drop-bad restart adds one) */
+    /* DP-FedAvg (0 when off) */
+    double seconds_dp_norms;             /* the extra pass that measures the updates' norms */
+    double dp_noise_stddev;              /* sigma * C / n added to each coordinate of the mean */
+    double dp_rho;                       /* the ledger after this round: sum of 1/(2 sigma^2) */
+    int64_t dp_rounds;                   /* rounds merged with DP so far, this one included */
+    double dp_epsilon;                   /* epsilon spent so far at dp_delta (+inf with sigma 0) */
+    double dp_delta;
 } flas_agg_report;
 
 /* Defaults for a strategy: fedavgm lr 1 momentum 0.9; diloco lr 0.7 momentum 0.9; fedadam/fedyogi
@@ -121,6 +139,7 @@ typedef struct flas_agg_kernel {
     int k;                 /* inputs */
     const double *p;       /* k weights, summing to 1 */
     double lr, momentum, beta1, beta2, tau;
+    const float *noise;    /* NULL, or n values added to the weighted mean before the server step (DP) */
 } flas_agg_kernel;
 
 /* Over n elements: inputs in[0..k-1], previous global x (unused by fedavg/mean, may be NULL), server

@@ -141,6 +141,11 @@ typedef struct flas_server_state {
     int64_t step;           /* server optimizer steps (bias correction of FedAdam) */
     int n_sites;
     flas_server_site sites[FLAS_CKPT_MAX_SITES];
+    /* The privacy ledger (flas/dp.h), carried from global to global so that a restarted coordinator
+     * or a hand-run flas-aggregate composes with what was spent before: rho = sum of 1/(2 sigma^2)
+     * over the rounds merged with DP (+inf once a round ran with sigma 0), and how many those were. */
+    double dp_rho;
+    int64_t dp_rounds;
 } flas_server_state;
 
 /* Provenance of an aggregated global (FLAS_CKPT_PROVENANCE), stored as attributes of /provenance.

@@ -79,7 +79,7 @@ static double merge(bench *B, flas_agg_strategy s)
 {
     flas_agg_options o;
     flas_agg_defaults(&o, s);
-    flas_agg_kernel kp = {s, B->k, B->p, o.lr, o.momentum, o.beta1, o.beta2, o.tau};
+    flas_agg_kernel kp = {s, B->k, B->p, o.lr, o.momentum, o.beta1, o.beta2, o.tau, NULL};
     int arrays = s == FLAS_AGG_FEDAVG ? B->k + 1 : B->k + 4;
     double t0 = now();
     for (size_t lo = 0; lo < B->n; lo += B->chunk) {

@@ -15,7 +15,7 @@ static flas_agg_kernel kernel(flas_agg_strategy s, int k, const double *p)
 {
     flas_agg_options o;
     flas_agg_defaults(&o, s);
-    return (flas_agg_kernel){s, k, p, o.lr, o.momentum, o.beta1, o.beta2, o.tau};
+    return (flas_agg_kernel){s, k, p, o.lr, o.momentum, o.beta1, o.beta2, o.tau, NULL};
 }
 
 /* One element, two inputs 1.0 and 4.0 with weights 1/3, 2/3: avg = 3.0; previous x = 2.0. */
