@@ -2,12 +2,15 @@
  * Read by the shared Key=Value parser (flas/kv.h), like flas.conf: the same value rules, and unknown or
  * repeated keys and bad values are errors reported as FILE:LINE. */
 #include <ctype.h>
+#include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "flas/coordinator.h"
+#include "flas/dp.h"
 #include "flas/error.h"
 #include "flas/kv.h"
 
@@ -77,6 +80,24 @@ static int parse_global_enc(const char *v, void *rec, char *why, size_t whylen)
     return parse_enc(v, &((flas_coord_conf *)rec)->global_enc, why, whylen);
 }
 
+/* DpClip=: a bound, or "inf" (clip nothing: DP without noise, for comparisons only) */
+static int parse_dp_clip(const char *v, void *rec, char *why, size_t whylen)
+{
+    flas_coord_conf *c = rec;
+    if (!strcmp(v, "inf")) {
+        c->dp_clip = INFINITY;
+        return 0;
+    }
+    char *end;
+    int plain = v[strspn(v, "0123456789.eE+-")] == '\0';
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!plain || errno || end == v || *end || !(x > 0 && x < 1e12))
+        return flas_fail(why, whylen, "expected a positive number or inf");
+    c->dp_clip = x;
+    return 0;
+}
+
 #define FED(k, t, f, l, h) {.key = k, .type = t, .offset = offsetof(flas_coord_conf, f), \
                             .size = sizeof(((flas_coord_conf *)0)->f), .lo = l, .hi = h}
 #define SITE(k, t, f, l, h) {.key = k, .type = t, .offset = offsetof(flas_coord_site, f), \
@@ -111,6 +132,10 @@ static const flas_kv_key fed_keys[] = {
     CUSTOM("UpdateEncoding", parse_update_enc),
     CUSTOM("GlobalEncoding", parse_global_enc),
     FED("UpdateBlock", FLAS_KV_INT, update_block, FLAS_UPDATE_BLOCK_MIN, FLAS_UPDATE_BLOCK_MAX),
+    CUSTOM("DpClip", parse_dp_clip),
+    FED("DpNoise", FLAS_KV_DOUBLE, dp_noise, 0, 0),
+    FED("DpEpsilon", FLAS_KV_DOUBLE, dp_epsilon, 0, 0),
+    FED("DpDelta", FLAS_KV_DOUBLE, dp_delta, 0, 0),
 };
 
 static const flas_kv_key site_keys[] = {
@@ -225,6 +250,24 @@ static int finish(const char *path, flas_coord_conf *c, char *err, size_t errlen
                          c->round_budget_s, c->deadline_s);
     if (c->poll_max_s < c->poll_min_s)
         c->poll_max_s = c->poll_min_s;
+    /* DP-FedAvg: the noise multiplier is given, or derived from the budget; never both, never without
+     * a clip (the noise is calibrated to it) */
+    if (!c->dp_clip && (c->dp_noise > 0 || c->dp_epsilon > 0 || c->dp_delta > 0))
+        return flas_fail(err, errlen, "%s: DpNoise=, DpEpsilon= and DpDelta= need DpClip=", path);
+    if (c->dp_noise > 0 && c->dp_epsilon > 0)
+        return flas_fail(err, errlen, "%s: give DpNoise= or DpEpsilon=, not both", path);
+    if (!c->dp_delta)
+        c->dp_delta = 1e-6;
+    if (!(c->dp_delta < 1))
+        return flas_fail(err, errlen, "%s: DpDelta=%g must be below 1", path, c->dp_delta);
+    if (isinf(c->dp_clip) && (c->dp_noise > 0 || c->dp_epsilon > 0))
+        return flas_fail(err, errlen, "%s: DpClip=inf cannot carry noise (it would be infinite)", path);
+    if (c->dp_epsilon > 0) {
+        c->dp_noise = flas_dp_sigma_for_epsilon(c->dp_epsilon, c->dp_delta, c->rounds);
+        if (!(c->dp_noise > 0))
+            return flas_fail(err, errlen, "%s: no noise multiplier reaches DpEpsilon=%g over %d rounds at DpDelta=%g",
+                             path, c->dp_epsilon, c->rounds, c->dp_delta);
+    }
     for (int i = 0; i < c->n_sites; i++) {
         flas_coord_site *s = &c->site[i];
         const char *m = !s->ssh.host[0] ? "Host" : !s->ssh.user[0] ? "User" : !s->staging_root[0] ? "StagingRoot"

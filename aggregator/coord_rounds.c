@@ -437,6 +437,12 @@ static int aggregate(coord *k, char *err, size_t errlen)
     o.policy = FLAS_AGG_DROP_BAD;
     o.min_sites = c->min_sites;
     o.input_sites = sites;
+    if (c->dp_clip > 0) { /* DP-FedAvg: equal weights, clipped updates, noise from a fresh seed */
+        o.uniform = 1;
+        o.dp_clip = c->dp_clip;
+        o.dp_noise = c->dp_noise;
+        o.dp_delta = c->dp_delta;
+    }
     /* A compressed downlink: the sites trained from the params-only copy they hold (staged_sha256), and
      * the new global is written together with its update against that copy, whose decode it is. */
     char delta[FLAS_CONF_PATH_MAX + 64], base_model[FLAS_CONF_PATH_MAX + 64], next_model[FLAS_CONF_PATH_MAX + 64];
@@ -492,9 +498,17 @@ static int aggregate(coord *k, char *err, size_t errlen)
                 printf(" %s dropped (%s);", c->site[i].name, s->note);
             }
         }
-        printf(" staged %.1f MB in %.2fs; %s aggregation %.2fs; critical path %.2fs -> global round %ld\n",
+        printf(" staged %.1f MB in %.2fs; %s aggregation %.2fs; critical path %.2fs -> global round %ld",
                k->stats.bytes_staged / 1e6, k->stats.seconds_stage, c->strategy, k->stats.seconds_aggregate,
                round_critical(k), k->j.round + 1);
+        if (c->dp_clip > 0) {
+            k->j.dp_rounds = rep.dp_rounds;
+            k->j.dp_rho = rep.dp_rho;
+            k->j.dp_epsilon = rep.dp_epsilon;
+            printf("; DP clip %g noise %g: privacy spent epsilon %.4g at delta %g over %lld rounds", c->dp_clip,
+                   c->dp_noise, rep.dp_epsilon, rep.dp_delta, (long long)rep.dp_rounds);
+        }
+        printf("\n");
         fflush(stdout);
     }
     flas_agg_report_free(&rep);
@@ -653,6 +667,9 @@ int flas_coord_status(const flas_coord_conf *c, FILE *out, char *err, size_t err
                 c->rounds, flas_round_phase_name(j.phase), j.global_sha256);
     if (j.phase == FLAS_PHASE_FAILED)
         fprintf(out, "failure: %s\n", j.failure);
+    if (j.dp_rounds > 0)
+        fprintf(out, "privacy spent by the global: epsilon %.4g at delta %g over %lld DP rounds (RDP rho %.6g)\n",
+                j.dp_epsilon, c->dp_delta, (long long)j.dp_rounds, j.dp_rho);
     fprintf(out, "%-12s %-11s %-8s %-7s %-12s %-12s %s\n", "site", "state", "job", "attempt", "job state", "fetched",
             "note");
     for (int i = 0; i < j.n_sites; i++) {

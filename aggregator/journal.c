@@ -52,6 +52,8 @@ int flas_journal_save(const char *path, const flas_journal *j, char *err, size_t
             j->federation, j->run_id, j->round, flas_round_phase_name(j->phase), j->global_sha256,
             j->staged_sha256[0] ? j->staged_sha256 : j->global_sha256, (long long)j->begin_unix,
             (long long)j->round_started_unix, j->round_started, failure, j->n_sites);
+    /* %.17g: the ledger is carried exactly; epsilon may be "inf" */
+    fprintf(f, "dp_rounds=%lld\ndp_rho=%.17g\ndp_epsilon=%.17g\n", (long long)j->dp_rounds, j->dp_rho, j->dp_epsilon);
     for (int i = 0; i < j->n_sites; i++) {
         const flas_journal_site *s = &j->site[i];
         char note[sizeof s->note];
@@ -129,6 +131,12 @@ static int set_field(flas_journal *j, const char *key, const char *v)
         return nonneg(v, &j->round_started);
     if (!strcmp(key, "failure"))
         return snprintf(j->failure, sizeof j->failure, "%s", v) < 0 ? -1 : 0;
+    if (!strcmp(key, "dp_rounds"))
+        return whole(v, &j->dp_rounds);
+    if (!strcmp(key, "dp_rho"))
+        return strcmp(v, "inf") ? nonneg(v, &j->dp_rho) : (j->dp_rho = INFINITY, 0);
+    if (!strcmp(key, "dp_epsilon"))
+        return strcmp(v, "inf") ? nonneg(v, &j->dp_epsilon) : (j->dp_epsilon = INFINITY, 0);
     if (!strcmp(key, "sites")) {
         j->n_sites = atoi(v);
         return j->n_sites < 0 || j->n_sites > FLAS_COORD_MAX_SITES ? -1 : 0;

@@ -67,6 +67,12 @@ typedef struct flas_coord_conf {
     flas_update_enc update_enc;             /* UpdateEncoding= what the sites publish (FLAS_UPDATE of the
                                                jobs; default full) */
     int update_block;                       /* UpdateBlock= int8 values per scale, both directions (128) */
+    /* DP-FedAvg at the aggregator (flas/dp.h, docs/aggregation.md): DpClip= turns it on (or "inf");
+     * the noise multiplier is DpNoise=, or derived from DpEpsilon= over Rounds= at DpDelta= */
+    double dp_clip;                         /* DpClip= C (0: off) */
+    double dp_noise;                        /* DpNoise= sigma (or the one DpEpsilon= needs) */
+    double dp_epsilon;                      /* DpEpsilon= target over the whole run (0: none) */
+    double dp_delta;                        /* DpDelta= (default 1e-6) */
     flas_update_enc global_enc;             /* GlobalEncoding= how the next global travels to a site that
                                                holds the previous one (default full) */
     int n_sites;
@@ -162,6 +168,10 @@ typedef struct flas_journal {
     int64_t round_started_unix;              /* for the deadline */
     double round_started;                    /* the same with sub-second precision (accounting) */
     char failure[512];
+    /* Privacy spent by the current global (DP-FedAvg, flas/dp.h): rounds merged with DP, their RDP
+     * sum rho, and epsilon at DpDelta= (+inf after a round without noise) */
+    int64_t dp_rounds;
+    double dp_rho, dp_epsilon;
     int n_sites;
     char site_name[FLAS_COORD_MAX_SITES][FLAS_CONF_NAME_MAX];
     flas_journal_site site[FLAS_COORD_MAX_SITES];

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "flas/coordinator.h"
+#include "flas/dp.h"
 
 static const char *good =
     "# a federation of two sites\n"
@@ -193,6 +194,37 @@ START_TEST(update_bounds_are_parsed)
 }
 END_TEST
 
+START_TEST(dp_keys_are_parsed)
+{
+    static flas_coord_conf c;
+    char err[512] = "";
+    ck_assert_msg(flas_coord_conf_parse("t.conf", HEAD SITE, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert(c.dp_clip == 0 && c.dp_noise == 0); /* off by default */
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=4 "
+                                        "DpClip=0.5 DpNoise=1.1 DpDelta=1e-5\n" SITE, &c, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert(c.dp_clip == 0.5 && c.dp_noise == 1.1 && c.dp_delta == 1e-5);
+    /* a target epsilon over the run sets the noise: 4 rounds spend exactly it */
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=4 "
+                                        "DpClip=1 DpEpsilon=8\n" SITE, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert(c.dp_delta == 1e-6 && c.dp_noise > 0);
+    ck_assert(fabs(flas_dp_epsilon(4 * flas_dp_round_rho(c.dp_noise), 1e-6, NULL) - 8) < 1e-6);
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=4 "
+                                        "DpClip=inf\n" SITE, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert(isinf(c.dp_clip));
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 DpNoise=1\n" SITE, "need DpClip=");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 DpClip=1 DpNoise=1 DpEpsilon=3\n" SITE,
+            "not both");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 DpClip=-1\n" SITE,
+            "DpClip=-1: expected a positive number or inf");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 DpClip=nan\n" SITE, "DpClip=nan");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 DpClip=inf DpNoise=1\n" SITE,
+            "cannot carry noise");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 DpClip=1 DpDelta=2\n" SITE,
+            "DpDelta=2 must be below 1");
+}
+END_TEST
+
 START_TEST(compression_keys_are_parsed)
 {
     static flas_coord_conf c;
@@ -373,6 +405,7 @@ START_TEST(journal_round_trips_the_accounting)
     snprintf(j.federation, sizeof j.federation, "flas");
     j.round = 3;
     j.round_started = 1790000000.125;
+    j.dp_rounds = 2, j.dp_rho = 1.0 / 3, j.dp_epsilon = INFINITY; /* a round without noise spends everything */
     j.n_sites = 2;
     snprintf(j.site_name[0], sizeof j.site_name[0], "leonardo");
     snprintf(j.site_name[1], sizeof j.site_name[1], "karolina");
@@ -403,6 +436,7 @@ START_TEST(journal_round_trips_the_accounting)
     ck_assert_str_eq(back.site[0].staged_via, "delta");
     ck_assert_str_eq(back.site[1].staged_via, "full");
     ck_assert(back.round_started == 1790000000.125);
+    ck_assert(back.dp_rounds == 2 && back.dp_rho == 1.0 / 3 && isinf(back.dp_epsilon));
     const flas_journal_site *b = &back.site[0];
     ck_assert_int_eq(b->bytes_up, 1234567);
     ck_assert(b->seconds_up == 0.25 && b->seconds_fetch == 0.5 && b->train_seconds == 29.75);
@@ -522,6 +556,7 @@ int main(void)
     tcase_add_test(tc, command_limit_follows_the_deadline);
     tcase_add_test(tc, update_bounds_are_parsed);
     tcase_add_test(tc, compression_keys_are_parsed);
+    tcase_add_test(tc, dp_keys_are_parsed);
     tcase_add_test(tc, adopts_only_the_login_users_job);
     tcase_add_test(tc, budget_steps_follow_each_sites_rate);
     tcase_add_test(tc, job_times_reply_is_parsed_strictly);
