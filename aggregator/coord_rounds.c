@@ -485,14 +485,16 @@ static int aggregate(coord *k, char *err, size_t errlen)
                 if (!in->used)
                     short_reason(in->reason[0] ? in->reason : "no reason given", inputs[r], why, sizeof why);
                 r++;
-                char queue[24] = "?";
+                char queue[24] = "?", dpn[64] = "";
+                if (c->dp_clip > 0 && in->update_norm >= 0)
+                    snprintf(dpn, sizeof dpn, " update norm %.3g clipped x%.3g", in->update_norm, in->clip_factor);
                 if (s->submit_unix > 0 && s->start_unix >= s->submit_unix)
                     snprintf(queue, sizeof queue, "%llds", (long long)(s->start_unix - s->submit_unix));
                 printf(" %s job %ld %s loss %.3f valid %.3f, %lld tokens %lld steps (assigned %ld) up %.1f MB %.2fs "
-                       "queue %s train %.2fs down %.1f MB weight %.3f fetch %.2fs%s%s%s;",
+                       "queue %s train %.2fs down %.1f MB weight %.3f%s fetch %.2fs%s%s%s;",
                        c->site[i].name, s->job, s->job_state, train, valid, (long long)in->tokens, (long long)s->steps,
                        s->steps_assigned, s->bytes_up / 1e6, s->seconds_up, queue, s->train_seconds,
-                       s->local_bytes / 1e6, in->weight, s->seconds_fetch, in->used ? "" : " (refused by the aggregator: ",
+                       s->local_bytes / 1e6, in->weight, dpn, s->seconds_fetch, in->used ? "" : " (refused by the aggregator: ",
                        why, in->used ? "" : ")");
             } else {
                 printf(" %s dropped (%s);", c->site[i].name, s->note);

@@ -789,5 +789,40 @@ case_speed_aware() {
     pass "training-time spread leonardo vs karolina (4x slower per step): fixed steps ${fixed[*]}; speed-aware rounds 0-2 ${aware[*]} (<= 0.15 after round 0); accounting matches the files; the slow site sat out with DropSlowSites=yes"
 }
 
+case_dp() { # DP-FedAvg end to end: both sites clipped and noised, epsilon in the journal, the round line,
+            # status and the final global's provenance, as an independent accountant computes it
+    FED_EXTRA="DpClip=0.5 DpEpsilon=8 DpDelta=1e-5" SYNC=none write_conf 2 2 20
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || fail "DP rounds failed: $(tail -3 "$WORK/err")"
+    cat "$WORK/out"
+    [ "$(grep -c "DP clip 0.5 noise .*: privacy spent epsilon" "$WORK/out")" = 2 ] ||
+        fail "the round lines do not report the privacy spent: $(tail -2 "$WORK/out")"
+    coord status "$WORK/coordinator.conf" >"$WORK/status" || fail "status failed"
+    grep -q "privacy spent by the global: epsilon .* over 2 DP rounds" "$WORK/status" || fail "status: $(head -3 "$WORK/status")"
+    /usr/bin/python3 - "$WORK/coord" <<'PY' || fail "epsilon"
+import h5py, math, sys
+work = sys.argv[1]
+journal = dict(l.rstrip("\n").split("=", 1) for l in open(f"{work}/journal") if "=" in l)
+g = h5py.File(f"{work}/global/round-000002.h5", "r")
+prov, server = g["provenance"].attrs, g["server"].attrs
+sigma, delta = float(prov["hyper.dp_noise_multiplier"]), float(prov["hyper.dp_delta"])
+# independent accountant: Gaussian RDP alpha/(2 sigma^2) per round, 2 rounds, converted as Google's
+# dp_accounting does (Balle et al. 2020) on its grid of orders 1.01..100 step 0.001
+rho = 2 / (2 * sigma * sigma)
+eps = min(a * rho + math.log1p(-1 / a) - math.log(delta * a) / (a - 1)
+          for a in (1 + 0.001 * i for i in range(11, 100000)))
+print(f"sigma {sigma:.6f} delta {delta:g}: epsilon journal {journal['dp_epsilon']}, provenance "
+      f"{float(prov['hyper.dp_epsilon']):.6f}, independent {eps:.6f}; rounds {int(server['dp_rounds'])}")
+assert int(journal["dp_rounds"]) == 2 and int(server["dp_rounds"]) == 2
+assert abs(float(journal["dp_epsilon"]) - eps) < 1e-4 * eps, "journal epsilon"
+assert abs(float(prov["hyper.dp_epsilon"]) - eps) < 1e-4 * eps, "provenance epsilon"
+assert eps <= 8 * (1 + 1e-6), "the run spent more than DpEpsilon=8"
+assert float(prov["hyper.dp_clip"]) == 0.5 and delta == 1e-5
+assert abs(float(server["dp_rho"]) - rho) < 1e-9 * rho
+# equal weights, both sites merged
+assert list(prov["input_used"]) == [1, 1] and all(abs(w - 0.5) < 1e-12 for w in prov["input_weights"])
+PY
+    pass "DP-FedAvg rounds on both sites: epsilon in the journal, round lines, status and provenance equals an independent accountant's, within DpEpsilon=8"
+}
+
 case="${CASE//-/_}"
 if [ "$case" = setup ]; then setup; else "case_$case"; fi
