@@ -249,7 +249,7 @@ int main(int argc, char **argv)
     o.dp_seed = have_seed ? dp_seed : NULL;
     if (dp_clip > 0)
         o.uniform = 1; /* DP-FedAvg's mean weights the sites equally */
-    if (dp_clip > 0 && dp_noise == 0 && !quiet)
+    if (dp_clip > 0 && dp_noise == 0) /* not a progress line: -q keeps it */
         fprintf(stderr, "flas-aggregate: warning: --dp-noise 0: updates are clipped but NOT private (epsilon is "
                 "infinite)\n");
     flas_ckpt_hdf5_quiet();
