@@ -167,7 +167,7 @@ demo_eval_at() { # SITE NAME:MODEL...
     echo "$out"
 }
 
-json_num() { sed -n "s/.*\"$2\":\\([-0-9.eE+nai]*\\).*/\\1/p" <<<"$1"; }
+json_num() { sed -n "s/.*\"$2\":\\([-0-9.eE+nainf]*\\).*/\\1/p" <<<"$1"; }
 
 demo_stop() {
     step "stopping the sites"

@@ -82,7 +82,7 @@ print("%.4g" % p["hyper.dp_epsilon"] if "hyper.dp_epsilon" in p else "no DP")' "
         echo "| $run | $sd | $(eps_of "$g") | ${PPL[$run,leonardo]} | ${PPL[$run,karolina]} |"
     done
 } | tee "$OUT/results.md"
-grep -h "update norm" "$EXP"/*/rounds.txt | grep -o "[a-z]* job [0-9]* [A-Z]* .*clipped x[0-9.e-]*" |
+grep -h "update norm" "$EXP"/*/rounds.txt | grep -o "[a-z]* job [0-9]* [A-Z]* [^;]*clipped x[0-9.e-]*" |
     sed 's/ loss.*update norm/ update norm/' >"$OUT/update-norms.txt" || true
 echo "update norms (per site and round): $OUT/update-norms.txt"
 echo "results: $OUT/results.md; finished in $(($(date +%s) - t0)) s"
