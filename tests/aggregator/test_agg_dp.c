@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agg_testutil.h"
 #include "flas/aggregate.h"
 #include "flas/checkpoint.h"
 #include "flas/dp.h"
@@ -152,26 +153,10 @@ static size_t n_params(void)
     return n;
 }
 
-static void write_params_round(const char *path, flas_ckpt_role role, const char *site, int64_t tokens,
-                               const char *base, const float *buf, int64_t round)
-{
-    flas_config c;
-    flas_config_preset("stories260K", &c);
-    flas_ckpt_meta m = {.cfg = c, .role = role, .round = round, .tokens_trained = tokens};
-    snprintf(m.site, sizeof m.site, "%s", site);
-    snprintf(m.base_sha256, sizeof m.base_sha256, "%s", base);
-    char err[512];
-    flas_ckpt_writer *w = flas_ckpt_create(path, &m, 0, MPI_COMM_NULL, err, sizeof err);
-    ck_assert_msg(w != NULL, "%s", err);
-    const flas_param_table *t = flas_ckpt_writer_tensors(w);
-    ck_assert_int_eq(flas_ckpt_put_flat(w, FLAS_CKPT_PARAMS, t, 0, t->n_params, buf, err, sizeof err), 0);
-    ck_assert_msg(flas_ckpt_commit(w, err, sizeof err) == 0, "%s", err);
-}
-
 static void write_params(const char *path, flas_ckpt_role role, const char *site, int64_t tokens, const char *base,
                          const float *buf)
 {
-    write_params_round(path, role, site, tokens, base, buf, 2);
+    agg_write_params(path, role, site, tokens, base, buf, 2);
 }
 
 static float *read_params(const char *path)
@@ -385,8 +370,8 @@ START_TEST(privacy_ledger_composes_across_rounds)
     float *x2 = read_params(g2);
     for (size_t i = 0; i < e.n; i++)
         e.xa[i] = x2[i] + 0.001f;
-    write_params_round(e.a, FLAS_CKPT_LOCAL, "site-a", 100, sha, e.xa, 3);
-    write_params_round(e.b, FLAS_CKPT_LOCAL, "site-b", 100, sha, x2, 3);
+    agg_write_params(e.a, FLAS_CKPT_LOCAL, "site-a", 100, sha, e.xa, 3);
+    agg_write_params(e.b, FLAS_CKPT_LOCAL, "site-b", 100, sha, x2, 3);
     free(x2);
     const char *inputs[2] = {e.a, e.b};
     o.dp_noise = 1.6; /* another sigma: rho adds 1/(2 0.8^2) + 1/(2 1.6^2) */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agg_testutil.h"
 #include "flas/aggregate.h"
 #include "flas/checkpoint.h"
 
@@ -157,18 +158,14 @@ static void write_model(const char *path, flas_ckpt_role role, const char *site,
 {
     flas_config c;
     flas_config_preset("stories260K", &c);
-    flas_ckpt_meta m = {.cfg = c, .role = role, .round = 2, .tokens_trained = tokens};
-    snprintf(m.site, sizeof m.site, "%s", site);
-    snprintf(m.base_sha256, sizeof m.base_sha256, "%s", base);
-    char err[512];
-    flas_ckpt_writer *w = flas_ckpt_create(path, &m, 0, MPI_COMM_NULL, err, sizeof err);
-    ck_assert_msg(w != NULL, "%s", err);
-    const flas_param_table *t = flas_ckpt_writer_tensors(w);
-    float *buf = malloc(t->n_params * 4);
-    for (size_t i = 0; i < t->n_params; i++)
+    flas_param_table t;
+    char err[256];
+    ck_assert_int_eq(flas_param_table_init(&t, &c, 0, 1, err, sizeof err), 0);
+    float *buf = malloc(t.n_params * 4);
+    for (size_t i = 0; i < t.n_params; i++)
         buf[i] = (float)(i % 97) * 0.01f + offset;
-    ck_assert_int_eq(flas_ckpt_put_flat(w, FLAS_CKPT_PARAMS, t, 0, t->n_params, buf, err, sizeof err), 0);
-    ck_assert_msg(flas_ckpt_commit(w, err, sizeof err) == 0, "%s", err);
+    agg_write_params(path, role, site, tokens, base, buf, 2);
+    flas_param_table_free(&t);
     free(buf);
 }
 
