@@ -38,4 +38,18 @@ int coord_job_times(coord *k, int i, long job);       /* submit/start/end into t
 int coord_read_manifest(coord *k, int i, long job, char *remote, size_t rlen, int64_t *size, char *sha);
 int coord_fetch(coord *k, int i, const char *remote, int64_t size, const char *sha);
 
+/* What the site actions above believe of a site's answers, as pure functions of the text (no SSH), so
+ * that tests and the fuzz harnesses (tests/fuzz) run the very checks the coordinator does. */
+/* sbatch --parsable's reply ("123" or "123;cluster", a newline allowed): the job id, or -1. */
+long coord_parse_sbatch_reply(const char *out);
+/* coord_job_state's reply "RC STATE" (squeue's exit status, then its output): 0 with the state (or
+ * UNKNOWN for a job the controller has forgotten), -1 with the reason in why. Modifies out. */
+int coord_parse_job_state(char *out, long job, char *state, size_t len, char *why, size_t whylen);
+/* The manifest mname of job in round round_now at site (of federation), as coord_read_manifest
+ * checks it: 0 (fetchable: the checkpoint's file name in ckpt, its size and sha256), 1 (the job published
+ * no checkpoint), -2 (refused); the reason in note when not 0. sha holds FLAS_SHA256_HEX_LEN + 1. */
+int coord_parse_manifest(const char *text, const char *mname, const char *site, const char *federation, long round_now,
+                         long job, const char *staged_sha256, int64_t max_bytes, char *ckpt, size_t cklen,
+                         int64_t *size, char *sha, char *note, size_t notelen);
+
 #endif

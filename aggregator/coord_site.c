@@ -2,6 +2,7 @@
  * ask Slurm for its state, fetch the published checkpoint. Every answer from the site is checked
  * before it is believed. */
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,12 +292,20 @@ long coord_submit(coord *k, int i)
     int status = -1;
     if (site_exec(k, i, cmd, out, sizeof out, &status) || status != 0)
         return -1;
-    char *end;
-    long id = strtol(out, &end, 10); /* "123" or "123;cluster" */
-    if (id <= 0 || (*end && *end != ';' && *end != '\n')) {
+    long id = coord_parse_sbatch_reply(out);
+    if (id < 0) {
         coord_note(k, i, "sbatch answered '%.80s', not a job id", out);
         return -1;
     }
+    return id;
+}
+
+long coord_parse_sbatch_reply(const char *out)
+{
+    char *end;
+    long id = strtol(out, &end, 10); /* "123" or "123;cluster" */
+    if (id <= 0 || (*end && *end != ';' && *end != '\n'))
+        return -1;
     return id;
 }
 
@@ -357,30 +366,36 @@ int coord_job_state(coord *k, int i, long job, char *state, size_t len)
     snprintf(cmd, sizeof cmd, "out=$(squeue -h -t all -j %ld -o %%T 2>&1); echo \"$? $out\"", job);
     if (site_exec(k, i, cmd, out, sizeof out, &status) || status != 0)
         return -1;
-    char *end;
-    long rc = strtol(out, &end, 10);
-    if (end == out || *end != ' ') {
-        coord_note(k, i, "squeue answered '%.60s'", out);
+    char why[320];
+    if (coord_parse_job_state(out, job, state, len, why, sizeof why)) {
+        coord_note(k, i, "%s", why);
         return -1;
     }
-    char *line = strtok(end + 1, "\n");
+    return 0;
+}
+
+int coord_parse_job_state(char *out, long job, char *state, size_t len, char *why, size_t whylen)
+{
+    char *end;
+    long rc = strtol(out, &end, 10);
+    if (end == out || *end != ' ')
+        return flas_fail(why, whylen, "squeue answered '%.60s'", out);
+    char *save = NULL;
+    char *line = strtok_r(end + 1, "\n", &save);
     if (rc != 0) {
         if (line && strstr(line, "Invalid job id")) {
             snprintf(state, len, "UNKNOWN");
             return 0;
         }
-        coord_note(k, i, "cannot read the state of job %ld: %.200s", job, line ? line : "squeue failed");
-        return -1;
+        return flas_fail(why, whylen, "cannot read the state of job %ld: %.200s", job, line ? line : "squeue failed");
     }
     if (!line) {
         snprintf(state, len, "UNKNOWN");
         return 0;
     }
     for (char *c = line; *c; c++)
-        if ((*c < 'A' || *c > 'Z') && *c != '_') {
-            coord_note(k, i, "unexpected job state '%.40s'", line);
-            return -1;
-        }
+        if ((*c < 'A' || *c > 'Z') && *c != '_')
+            return flas_fail(why, whylen, "unexpected job state '%.40s'", line);
     snprintf(state, len, "%s", line);
     return 0;
 }
@@ -497,33 +512,59 @@ int coord_read_manifest(coord *k, int i, long job, char *remote, size_t rlen, in
         coord_note(k, i, "manifest: %s", err);
         return -1;
     }
+    char ck[NAME_MAX + 1], note[1024];
+    int rc = coord_parse_manifest(text, mname, site, k->c->federation, k->j.round, job, k->j.staged_sha256,
+                                  k->c->max_checkpoint_bytes, ck, sizeof ck, size, sha, note, sizeof note);
+    if (rc == 0) {
+        int n = snprintf(remote, rlen, "%s/%s/%s/%s", dir, FLAS_STAGE_OUTBOX, rdir, ck);
+        /* a cut path would name another file than the manifest does */
+        if (n < 0 || (size_t)n >= rlen) {
+            snprintf(note, sizeof note, "manifest %s: the checkpoint's path at the site is too long: refused", mname);
+            rc = -2;
+        }
+    }
+    if (rc != 0)
+        coord_note(k, i, "%s", note);
+    return rc;
+}
+
+int coord_parse_manifest(const char *text, const char *mname, const char *site, const char *federation, long round_now,
+                         long job, const char *staged_sha256, int64_t max_bytes, char *ckpt, size_t cklen,
+                         int64_t *size, char *sha, char *note, size_t notelen)
+{
     json_error_t jerr;
     json_t *m = json_loads(text, 0, &jerr);
     long long round = -1, id = -1, bytes = -1;
     const char *ck = NULL, *hex = NULL, *base = NULL;
     int rc = -2;
     if (!m || !json_is_object(m)) {
-        coord_note(k, i, "manifest %s is not JSON: %s", mname, m ? "not an object" : jerr.text);
+        flas_fail(note, notelen, "manifest %s is not JSON: %s", mname, m ? "not an object" : jerr.text);
     } else if (!jstr(m, "format") || strcmp(jstr(m, "format"), "flas-manifest") || jint(m, "round", &round) ||
                jint(m, "job_id", &id) || !jstr(m, "site") || strcmp(jstr(m, "site"), site) ||
-               !jstr(m, "federation") || strcmp(jstr(m, "federation"), k->c->federation) || round != k->j.round ||
+               !jstr(m, "federation") || strcmp(jstr(m, "federation"), federation) || round != round_now ||
                id != job) {
-        coord_note(k, i, "manifest %s does not describe job %ld of round %ld at %s: refused", mname, job, k->j.round,
-                   site);
+        flas_fail(note, notelen, "manifest %s does not describe job %ld of round %ld at %s: refused", mname, job,
+                  round_now, site);
     } else if (json_is_null(json_object_get(m, "checkpoint"))) {
         const char *why = jstr(m, "error");
-        coord_note(k, i, "job %ld published no checkpoint (%s; job state %s)", job, why && *why ? why : "none written",
-                   jstr(m, "job_state") ? jstr(m, "job_state") : "?");
+        flas_fail(note, notelen, "job %ld published no checkpoint (%s; job state %s)", job,
+                  why && *why ? why : "none written", jstr(m, "job_state") ? jstr(m, "job_state") : "?");
         rc = 1;
     } else if (!(ck = jstr(m, "checkpoint")) || !(hex = jstr(m, "sha256")) || !flas_sha256_is_hex(hex) ||
-               jint(m, "size", &bytes) || bytes <= 0 || bytes > k->c->max_checkpoint_bytes || strchr(ck, '/') ||
-               ck[0] == '.') {
-        coord_note(k, i, "manifest %s has an invalid checkpoint entry: refused", mname);
-    } else if (!(base = jstr(m, "base_sha256")) || strcmp(base, k->j.staged_sha256)) {
-        coord_note(k, i, "job %ld trained from %s, not this round's global %s: refused", job, base ? base : "?",
-                   k->j.staged_sha256);
+               jint(m, "size", &bytes) || bytes <= 0 || bytes > max_bytes || strchr(ck, '/') || ck[0] == '.' ||
+               !ck[0]) {
+        /* "" is no file name either: it would have the round's outbox directory itself fetched, which
+         * fails at every poll until the deadline instead of dropping the site now (tests/fuzz/fuzz_manifest) */
+        flas_fail(note, notelen, "manifest %s has an invalid checkpoint entry: refused", mname);
+    } else if (!(base = jstr(m, "base_sha256")) || strcmp(base, staged_sha256)) {
+        flas_fail(note, notelen, "job %ld trained from %s, not this round's global %s: refused", job, base ? base : "?",
+                  staged_sha256);
+    } else if (strlen(ck) >= cklen) {
+        /* copied whole or refused: a cut name would be another file (the caller passes NAME_MAX + 1) */
+        flas_fail(note, notelen, "manifest %s names a checkpoint of %zu characters, not a file name: refused", mname,
+                  strlen(ck));
     } else {
-        snprintf(remote, rlen, "%s/%s/%s/%s", dir, FLAS_STAGE_OUTBOX, rdir, ck);
+        snprintf(ckpt, cklen, "%s", ck);
         *size = bytes;
         snprintf(sha, FLAS_SHA256_HEX_LEN + 1, "%s", hex);
         rc = 0;

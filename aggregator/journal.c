@@ -216,6 +216,11 @@ int flas_journal_load(const char *path, flas_journal *j, char *err, size_t errle
         rc = set_field(j, line, eq + 1);
     }
     fclose(f);
+    /* Every site the journal counts has a name (the coordinator writes one for each): a site without
+     * one would be saved as "site.N.name=", which no load accepts (found by tests/fuzz/fuzz_journal). */
+    for (int i = 0; rc == 0 && i < j->n_sites; i++)
+        if (!j->site_name[i][0])
+            rc = -1;
     if (rc)
         snprintf(err, errlen, "%s:%d: the journal is damaged (fix or remove it to start over)", path, n);
     else if (!j->staged_sha256[0]) /* a journal of a version without compressed downlinks */

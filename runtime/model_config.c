@@ -100,6 +100,11 @@ int flas_config_validate(const flas_config *c, int tp_size, char *err, size_t er
     total = per_layer * (size_t)c->n_layers + emb * (c->tied_embeddings ? 1 : 2) + d;
     if (total < per_layer || total > ((size_t)1 << 40))
         return flas_fail(err, errlen, "model has too many parameters (%zu)", total);
+    /* The tensor table holds 9 entries per block: a model file's header (llama2.c, GGUF, config.json)
+     * claiming millions of tiny blocks made every reader allocate gigabytes for the table (or overflow
+     * 9 * n_layers) before the file's length could refute it (found by tests/fuzz/fuzz_llama2c). */
+    if (c->n_layers > FLAS_MAX_LAYERS)
+        return flas_fail(err, errlen, "n_layers %d exceeds %d", c->n_layers, FLAS_MAX_LAYERS);
     return 0;
 }
 

@@ -11,6 +11,9 @@ extern "C" {
 #endif
 
 #define FLAS_TENSOR_NAME_MAX 64 /* longest tensor name, NUL included ("layers.79.feed_forward.w3.weight") */
+/* Most decoder blocks a config may have (flas_config_validate); the same bound as FLAS_CKPT_MAX_LAYERS.
+ * No LLaMA has more than 126. */
+#define FLAS_MAX_LAYERS 1024
 
 typedef struct flas_config {
     int dim;             /* model width */
