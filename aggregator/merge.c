@@ -452,8 +452,9 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
         any_update |= c->in[c->used_idx[j]].is_update;
     const int needs_x = (o->strategy != FLAS_AGG_FEDAVG && o->strategy != FLAS_AGG_MEAN) || bounds_on(o) ||
                         any_update || o->emit_update || dp_on(o);
+    /* With DP the norm pass has measured every update already: the bounds use those norms */
     for (int j = 0; j < k; j++)
-        c->norm2[j] = 0;
+        c->norm2[j] = dp_on(o) ? c->in[c->used_idx[j]].rep->update_norm * c->in[c->used_idx[j]].rep->update_norm : 0;
     flas_agg_kernel kp = {o->strategy, k, c->p, o->lr, o->momentum, o->beta1, o->beta2, o->tau, NULL};
     /* DP: the mean of k clipped updates moves by at most C/k when one site is added or removed */
     flas_dp_rng *rng = NULL;
@@ -521,7 +522,7 @@ static int merge_pass(agg_ctx *c, flas_ckpt_writer **wout, char *err, size_t err
                 rc = flas_fail_code(PASS_FAILED, err, errlen, "%s", why);
                 break;
             }
-            if (bounds_on(o)) /* the bounds judge what a site sent, before any clipping */
+            if (bounds_on(o) && !dp_on(o)) /* the bounds judge what a site sent, before any clipping */
                 for (int j = 0; j < k; j++)
                     c->norm2[j] += sq_diff(c->used_in[j], c->x, nn);
             if (dp_on(o)) {

@@ -136,6 +136,13 @@ def main():
                 print(f"two rounds (sigma 0.8 then 2): epsilon {float(f['provenance'].attrs['hyper.dp_epsilon']):.4f},"
                       f" independent {e2:.4f}")
 
+    # 4b. norm bounds judge the raw updates measured by the norm pass: the largest (27) is dropped
+    out = os.path.join(work, "bounded.h5")
+    rc, so, se = L.run_aggregate(agg, glob, out, paths, "--dp-clip", str(C), "--max-update-norm", "10",
+                                 "--policy", "drop-bad")
+    check(rc == 0 and so.count("dropped") == 1 and "exceeds --max-update-norm 10" in so,
+          f"DP with a norm bound: rc {rc}: {so} {se}")
+
     # 5. refusals: exit 2, nothing written
     bad = os.path.join(work, "bad.h5")
     for args, what in ((["--dp-noise", "1"], "need --dp-clip"), (["--dp-clip", "0"], "> 0"),
