@@ -64,6 +64,24 @@ static int parse_drop_slow(const char *v, void *rec, char *why, size_t whylen)
     return 0;
 }
 
+/* InnerState=reset|keep */
+static int parse_inner_state(const char *v, void *rec, char *why, size_t whylen)
+{
+    int *d = &((flas_coord_conf *)rec)->inner_keep;
+    if (!strcmp(v, "keep") || !strcmp(v, "reset"))
+        return *d = v[0] == 'k', 0;
+    return flas_fail(why, whylen, "expected reset or keep");
+}
+
+/* LrSchedule=round|run */
+static int parse_lr_schedule(const char *v, void *rec, char *why, size_t whylen)
+{
+    int *d = &((flas_coord_conf *)rec)->lr_run;
+    if (!strcmp(v, "run") || !strcmp(v, "round"))
+        return *d = !strcmp(v, "run"), 0;
+    return flas_fail(why, whylen, "expected round or run");
+}
+
 /* UpdateEncoding=, GlobalEncoding=: full, bf16 or int8 */
 static int parse_enc(const char *v, flas_update_enc *e, char *why, size_t whylen)
 {
@@ -115,6 +133,12 @@ static const flas_kv_key fed_keys[] = {
     FED("Strategy", FLAS_KV_NAME, strategy, 0, 0),
     FED("ServerLR", FLAS_KV_DOUBLE, server_lr, 0, 0),
     FED("ServerMomentum", FLAS_KV_DOUBLE, server_momentum, 0, 0),
+    FED("ServerBeta1", FLAS_KV_DOUBLE, server_beta1, 0, 0),
+    FED("ServerBeta2", FLAS_KV_DOUBLE, server_beta2, 0, 0),
+    FED("ServerTau", FLAS_KV_DOUBLE, server_tau, 0, 0),
+    CUSTOM("InnerState", parse_inner_state),
+    CUSTOM("LrSchedule", parse_lr_schedule),
+    FED("Prox", FLAS_KV_DOUBLE, prox, 0, 0),
     FED("MaxUpdateNorm", FLAS_KV_DOUBLE, max_update_norm, 0, 0),
     FED("MaxUpdateRatio", FLAS_KV_DOUBLE, max_update_ratio, 0, 0),
     CUSTOM("Sync", parse_sync),
@@ -204,7 +228,7 @@ static void defaults(flas_coord_conf *c)
     memset(c, 0, sizeof *c);
     c->deadline_s = 3600;
     snprintf(c->strategy, sizeof c->strategy, "fedavg");
-    c->server_lr = c->server_momentum = -1;
+    c->server_lr = c->server_momentum = c->server_beta1 = c->server_beta2 = c->server_tau = -1;
     c->begin_delay_s = 10;
     snprintf(c->signal, sizeof c->signal, "USR1@60");
     c->poll_min_s = 2;
@@ -248,6 +272,8 @@ static int finish(const char *path, flas_coord_conf *c, char *err, size_t errlen
     if (c->round_budget_s && c->round_budget_s >= c->deadline_s)
         return flas_fail(err, errlen, "%s: RoundBudget=%d must be shorter than RoundDeadline=%d", path,
                          c->round_budget_s, c->deadline_s);
+    if (c->server_beta1 >= 1 || c->server_beta2 >= 1 || c->server_momentum >= 1)
+        return flas_fail(err, errlen, "%s: ServerBeta1=, ServerBeta2= and ServerMomentum= must be below 1", path);
     if (c->poll_max_s < c->poll_min_s)
         c->poll_max_s = c->poll_min_s;
     /* DP-FedAvg: the noise multiplier is given, or derived from the budget; never both, never without

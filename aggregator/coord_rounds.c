@@ -434,6 +434,12 @@ static int aggregate(coord *k, char *err, size_t errlen)
     o.max_update_ratio = c->max_update_ratio;
     if (c->server_momentum >= 0)
         o.momentum = c->server_momentum;
+    if (c->server_beta1 >= 0)
+        o.beta1 = c->server_beta1;
+    if (c->server_beta2 >= 0)
+        o.beta2 = c->server_beta2;
+    if (c->server_tau >= 0)
+        o.tau = c->server_tau;
     o.policy = FLAS_AGG_DROP_BAD;
     o.min_sites = c->min_sites;
     o.input_sites = sites;

@@ -281,6 +281,13 @@ long coord_submit(coord *k, int i)
     if (k->c->update_enc != FLAS_UPDATE_FULL)
         snprintf(exports + strlen(exports), sizeof exports - strlen(exports), "," FLAS_ENV_UPDATE "=%s," FLAS_ENV_UPDATE_BLOCK "=%d",
                  flas_update_enc_name(k->c->update_enc), k->c->update_block);
+    if (k->c->inner_keep)
+        snprintf(exports + strlen(exports), sizeof exports - strlen(exports), "," FLAS_ENV_INNER_STATE "=keep");
+    if (k->c->lr_run)
+        snprintf(exports + strlen(exports), sizeof exports - strlen(exports), "," FLAS_ENV_LR_SCHEDULE "=run,"
+                 FLAS_ENV_ROUNDS "=%d", k->c->rounds);
+    if (k->c->prox > 0)
+        snprintf(exports + strlen(exports), sizeof exports - strlen(exports), "," FLAS_ENV_PROX "=%.9g", k->c->prox);
     if (exports[0])
         append(cmd, sizeof cmd, " --export=ALL%s", exports);
     flas_shell_quote(s->script, q, sizeof q);

@@ -99,3 +99,10 @@ void flas_scale(float *x, size_t n, float s)
     for (size_t i = 0; i < n; i++)
         x[i] *= s;
 }
+
+void flas_prox_grad(float *grads, const float *params, const float *anchor, size_t n, float mu)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        grads[i] += mu * (params[i] - anchor[i]);
+}

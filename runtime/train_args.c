@@ -37,6 +37,7 @@ void flas_train_opts_init(flas_train_opts *o)
     o->log_every = 10;
     o->update = FLAS_UPDATE_FULL;
     o->update_block = FLAS_UPDATE_BLOCK_DEFAULT;
+    o->data_epoch = -1;
 }
 
 static int copy(char *dst, size_t len, const char *v, const char *flag, char *err, size_t errlen)
@@ -116,7 +117,8 @@ enum {
     O_MULTIPLE_OF, O_STEPS, O_TOKENS, O_BATCH, O_SEQ, O_ACCUM, O_LR, O_MIN_LR, O_WARMUP, O_DECAY_STEPS,
     O_SCHEDULE_OFFSET, O_WEIGHT_DECAY, O_CLIP, O_BETA1, O_BETA2, O_ADAM_EPS, O_TP, O_ZERO, O_THREADS,
     O_BUCKET_MB, O_TIME_BUDGET, O_MARGIN, O_CHECKPOINT_EVERY, O_LOG_EVERY, O_METRICS, O_PEAK, O_VALID_BATCHES,
-    O_JSON, O_INIT_FROM, O_UPDATE, O_UPDATE_BLOCK, O_RESIDUAL_DIR
+    O_JSON, O_INIT_FROM, O_UPDATE, O_UPDATE_BLOCK, O_RESIDUAL_DIR, O_STATE_DIR, O_INNER_STATE, O_LR_SCHEDULE, O_ROUNDS,
+    O_ROUND_WARMUP, O_DATA_EPOCH, O_PROX
 };
 
 static const struct option long_opts[] = {
@@ -150,7 +152,10 @@ static const struct option long_opts[] = {
     {"peak-gflops", required_argument, 0, O_PEAK}, {"valid-batches", required_argument, 0, O_VALID_BATCHES},
     {"json", no_argument, 0, O_JSON}, {"init-from", required_argument, 0, O_INIT_FROM},
     {"update", required_argument, 0, O_UPDATE}, {"update-block", required_argument, 0, O_UPDATE_BLOCK},
-    {"residual-dir", required_argument, 0, O_RESIDUAL_DIR}, {0, 0, 0, 0}};
+    {"residual-dir", required_argument, 0, O_RESIDUAL_DIR}, {"state-dir", required_argument, 0, O_STATE_DIR},
+    {"inner-state", required_argument, 0, O_INNER_STATE}, {"lr-schedule", required_argument, 0, O_LR_SCHEDULE},
+    {"rounds", required_argument, 0, O_ROUNDS}, {"round-warmup", required_argument, 0, O_ROUND_WARMUP},
+    {"data-epoch", required_argument, 0, O_DATA_EPOCH}, {"prox", required_argument, 0, O_PROX}, {0, 0, 0, 0}};
 
 int flas_train_parse_update(const char *v, flas_update_enc *e, const char *source, char *err, size_t errlen)
 {
@@ -171,6 +176,30 @@ int flas_train_parse_update_block(const char *v, int *block, const char *source,
         return flas_fail(err, errlen, "%s: %s", source, why);
     *block = (int)x;
     return 0;
+}
+
+int flas_train_parse_inner_state(const char *v, int *keep, const char *source, char *err, size_t errlen)
+{
+    if (!strcmp(v, "reset") || !strcmp(v, "keep"))
+        return *keep = v[0] == 'k', 0;
+    return flas_fail(err, errlen, "%s: '%.80s' is not an inner state policy (reset, keep)", source, v);
+}
+
+int flas_train_parse_lr_schedule(const char *v, int *run, const char *source, char *err, size_t errlen)
+{
+    if (!strcmp(v, "round") || !strcmp(v, "run"))
+        return *run = !strcmp(v, "run"), 0;
+    return flas_fail(err, errlen, "%s: '%.80s' is not a learning-rate schedule span (round, run)", source, v);
+}
+
+int flas_train_parse_rounds(const char *v, long *rounds, const char *source, char *err, size_t errlen)
+{
+    return parse_long(v, 1, FLAS_ROUND_MAX + 1, rounds, source, err, errlen);
+}
+
+int flas_train_parse_prox(const char *v, float *mu, const char *source, char *err, size_t errlen)
+{
+    return parse_float(v, 0, 1e6, mu, source, err, errlen);
 }
 
 /* One flag; flag is its name for messages. */
@@ -258,8 +287,15 @@ static int apply(flas_train_opts *o, int c, const char *v, const char *flag, cha
         o->given |= FLAS_GIVEN_UPDATE_BLOCK;
         return flas_train_parse_update_block(v, &o->update_block, flag, err, errlen);
     case O_RESIDUAL_DIR:
-        o->given |= FLAS_GIVEN_RESIDUAL_DIR;
-        return copy(o->residual_dir, sizeof o->residual_dir, v, flag, err, errlen);
+    case O_STATE_DIR:
+        o->given |= FLAS_GIVEN_STATE_DIR;
+        return copy(o->state_dir, sizeof o->state_dir, v, flag, err, errlen);
+    case O_INNER_STATE: o->given |= FLAS_GIVEN_INNER_STATE; return flas_train_parse_inner_state(v, &o->inner_keep, flag, err, errlen);
+    case O_LR_SCHEDULE: o->given |= FLAS_GIVEN_LR_SCHEDULE; return flas_train_parse_lr_schedule(v, &o->lr_run, flag, err, errlen);
+    case O_ROUNDS: o->given |= FLAS_GIVEN_ROUNDS; return flas_train_parse_rounds(v, &o->rounds, flag, err, errlen);
+    case O_ROUND_WARMUP: return parse_long(v, 0, 1L << 40, &o->round_warmup, flag, err, errlen);
+    case O_DATA_EPOCH: return parse_long(v, 0, 1L << 40, &o->data_epoch, flag, err, errlen);
+    case O_PROX: o->given |= FLAS_GIVEN_PROX; return flas_train_parse_prox(v, &o->prox, flag, err, errlen);
     default: return flas_fail(err, errlen, "internal: unhandled option %d", c);
     }
 }
@@ -368,22 +404,46 @@ int flas_train_opts_check(flas_train_opts *o, char *err, size_t errlen)
     if (!o->steps && !o->tokens)
         return flas_fail(err, errlen, "say how much to train this round: --steps N and/or --tokens N");
     snprintf(o->checkpoint, sizeof o->checkpoint, "%s", o->output);
-    if (o->update == FLAS_UPDATE_FULL)
+    const char *rounds_src = (o->given & FLAS_GIVEN_ROUNDS) ? "--rounds" : "FLAS_ROUNDS";
+    if (o->lr_run && !o->rounds)
+        return flas_fail(err, errlen, "--lr-schedule run spreads one schedule over the whole run: give --rounds N "
+                         "(or FLAS_ROUNDS)");
+    if (o->lr_run && o->round < 0)
+        return flas_fail(err, errlen, "--lr-schedule run needs --round N (or FLAS_ROUND): where in the run this round is");
+    if (o->rounds && o->round >= o->rounds)
+        return flas_fail(err, errlen, "round %ld is not below %s %ld", o->round, rounds_src, o->rounds);
+    if (o->prox > 0 && !o->global[0])
+        return flas_fail(err, errlen, "--prox pulls toward the round's global model: give --global FILE or set "
+                         "FLAS_GLOBAL_CHECKPOINT");
+    if (o->update == FLAS_UPDATE_FULL && !o->inner_keep)
         return 0;
     /* The delta is taken against the model the round started from; a --resume alone does not say
      * which file that is (its base_sha256 names it but cannot find it). */
-    if (!o->global[0])
+    if (o->update != FLAS_UPDATE_FULL && !o->global[0])
         return flas_fail(err, errlen, "%s publishes the delta against the round's global model: give --global FILE "
                          "or set FLAS_GLOBAL_CHECKPOINT (a --resume alone names no base)", upd);
-    const char *rsrc = (o->given & FLAS_GIVEN_RESIDUAL_DIR) ? "--residual-dir" : "FLAS_RESIDUAL_DIR";
-    if (!o->residual_dir[0])
-        return flas_fail(err, errlen, "%s needs --residual-dir DIR (or FLAS_RESIDUAL_DIR): the site's own directory "
-                         "for the error-feedback state carried from round to round", upd);
+    const char *why = o->inner_keep ? "--inner-state keep" : upd;
+    const char *rsrc = (o->given & FLAS_GIVEN_STATE_DIR) ? "--state-dir" : "FLAS_STATE_DIR";
+    if (!o->state_dir[0])
+        return flas_fail(err, errlen, "%s needs --state-dir DIR (or FLAS_STATE_DIR): the site's own directory for "
+                         "the state carried from round to round", why);
     /* kv.c's path rule: one spelling per directory, so that two jobs naming it differently cannot keep
-     * two error-feedback histories, and nothing odd reaches a log or a command line. */
-    if (!flas_kv_path_valid(o->residual_dir))
+     * two histories, and nothing odd reaches a log or a command line. */
+    if (!flas_kv_path_valid(o->state_dir))
         return flas_fail(err, errlen, "%s '%.400s': must be an absolute path without '.', '..', '//' or a trailing '/'",
-                         rsrc, o->residual_dir);
+                         rsrc, o->state_dir);
+    if (o->inner_keep) {
+        /* The full checkpoint, moments included, IS the kept state: it lives in the state directory and
+         * never in the job's directory, which the epilog publishes from. */
+        char name[64];
+        if (o->round < 0)
+            return flas_fail(err, errlen, "--inner-state keep needs --round N (or FLAS_ROUND): the kept state is "
+                             "filed by round");
+        if (flas_stage_inner_name(name, sizeof name, o->round) ||
+            snprintf(o->checkpoint, sizeof o->checkpoint, "%s/%s", o->state_dir, name) >= (int)sizeof o->checkpoint)
+            return flas_fail(err, errlen, "%s '%.400s': too long", rsrc, o->state_dir);
+        return 0;
+    }
     if (flas_stage_full_sibling(o->checkpoint, sizeof o->checkpoint, o->output))
         return flas_fail(err, errlen, "--output %.400s: too long to name the full checkpoint beside it", o->output);
     return 0;
@@ -414,8 +474,20 @@ void flas_train_usage(FILE *f)
           "                         checkpoint goes to its -full sibling (local.h5 -> local-full.h5)\n"
           "  --update-block N (" STR(FLAS_UPDATE_BLOCK_DEFAULT) ")  int8: values per float32 scale, "
           STR(FLAS_UPDATE_BLOCK_MIN) ".." STR(FLAS_UPDATE_BLOCK_MAX) "\n"
-          "  --residual-dir DIR     bf16/int8: the site's private error-feedback state (absolute path;\n"
-          "                         default in a federation job: ~/.local/state/flas/FED/SITE)\n"
+          "  --state-dir DIR        the site's private state between rounds: error feedback (bf16/int8) and\n"
+          "                         the kept inner state (absolute path; FLAS_STATE_DIR; default in a\n"
+          "                         federation job: ~/.local/state/flas/FED/SITE; also --residual-dir)\n"
+          "Across rounds (the coordinator's InnerState=, LrSchedule=, Prox=; docs/tuning.md):\n"
+          "  --inner-state reset|keep  reset (default): AdamW starts fresh each round; keep: its moments, step\n"
+          "                         count and the data position continue from the site's previous round\n"
+          "                         (kept in --state-dir, never published) (FLAS_INNER_STATE)\n"
+          "  --lr-schedule round|run  round (default): --warmup/cosine over this round's steps; run: one\n"
+          "                         warmup + cosine over --rounds N rounds of this round's length\n"
+          "                         (FLAS_LR_SCHEDULE, FLAS_ROUNDS)\n"
+          "  --round-warmup N (0)   ramp the lr up over each round's first N steps\n"
+          "  --prox MU (0)          FedProx: add MU (x - x_global) to the gradient (FLAS_PROX)\n"
+          "  --data-epoch N         data order a new round starts at (default: the round number, a fresh\n"
+          "                         permutation each round)\n"
           "Data:\n"
           "  --data DIR|FILE        training token shards (*.flastok)   --valid DIR|FILE   validation shards\n"
           "  --seed S (1234)        data order (and weights with --init)   --no-shuffle\n"

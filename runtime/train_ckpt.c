@@ -158,6 +158,32 @@ int train_load(trainer *t, const char *resume, const char *global_sha, char *err
     return 0;
 }
 
+int train_load_anchor(trainer *t, int resumed, char *err, size_t errlen)
+{
+    flas_model *md = &t->model;
+    size_t n = md->table.n_params;
+    t->anchor = malloc(sizeof(float) * n);
+    int ok = t->anchor != NULL;
+    if (!ok)
+        flas_fail(err, errlen, "out of memory for --prox's copy of the global weights (%zu floats)", n);
+    if (flas_train_agree(t->c->world, ok, err, errlen))
+        return -1;
+    if (!resumed) { /* the params were just loaded from the global */
+        memcpy(t->anchor, md->params, sizeof(float) * n);
+        return 0;
+    }
+    flas_ckpt_reader *r = flas_ckpt_open(t->o->global, train_ckpt_comm(t->c), err, errlen);
+    if (!r)
+        return -1;
+    char why[512];
+    if (flas_ckpt_expect_config(r, &t->cfg, why, sizeof why))
+        ok = 0, flas_fail(err, errlen, "%s: --prox: another model than the resumed checkpoint: %s", t->o->global, why);
+    else
+        ok = flas_ckpt_get_flat(r, FLAS_CKPT_PARAMS, &md->table, 0, n, t->anchor, err, errlen) == 0;
+    flas_ckpt_close(r);
+    return flas_train_agree(t->c->world, ok, err, errlen);
+}
+
 /* Where the next window starts: the shard and token offset for /train_state (informational; the exact
  * position is the loader cursor). */
 static void locate(const trainer *t, const flas_loader_cursor *cur, int64_t *shard, int64_t *offset)
@@ -244,9 +270,14 @@ int train_write(trainer *t, const char *reason, char *err, size_t errlen)
     train_say(t->c, "flas-train: checkpoint step %ld (%s) -> %s: %.1f MB in %.2f s\n", t->step, reason,
               t->o->checkpoint, bytes / 1e6, secs);
     /* Each committed checkpoint is followed by its update, so that --output always matches the newest
-     * checkpoint a resume would continue from. */
+     * checkpoint a resume would continue from. With a kept inner state the checkpoint is the site's
+     * private state and the published file carries the weights only. */
     if (t->o->update != FLAS_UPDATE_FULL && train_publish_update(t, reason, err, errlen))
         return -1;
+    if (t->o->update == FLAS_UPDATE_FULL && t->o->inner_keep && train_publish_params(t, &mt, err, errlen))
+        return -1;
+    if (t->o->inner_keep)
+        train_inner_prune(t);
     /* The walltime reserve covers everything the end of a round writes. */
     secs = flas_train_now() - t0;
     MPI_Bcast(&secs, 1, MPI_DOUBLE, 0, t->c->world);
@@ -355,6 +386,7 @@ void train_free(trainer *t)
     flas_param_table_free(&t->opt_table);
     free(t->tokens);
     free(t->targets);
+    free(t->anchor);
     free(t->shard_end);
     train_log_close(&t->log);
     memset(t, 0, sizeof *t);

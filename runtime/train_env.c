@@ -34,7 +34,25 @@ int flas_train_opts_from_env(flas_train_opts *o, char *err, size_t errlen)
         take(o, FLAS_GIVEN_OUTPUT, FLAS_ENV_OUTPUT_CHECKPOINT, o->output, sizeof o->output, err, errlen) ||
         take(o, FLAS_GIVEN_OUTPUT_DIR, FLAS_ENV_OUTPUT_DIR, o->output_dir, sizeof o->output_dir, err, errlen) ||
         take(o, FLAS_GIVEN_JOB_ID, FLAS_ENV_JOB_ID, o->job_id, sizeof o->job_id, err, errlen) ||
-        take(o, FLAS_GIVEN_RESIDUAL_DIR, FLAS_ENV_RESIDUAL_DIR, o->residual_dir, sizeof o->residual_dir, err, errlen))
+        take(o, FLAS_GIVEN_STATE_DIR, FLAS_ENV_STATE_DIR, o->state_dir, sizeof o->state_dir, err, errlen))
+        return -1;
+    /* the older name, only when the new one is not set */
+    if (!o->state_dir[0] &&
+        take(o, FLAS_GIVEN_STATE_DIR, FLAS_ENV_RESIDUAL_DIR, o->state_dir, sizeof o->state_dir, err, errlen))
+        return -1;
+    /* The coordinator's settings for the run: malformed values are refused, never defaulted. */
+    const char *v;
+    if ((v = getenv(FLAS_ENV_INNER_STATE)) && *v && !(o->given & FLAS_GIVEN_INNER_STATE) &&
+        flas_train_parse_inner_state(v, &o->inner_keep, FLAS_ENV_INNER_STATE, err, errlen))
+        return -1;
+    if ((v = getenv(FLAS_ENV_LR_SCHEDULE)) && *v && !(o->given & FLAS_GIVEN_LR_SCHEDULE) &&
+        flas_train_parse_lr_schedule(v, &o->lr_run, FLAS_ENV_LR_SCHEDULE, err, errlen))
+        return -1;
+    if ((v = getenv(FLAS_ENV_ROUNDS)) && *v && !(o->given & FLAS_GIVEN_ROUNDS) &&
+        flas_train_parse_rounds(v, &o->rounds, FLAS_ENV_ROUNDS, err, errlen))
+        return -1;
+    if ((v = getenv(FLAS_ENV_PROX)) && *v && !(o->given & FLAS_GIVEN_PROX) &&
+        flas_train_parse_prox(v, &o->prox, FLAS_ENV_PROX, err, errlen))
         return -1;
     /* The site's update settings: a malformed value is refused, never silently replaced by the default
      * (a site that asked for int8 and got full would publish 4x more than it agreed to). */
@@ -49,19 +67,19 @@ int flas_train_opts_from_env(flas_train_opts *o, char *err, size_t errlen)
     /* The error-feedback state outlives jobs, so without a directory of the site's choosing it goes to
      * the user's own state directory (XDG base directories), one per federation and site: a site that
      * turns on compressed updates needs no other setting. */
-    if (!o->residual_dir[0] && o->federation[0] && o->site[0] && flas_name_valid(o->federation) &&
+    if (!o->state_dir[0] && o->federation[0] && o->site[0] && flas_name_valid(o->federation) &&
         flas_name_valid(o->site)) {
         const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
         int n = -1;
         if (xdg && xdg[0] == '/' && flas_kv_path_valid(xdg))
-            n = snprintf(o->residual_dir, sizeof o->residual_dir, "%s/flas/%s/%s", xdg, o->federation, o->site);
+            n = snprintf(o->state_dir, sizeof o->state_dir, "%s/flas/%s/%s", xdg, o->federation, o->site);
         else if (home && home[0] == '/' && (flas_kv_path_valid(home) || !strcmp(home, "/")))
-            n = snprintf(o->residual_dir, sizeof o->residual_dir, "%s/.local/state/flas/%s/%s",
+            n = snprintf(o->state_dir, sizeof o->state_dir, "%s/.local/state/flas/%s/%s",
                          strcmp(home, "/") ? home : "", o->federation, o->site);
-        if (n > 0 && (size_t)n < sizeof o->residual_dir)
-            o->residual_dir_default = 1;
+        if (n > 0 && (size_t)n < sizeof o->state_dir)
+            o->state_dir_default = 1;
         else
-            o->residual_dir[0] = '\0';
+            o->state_dir[0] = '\0';
     }
     /* FLAS_ERROR is not a setting: the plugin found this job unfit to train (unverified model, closed
      * federation, ...). It is kept whatever the flags say; flas_train_main refuses to train with it. */

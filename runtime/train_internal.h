@@ -33,6 +33,7 @@ typedef struct trainer {
     flas_param_table opt_table;   /* model.table restricted to [opt_lo, opt_hi) */
     flas_adamw opt;
     flas_lr_schedule sched;
+    long sched_offset;            /* schedule step of this round's first step */
     flas_loader *train, *valid;
     int32_t *tokens, *targets;    /* [B*T] */
     uint64_t *shard_end;          /* cumulative tokens of the training shards (for /train_state) */
@@ -52,7 +53,10 @@ typedef struct trainer {
     double valid_loss;            /* NaN until measured */
     int64_t valid_tokens;
     const char *stop_reason;
-    int resume_cursor_valid;      /* resumed: restore the loader to resume_cursor */
+    int resume_cursor_valid;      /* resumed (or kept inner state): restore the loader to resume_cursor */
+    int cursor_from_inner;        /* the cursor came from the previous round's inner state */
+    long inner_from;              /* --inner-state keep: the round whose state was read (-1: none) */
+    float *anchor;                /* --prox: the round's global weights (model.table layout) */
     uint64_t resume_cursor[FLAS_CKPT_CURSOR_WORDS];
 } trainer;
 
@@ -60,6 +64,12 @@ typedef struct trainer {
  * the flag or variable in messages. 0, or -1 with err. */
 int flas_train_parse_update(const char *v, flas_update_enc *e, const char *source, char *err, size_t errlen);
 int flas_train_parse_update_block(const char *v, int *block, const char *source, char *err, size_t errlen);
+/* The values of --inner-state, --lr-schedule, --rounds and --prox, shared with FLAS_INNER_STATE,
+ * FLAS_LR_SCHEDULE, FLAS_ROUNDS and FLAS_PROX (train_env.c). */
+int flas_train_parse_inner_state(const char *v, int *keep, const char *source, char *err, size_t errlen);
+int flas_train_parse_lr_schedule(const char *v, int *run, const char *source, char *err, size_t errlen);
+int flas_train_parse_rounds(const char *v, long *rounds, const char *source, char *err, size_t errlen);
+int flas_train_parse_prox(const char *v, float *mu, const char *source, char *err, size_t errlen);
 
 /* train_ckpt.c: checkpoint glue. */
 /* The communicator for checkpoint I/O: one rank uses HDF5's serial driver (measured faster than MPI-IO
@@ -70,6 +80,8 @@ int train_verify_global(const flas_train_opts *o, flas_train_comm *c, char sha[F
                         size_t errlen);
 /* Sets up the trainer from the global model, or from the local checkpoint resume when not ""; collective. */
 int train_load(trainer *t, const char *resume, const char *global_sha, char *err, size_t errlen);
+/* --prox: t->anchor = the round's global weights (the loaded params, or o->global's when resumed). */
+int train_load_anchor(trainer *t, int resumed, char *err, size_t errlen);
 /* Writes the local checkpoint (atomic, collective); reason goes into /metrics. */
 int train_write(trainer *t, const char *reason, char *err, size_t errlen);
 int train_init_global(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen);
@@ -78,12 +90,21 @@ void train_free(trainer *t);
 /* train_update.c: --update bf16|int8. */
 /* Before training: the residual directory exists, is writable and is not the job's own directory
  * (rank 0 looks; all agree). 0 when --update is full. */
-int train_residual_dir_ok(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen);
+int train_state_dir_ok(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen);
 /* DIR/residual-round-NNNNNN.h5 of round. 0, or -1 when it does not fit. */
 int train_residual_path(const flas_train_opts *o, long round, char *buf, size_t len);
 /* After a commit of o->checkpoint: rank 0 writes the update to o->output and this round's residual,
  * the others wait; collective, the same result on every rank. reason goes into the log. */
 int train_publish_update(trainer *t, const char *reason, char *err, size_t errlen);
+
+/* train_inner.c: --inner-state keep. */
+/* After train_load of a new round: moments, step count and data cursor from the newest inner state of
+ * an earlier round in o->state_dir, if any (collective). 0, or -1 with err (another site's or model's). */
+int train_inner_load(trainer *t, char *err, size_t errlen);
+/* Removes inner states of rounds before the last two (rank 0). */
+void train_inner_prune(const trainer *t);
+/* The published params-only local checkpoint at o->output (collective, atomic). */
+int train_publish_params(trainer *t, const flas_ckpt_metrics *mt, char *err, size_t errlen);
 
 /* train_main.c: removes what killed writers of path left on this host (rank 0 only). */
 void train_remove_stale_temps(const char *path, const flas_train_comm *c);

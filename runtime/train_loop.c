@@ -67,8 +67,12 @@ static int train_step(trainer *t, double *loss_out, float *norm_out, int *stop, 
     }
     *loss_out = st[0] / c->dp_size;
     *stop = st[2] > 0;
+    if (t->anchor) /* FedProx: the gradient of mu/2 ||x - x_global||^2, before clipping as part of the loss */
+        flas_prox_grad(m->grads, m->params, t->anchor, m->table.n_params, o->prox);
     *norm_out = flas_model_clip_grad_norm(m, o->clip);
-    t->lr = flas_lr_at(&t->sched, o->schedule_offset + t->step);
+    t->lr = flas_lr_at(&t->sched, t->sched_offset + t->step);
+    if (o->round_warmup > t->step) /* a ramp after the reset of a round, whatever the schedule says */
+        t->lr *= (float)(t->step + 1) / (float)o->round_warmup;
     flas_adamw_step(&t->opt, m->params + t->opt_lo, m->grads + t->opt_lo, t->lr);
     if (o->zero)
         flas_train_dp_gather_slices(c, m->params, m->table.n_params);

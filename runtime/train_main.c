@@ -29,12 +29,22 @@ static int open_data(trainer *t, char *err, size_t errlen)
                            .seed = o->seed, .shuffle = o->shuffle, .vocab_size = t->cfg.vocab_size};
     t->train = flas_loader_open(paths, 1, &lo, err, errlen);
     int ok = t->train != NULL;
+    flas_loader_cursor cur;
+    char why[512];
     if (ok && t->resume_cursor_valid) {
-        flas_loader_cursor cur;
         flas_loader_cursor_from_words(t->resume_cursor, &cur);
-        char why[512];
         if (flas_loader_set_cursor(t->train, &cur, why, sizeof why))
-            ok = 0, snprintf(err, errlen, "cannot continue on %.400s: %s", o->data, why);
+            ok = 0, snprintf(err, errlen, "cannot continue on %.300s: %.400s%s", o->data, why,
+                             t->cursor_from_inner ? " (the inner state's data position; with new data, remove the "
+                                                    "site's inner-round-*.h5 files to start fresh)" : "");
+    } else if (ok) {
+        /* A new round starts a new epoch of the seeded order: the round number, unless told. Every round
+         * starting at epoch 0 would train on the same first windows in every round. */
+        flas_loader_get_cursor(t->train, &cur);
+        cur.epoch = o->data_epoch >= 0 ? (uint64_t)o->data_epoch : (uint64_t)(t->meta.round > 0 ? t->meta.round : 0);
+        cur.position = 0;
+        if (flas_loader_set_cursor(t->train, &cur, why, sizeof why))
+            ok = 0, snprintf(err, errlen, "internal: data order of epoch %llu: %s", (unsigned long long)cur.epoch, why);
     }
     if (ok && train_shard_ends(o->data, &t->shard_end, &t->n_shards, err, errlen))
         ok = 0;
@@ -63,6 +73,16 @@ static void size_round(trainer *t)
     t->sched.min_lr = o->min_lr;
     t->sched.warmup_steps = o->warmup >= 0 ? o->warmup : target / 20;
     t->sched.decay_steps = o->decay_steps ? o->decay_steps : o->schedule_offset + target;
+    t->sched_offset = o->schedule_offset;
+    if (o->lr_run) {
+        /* One schedule over the run, as if its rounds were one training run of rounds x target steps;
+         * this round is the round-th stretch of it. A speed-aware round's length varies: its stretch
+         * is then approximate, the cosine still ends at the last round. */
+        long total = o->rounds * target;
+        t->sched_offset = o->schedule_offset ? o->schedule_offset : o->round * target;
+        t->sched.warmup_steps = o->warmup >= 0 ? o->warmup : total / 20;
+        t->sched.decay_steps = o->decay_steps ? o->decay_steps : total;
+    }
     if (t->sched.decay_steps <= t->sched.warmup_steps)
         t->sched.decay_steps = t->sched.warmup_steps + 1;
 }
@@ -190,7 +210,7 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
     t->valid_loss = NAN;
     rng_from_seed(o->seed, t->rng_state);
     char resume[FLAS_TRAIN_PATH_MAX], sha[FLAS_SHA256_HEX] = "";
-    if (output_dir_ok(o->output, c, err, errlen) || train_residual_dir_ok(o, c, err, errlen))
+    if (output_dir_ok(o->output, c, err, errlen) || train_state_dir_ok(o, c, err, errlen))
         return free(t), -1;
     train_remove_stale_temps(o->output, c);
     if (strcmp(o->checkpoint, o->output))
@@ -206,6 +226,11 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
         rc = train_verify_global(o, c, sha, err, errlen);
     if (rc == 0)
         rc = train_load(t, resume, sha, err, errlen);
+    t->inner_from = -1;
+    if (rc == 0 && o->inner_keep && !resume[0])
+        rc = train_inner_load(t, err, errlen);
+    if (rc == 0 && o->prox > 0)
+        rc = train_load_anchor(t, resume[0] != 0, err, errlen);
     if (rc == 0)
         rc = open_data(t, err, errlen);
     if (rc == 0)

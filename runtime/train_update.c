@@ -38,33 +38,33 @@ int train_residual_path(const flas_train_opts *o, long round, char *buf, size_t 
     char name[64];
     if (flas_stage_residual_name(name, sizeof name, round))
         return -1;
-    int n = snprintf(buf, len, "%s/%s", o->residual_dir, name);
+    int n = snprintf(buf, len, "%s/%s", o->state_dir, name);
     return n > 0 && (size_t)n < len ? 0 : -1;
 }
 
-int train_residual_dir_ok(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen)
+int train_state_dir_ok(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen)
 {
     int ok = 1;
-    if (o->update != FLAS_UPDATE_FULL && c->rank == 0) {
-        const char *d = o->residual_dir;
+    if ((o->update != FLAS_UPDATE_FULL || o->inner_keep) && c->rank == 0) {
+        const char *d = o->state_dir;
         char out_dir[FLAS_TRAIN_PATH_MAX];
         struct stat st, os;
         flas_dir_of(o->output, out_dir, sizeof out_dir);
         /* the default directory is created private: the residual is the site's state, as its data is */
-        if (o->residual_dir_default && stat(d, &st) && errno == ENOENT && flas_mkdir_p(d, 0700))
-            ok = 0, flas_fail(err, errlen, "cannot create the default residual directory %.400s: %s (give "
-                              "--residual-dir or FLAS_RESIDUAL_DIR)", d, strerror(errno));
+        if (o->state_dir_default && stat(d, &st) && errno == ENOENT && flas_mkdir_p(d, 0700))
+            ok = 0, flas_fail(err, errlen, "cannot create the default state directory %.400s: %s (give "
+                              "--state-dir or FLAS_STATE_DIR)", d, strerror(errno));
         else if (stat(d, &st))
-            ok = 0, flas_fail(err, errlen, "--residual-dir %.400s: %s (the site's error-feedback directory must exist)", d,
+            ok = 0, flas_fail(err, errlen, "--state-dir %.400s: %s (the site's state directory must exist)", d,
                               strerror(errno));
         else if (!S_ISDIR(st.st_mode))
-            ok = 0, flas_fail(err, errlen, "--residual-dir %.400s: not a directory", d);
+            ok = 0, flas_fail(err, errlen, "--state-dir %.400s: not a directory", d);
         else if (access(d, W_OK | X_OK))
-            ok = 0, flas_fail(err, errlen, "--residual-dir %.400s: not writable: %s", d, strerror(errno));
+            ok = 0, flas_fail(err, errlen, "--state-dir %.400s: not writable: %s", d, strerror(errno));
         /* The job's own directory is new in every job: error feedback kept there would be lost at the
          * next round without a word. */
         else if (stat(out_dir, &os) == 0 && os.st_dev == st.st_dev && os.st_ino == st.st_ino)
-            ok = 0, flas_fail(err, errlen, "--residual-dir %.400s is the output's directory, which does not outlive the "
+            ok = 0, flas_fail(err, errlen, "--state-dir %.400s is the output's directory, which does not outlive the "
                               "job: give a directory of the site that stays from round to round", d);
     }
     return flas_train_agree(c->world, ok, err, errlen);
@@ -78,7 +78,7 @@ static int find_previous(const char *dir, long round, long *prev, char *err, siz
     *prev = -1;
     DIR *d = opendir(dir);
     if (!d)
-        return flas_fail(err, errlen, "--residual-dir %s: %s", dir, strerror(errno));
+        return flas_fail(err, errlen, "--state-dir %s: %s", dir, strerror(errno));
     long bad = -1;
     for (struct dirent *e; (e = readdir(d));) {
         long r = flas_stage_parse_residual_name(e->d_name);
@@ -156,8 +156,8 @@ int train_publish_update(trainer *t, const char *reason, char *err, size_t errle
         uo.base_sha256 = o->global_sha256[0] ? o->global_sha256 : NULL;
         ok = train_residual_path(o, round, out, sizeof out) == 0;
         if (!ok)
-            flas_fail(err, errlen, "--residual-dir %.400s: no residual name for round %ld", o->residual_dir, round);
-        ok = ok && find_previous(o->residual_dir, round, &prev, err, errlen) == 0;
+            flas_fail(err, errlen, "--state-dir %.400s: no residual name for round %ld", o->state_dir, round);
+        ok = ok && find_previous(o->state_dir, round, &prev, err, errlen) == 0;
         if (ok && prev >= 0) {
             ok = train_residual_path(o, prev, in, sizeof in) == 0 &&
                  check_residual_site(in, t->meta.site, err, errlen) == 0;
@@ -165,7 +165,7 @@ int train_publish_update(trainer *t, const char *reason, char *err, size_t errle
         ok = ok && flas_update_encode_file(o->global, o->checkpoint, in[0] ? in : NULL, o->output, out, &uo, &rep, err,
                                            errlen) == 0;
         if (ok)
-            prune(o->residual_dir, round, prev, c);
+            prune(o->state_dir, round, prev, c);
     }
     if (flas_train_agree(c->world, ok, err, errlen))
         return -1;

@@ -50,6 +50,12 @@ typedef struct flas_coord_conf {
     int deadline_s;                         /* RoundDeadline= seconds (default 3600) */
     char strategy[32];                      /* Strategy= (flas-aggregate's names; default fedavg) */
     double server_lr, server_momentum;      /* ServerLR=, ServerMomentum= (<0: strategy default) */
+    double server_beta1, server_beta2, server_tau; /* ServerBeta1=, ServerBeta2=, ServerTau= (fedadam,
+                                               fedyogi; <0: strategy default) */
+    /* The sites' optimizer across rounds (flas-train; docs/tuning.md), exported to every job. */
+    int inner_keep;                         /* InnerState=keep|reset (FLAS_INNER_STATE; default reset) */
+    int lr_run;                             /* LrSchedule=run|round (FLAS_LR_SCHEDULE + FLAS_ROUNDS) */
+    double prox;                            /* Prox= FedProx mu (FLAS_PROX; 0: off) */
     double max_update_norm, max_update_ratio; /* MaxUpdateNorm=, MaxUpdateRatio= (0: no bound; aggregation.md) */
     flas_sync_mode sync;                    /* Sync=none|begin|reservation */
     int begin_delay_s;                      /* BeginDelay= seconds (Sync=begin; default 10) */

@@ -19,6 +19,12 @@
  * steps this round's job trains when its command line gives no --steps. Deliberately not in
  * FLAS_ENV_ALL: the plugin clears those in every step, and this one must reach flas-train. */
 #define FLAS_ENV_STEPS "FLAS_STEPS"
+/* Also the coordinator's (coordinator.conf InnerState=, LrSchedule=, Prox=; docs/tuning.md), exported the
+ * same way and for the same reason: how the site's optimizer runs across the federated run. */
+#define FLAS_ENV_INNER_STATE "FLAS_INNER_STATE" /* reset or keep (--inner-state) */
+#define FLAS_ENV_LR_SCHEDULE "FLAS_LR_SCHEDULE" /* round or run (--lr-schedule) */
+#define FLAS_ENV_ROUNDS "FLAS_ROUNDS"           /* rounds of the whole run (--rounds) */
+#define FLAS_ENV_PROX "FLAS_PROX"               /* FedProx mu (--prox) */
 
 /* Every name the plugin sets (FLAS_STEPS above is not one), for code that sets or clears them all. */
 #define FLAS_ENV_ALL                                                                                      \
@@ -32,6 +38,7 @@
  * job's tasks the way the submitting shell exported them. */
 #define FLAS_ENV_UPDATE "FLAS_UPDATE"             /* what flas-train publishes: full, bf16 or int8 (--update) */
 #define FLAS_ENV_UPDATE_BLOCK "FLAS_UPDATE_BLOCK" /* the int8 block (--update-block) */
-#define FLAS_ENV_RESIDUAL_DIR "FLAS_RESIDUAL_DIR" /* the site's error-feedback state (--residual-dir) */
+#define FLAS_ENV_STATE_DIR "FLAS_STATE_DIR"       /* the site's private state between rounds (--state-dir) */
+#define FLAS_ENV_RESIDUAL_DIR "FLAS_RESIDUAL_DIR" /* its older name, read when FLAS_STATE_DIR is unset */
 
 #endif

@@ -40,6 +40,9 @@ void flas_adamw_step(flas_adamw *o, float *params, const float *grads, float lr)
  * group count fully, replicated tensors only on tp rank 0, so a sum over the group is the global
  * value (with tp_size 1 it is the global value). */
 double flas_grad_sumsq_local(const flas_param_table *t, const float *grads);
+/* FedProx (Li et al., MLSys 2020): grads[0..n) += mu (params - anchor), the gradient of
+ * mu/2 ||params - anchor||^2 that pulls a site's weights toward the round's global (anchor). */
+void flas_prox_grad(float *grads, const float *params, const float *anchor, size_t n, float mu);
 /* x[0..n) *= s (OpenMP). */
 void flas_scale(float *x, size_t n, float s);
 

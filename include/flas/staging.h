@@ -53,6 +53,12 @@ int flas_stage_full_sibling(char *buf, size_t len, const char *output);
 int flas_stage_residual_name(char *buf, size_t len, long round);
 /* The round of a residual file name, or -1 for any other name (exactly the pattern above). */
 long flas_stage_parse_residual_name(const char *name);
+/* "inner-round-000003.h5": a site's full local checkpoint of round 3, AdamW moments and data position
+ * included, kept in its private state directory with --inner-state keep (never staged or published);
+ * round 4 continues from it. */
+int flas_stage_inner_name(char *buf, size_t len, long round);
+/* The round of an inner state file name, or -1 for any other name (exactly the pattern above). */
+long flas_stage_parse_inner_name(const char *name);
 /* Parses a round given by a user: decimal digits only, 0..FLAS_ROUND_MAX; -1 otherwise. */
 long flas_parse_round(const char *s);
 

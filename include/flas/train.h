@@ -70,10 +70,21 @@ typedef struct flas_train_opts {
      * `checkpoint` instead. */
     flas_update_enc update;
     int update_block;                     /* int8 block (FLAS_UPDATE_BLOCK_DEFAULT) */
-    char residual_dir[FLAS_TRAIN_PATH_MAX]; /* the site's error-feedback state (bf16/int8) */
-    int residual_dir_default;             /* 1: residual_dir is the default ($XDG_STATE_HOME or
+    char state_dir[FLAS_TRAIN_PATH_MAX];  /* the site's private state between rounds: error feedback
+                                             (bf16/int8) and the kept inner optimizer state */
+    int state_dir_default;                /* 1: state_dir is the default ($XDG_STATE_HOME or
                                              ~/.local/state, then flas/<federation>/<site>), created
                                              0700 on first use */
+    /* The site's optimizer across rounds (docs/tuning.md). */
+    int inner_keep;                       /* --inner-state keep: AdamW moments, their step count and the
+                                             data position continue from the site's previous round
+                                             (state_dir/inner-round-R.h5, never published); 0: reset */
+    int lr_run;                           /* --lr-schedule run: one warmup + cosine over all rounds */
+    long rounds;                          /* --rounds: rounds of the whole run (lr_run) */
+    long round_warmup;                    /* --round-warmup N: lr ramps up over each round's first N steps */
+    long data_epoch;                      /* --data-epoch: the epoch of the data order a new round starts
+                                             at (-1: the round number, a fresh order every round) */
+    float prox;                           /* --prox MU: FedProx term mu/2 ||x - x_global||^2 (0: off) */
     char checkpoint[FLAS_TRAIN_PATH_MAX]; /* derived by flas_train_opts_check: where the full local
                                              checkpoint goes (output, or its "-full" sibling) */
     /* Model shape: required for --init; when training, checked against the checkpoint's. */
@@ -114,7 +125,9 @@ enum {
     FLAS_GIVEN_FEDERATION = 1 << 0, FLAS_GIVEN_SITE = 1 << 1, FLAS_GIVEN_ROUND = 1 << 2,
     FLAS_GIVEN_GLOBAL = 1 << 3, FLAS_GIVEN_GLOBAL_SHA = 1 << 4, FLAS_GIVEN_OUTPUT = 1 << 5,
     FLAS_GIVEN_OUTPUT_DIR = 1 << 6, FLAS_GIVEN_JOB_ID = 1 << 7, FLAS_GIVEN_UPDATE = 1 << 8,
-    FLAS_GIVEN_UPDATE_BLOCK = 1 << 9, FLAS_GIVEN_RESIDUAL_DIR = 1 << 10, FLAS_GIVEN_STEPS = 1 << 11
+    FLAS_GIVEN_UPDATE_BLOCK = 1 << 9, FLAS_GIVEN_STATE_DIR = 1 << 10, FLAS_GIVEN_STEPS = 1 << 11,
+    FLAS_GIVEN_INNER_STATE = 1 << 12, FLAS_GIVEN_LR_SCHEDULE = 1 << 13, FLAS_GIVEN_ROUNDS = 1 << 14,
+    FLAS_GIVEN_PROX = 1 << 15
 };
 
 void flas_train_opts_init(flas_train_opts *o);

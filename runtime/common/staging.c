@@ -41,6 +41,13 @@ int flas_stage_residual_name(char *buf, size_t len, long round)
     return fits(snprintf(buf, len, "residual-round-%06ld.h5", round), len);
 }
 
+int flas_stage_inner_name(char *buf, size_t len, long round)
+{
+    if (round < 0 || round > FLAS_ROUND_MAX)
+        return -1;
+    return fits(snprintf(buf, len, "inner-round-%06ld.h5", round), len);
+}
+
 long flas_parse_round(const char *s)
 {
     if (!s || !*s || strlen(s) > 6)
@@ -72,6 +79,17 @@ long flas_stage_parse_residual_name(const char *name)
         return -1;
     char digits[7];
     memcpy(digits, name + 15, 6);
+    digits[6] = '\0';
+    return flas_parse_round(digits);
+}
+
+long flas_stage_parse_inner_name(const char *name)
+{
+    /* exactly "inner-round-" + 6 digits + ".h5" */
+    if (strlen(name) != 21 || strncmp(name, "inner-round-", 12) != 0 || strcmp(name + 18, ".h5") != 0)
+        return -1;
+    char digits[7];
+    memcpy(digits, name + 12, 6);
     digits[6] = '\0';
     return flas_parse_round(digits);
 }

@@ -306,13 +306,13 @@ START_TEST(update_options)
     ck_assert_int_eq(flas_train_opts_from_env(&o, err, sizeof err), 0);
     ck_assert_int_eq(o.update, FLAS_UPDATE_BF16);
     ck_assert_int_eq(o.update_block, 256);
-    ck_assert_str_eq(o.residual_dir, "/site/env-res");
+    ck_assert_str_eq(o.state_dir, "/site/env-res");
     snprintf(line, sizeof line, "%s --update full --update-block 128 --residual-dir /site/flag-res", run);
     ck_assert_int_eq(parse(&o, line), 0);
     ck_assert_int_eq(flas_train_opts_from_env(&o, err, sizeof err), 0);
     ck_assert_int_eq(o.update, FLAS_UPDATE_FULL);
     ck_assert_int_eq(o.update_block, 128);
-    ck_assert_str_eq(o.residual_dir, "/site/flag-res");
+    ck_assert_str_eq(o.state_dir, "/site/flag-res");
     /* A malformed variable is refused by name, never replaced by the default. */
     setenv("FLAS_UPDATE", "int4", 1);
     ck_assert_int_eq(parse(&o, run), 0);
@@ -332,7 +332,7 @@ START_TEST(update_options)
     }
     const struct { const char *line, *word; } bad[] = {
         {"--data d --resume l.h5 --output o.h5 --steps 2 --update int8 --residual-dir /r", "--global"},
-        {"--data d --global g --output o.h5 --steps 2 --update bf16", "--residual-dir"},
+        {"--data d --global g --output o.h5 --steps 2 --update bf16", "--state-dir"},
         {"--data d --global g --output o.h5 --steps 2 --update int8 --residual-dir r", "absolute"},
         {"--data d --global g --output o.h5 --steps 2 --update int8 --residual-dir /r/", "absolute"},
         {"--data d --global g --output o.h5 --steps 2 --update int8 --residual-dir /a//b", "absolute"},
