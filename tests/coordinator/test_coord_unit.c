@@ -225,6 +225,33 @@ START_TEST(dp_keys_are_parsed)
 }
 END_TEST
 
+START_TEST(tuning_keys_are_parsed)
+{
+    static flas_coord_conf c;
+    char err[512] = "";
+    ck_assert_msg(flas_coord_conf_parse("t.conf", HEAD SITE, &c, err, sizeof err) == 0, "%s", err);
+    /* today's behaviour unless asked: AdamW reset, the sites' own schedule, no proximal term, and the
+     * strategy's own server hyper-parameters */
+    ck_assert(!c.inner_keep && !c.lr_run && c.prox == 0);
+    ck_assert(c.server_beta1 < 0 && c.server_beta2 < 0 && c.server_tau < 0);
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=24 "
+                                        "InnerState=keep LrSchedule=run Prox=0.01 Strategy=fedadam ServerLR=0.01 "
+                                        "ServerBeta1=0.8 ServerBeta2=0.995 ServerTau=1e-4\n" SITE, &c, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert(c.inner_keep && c.lr_run && c.prox == 0.01);
+    ck_assert(c.server_lr == 0.01 && c.server_beta1 == 0.8 && c.server_beta2 == 0.995 && c.server_tau == 1e-4);
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=2 "
+                                        "InnerState=reset LrSchedule=round\n" SITE, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert(!c.inner_keep && !c.lr_run);
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 InnerState=yes\n" SITE,
+            "InnerState=yes: expected reset or keep");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 LrSchedule=cosine\n" SITE,
+            "LrSchedule=cosine: expected round or run");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 ServerBeta2=1\n" SITE, "below 1");
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 Prox=-1\n" SITE, "Prox=-1");
+}
+END_TEST
+
 START_TEST(compression_keys_are_parsed)
 {
     static flas_coord_conf c;
@@ -557,6 +584,7 @@ int main(void)
     tcase_add_test(tc, update_bounds_are_parsed);
     tcase_add_test(tc, compression_keys_are_parsed);
     tcase_add_test(tc, dp_keys_are_parsed);
+    tcase_add_test(tc, tuning_keys_are_parsed);
     tcase_add_test(tc, adopts_only_the_login_users_job);
     tcase_add_test(tc, budget_steps_follow_each_sites_rate);
     tcase_add_test(tc, job_times_reply_is_parsed_strictly);

@@ -89,8 +89,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fz_fail("global sha256 '%s' from the environment", opts.global_sha256);
         if (opts.update < FLAS_UPDATE_FULL || opts.update >= FLAS_UPDATE_N_ENC)
             fz_fail("update encoding %d", (int)opts.update);
-        if (opts.residual_dir_default && !flas_kv_path_valid(opts.residual_dir))
-            fz_fail("default residual directory '%s' is not a clean absolute path", opts.residual_dir);
+        if (opts.state_dir_default && !flas_kv_path_valid(opts.state_dir))
+            fz_fail("default residual directory '%s' is not a clean absolute path", opts.state_dir);
         /* then the command line, as flas-train does, and the final check */
         if (n_parts == 2) {
             char *args = fz_strndup(part[1], len[1]);

@@ -30,7 +30,8 @@ static void clear_env(void)
 {
     const char *vars[] = {"FLAS_FEDERATION", "FLAS_SITE", "FLAS_ROUND", "FLAS_GLOBAL_CHECKPOINT", "FLAS_GLOBAL_SHA256",
                           "FLAS_OUTPUT_CHECKPOINT", "FLAS_OUTPUT_DIR", "FLAS_JOB_ID", "FLAS_ERROR", "SLURM_JOB_END_TIME",
-                          "FLAS_UPDATE", "FLAS_UPDATE_BLOCK", "FLAS_RESIDUAL_DIR"};
+                          "FLAS_UPDATE", "FLAS_UPDATE_BLOCK", "FLAS_RESIDUAL_DIR", "FLAS_STATE_DIR", "FLAS_INNER_STATE",
+                          "FLAS_LR_SCHEDULE", "FLAS_ROUNDS", "FLAS_PROX", "FLAS_STEPS"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         unsetenv(vars[i]);
 }
@@ -377,6 +378,63 @@ START_TEST(update_names)
 }
 END_TEST
 
+/* The levers across rounds: the kept state's checkpoint lives in the state directory under the round's
+ * name (never beside the published output); the coordinator's variables apply unless flags say
+ * otherwise; FLAS_STATE_DIR wins over its older name. */
+START_TEST(inner_state_options)
+{
+    clear_env();
+    flas_train_opts o;
+    char err[512], line[512], b[64];
+    const char *run = "--data d --global /g/round-000003.h5 --output /stage/jobs/7/local.h5 --steps 2 --round 3";
+    snprintf(line, sizeof line, "%s --inner-state keep --state-dir /site/st", run);
+    ck_assert_int_eq(parse(&o, line), 0);
+    ck_assert_int_eq(flas_train_opts_check(&o, err, sizeof err), 0);
+    ck_assert(o.inner_keep);
+    ck_assert_str_eq(o.checkpoint, "/site/st/inner-round-000003.h5");
+    snprintf(line, sizeof line, "%s --inner-state keep --state-dir /site/st --update int8", run);
+    ck_assert_int_eq(parse(&o, line), 0);
+    ck_assert_int_eq(flas_train_opts_check(&o, err, sizeof err), 0);
+    ck_assert_str_eq(o.checkpoint, "/site/st/inner-round-000003.h5"); /* the update is encoded from the state */
+    setenv("FLAS_INNER_STATE", "keep", 1);
+    setenv("FLAS_LR_SCHEDULE", "run", 1);
+    setenv("FLAS_ROUNDS", "24", 1);
+    setenv("FLAS_PROX", "0.01", 1);
+    setenv("FLAS_RESIDUAL_DIR", "/site/old-name", 1);
+    setenv("FLAS_STATE_DIR", "/site/new-name", 1);
+    ck_assert_int_eq(parse(&o, run), 0);
+    ck_assert_int_eq(flas_train_opts_from_env(&o, err, sizeof err), 0);
+    ck_assert(o.inner_keep && o.lr_run && o.rounds == 24 && o.prox == 0.01f);
+    ck_assert_str_eq(o.state_dir, "/site/new-name");
+    ck_assert_int_eq(flas_train_opts_check(&o, err, sizeof err), 0);
+    snprintf(line, sizeof line, "%s --inner-state reset --lr-schedule round --rounds 5 --prox 0", run);
+    ck_assert_int_eq(parse(&o, line), 0);
+    ck_assert_int_eq(flas_train_opts_from_env(&o, err, sizeof err), 0);
+    ck_assert(!o.inner_keep && !o.lr_run && o.rounds == 5 && o.prox == 0); /* flags win */
+    unsetenv("FLAS_STATE_DIR");
+    ck_assert_int_eq(parse(&o, run), 0);
+    ck_assert_int_eq(flas_train_opts_from_env(&o, err, sizeof err), 0);
+    ck_assert_str_eq(o.state_dir, "/site/old-name");
+    clear_env();
+    ck_assert_int_eq(flas_stage_inner_name(b, sizeof b, 3), 0);
+    ck_assert_str_eq(b, "inner-round-000003.h5");
+    ck_assert_int_eq(flas_stage_parse_inner_name("inner-round-000003.h5"), 3);
+    ck_assert_int_eq(flas_stage_inner_name(b, sizeof b, 1000000), -1);
+    const char *other[] = {"inner-round-3.h5", "inner-round-0000003.h5", "residual-round-000003.h5",
+                           "inner-round-000003.h5.tmp", ".inner-round-000003.h5", "inner-round-00000x.h5", ""};
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++)
+        ck_assert_msg(flas_stage_parse_inner_name(other[i]) == -1, "'%s' taken for an inner state", other[i]);
+}
+END_TEST
+
+START_TEST(prox_gradient)
+{
+    float g[3] = {1, 2, 3}, x[3] = {1, 1, 1}, a[3] = {0, 1, 3};
+    flas_prox_grad(g, x, a, 3, 0.5f);
+    ck_assert(g[0] == 1.5f && g[1] == 2.0f && g[2] == 2.0f);
+}
+END_TEST
+
 /* FLAS_STEPS (the coordinator's speed-aware share): the steps when no --steps is given; --steps wins;
  * anything but a whole number in --steps' range is refused. */
 START_TEST(steps_from_env)
@@ -431,6 +489,8 @@ int main(void)
     tcase_add_test(tc, update_options);
     tcase_add_test(tc, update_names);
     tcase_add_test(tc, steps_from_env);
+    tcase_add_test(tc, inner_state_options);
+    tcase_add_test(tc, prox_gradient);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
