@@ -141,27 +141,26 @@ COS="--lr-schedule run --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
 CONFIGS=()
 add() { CONFIGS+=("$*"); }
 first=${SHAPES%% *}
+mid=$(echo "$SHAPES" | awk '{print $3 ? $3 : $NF}')
+# replay: every round starting the data at epoch 0, as FLaS did before 0.2: the bed experiment's FedAvg
 add "replay-$first 1 $first fedavg - $CONST --data-epoch 0"
 for sh in $SHAPES; do
-    seeds=1
+    seeds=1 seeds_k=1
     [ "$sh" = "$first" ] && seeds=key
+    [ "$sh" = "$mid" ] && seeds_k=key
     add "reset-const-$sh $seeds $sh fedavg - $CONST"
-    add "keep-const-$sh 1 $sh fedavg - $CONST --inner-state keep"
-    add "keep-cos-$sh key $sh fedavg - $COS --inner-state keep"
-    add "reset-cos-$sh 1 $sh fedavg - $COS"
+    add "keep-cos-$sh $seeds_k $sh fedavg - $COS --inner-state keep"
 done
-mid=$(echo "$SHAPES" | awk '{print $3 ? $3 : $NF}')
-add "reset-warm10-const-$mid 1 $mid fedavg - $CONST --round-warmup 10"
+# one lever at a time at the middle shape, and the server optimizers and FedProx on the best
+add "keep-const-$mid 1 $mid fedavg - $CONST --inner-state keep"
+add "reset-cos-$mid 1 $mid fedavg - $COS"
 add "keep-cos-fedavgm-$mid 1 $mid fedavgm --lr,1,--momentum,0.5 $COS --inner-state keep"
 add "keep-cos-fedadam-$mid 1 $mid fedadam --lr,0.01,--tau,1e-3 $COS --inner-state keep"
-add "keep-cos-fedyogi-$mid 1 $mid fedyogi --lr,0.01,--tau,1e-3 $COS --inner-state keep"
 add "keep-cos-diloco-$mid 1 $mid diloco --lr,0.7,--momentum,0.9 $COS --inner-state keep"
-add "keep-cos-diloco-slow-$mid 1 $mid diloco --lr,0.7,--momentum,0.5 $COS --inner-state keep"
 add "keep-cos-prox0.01-$mid 1 $mid fedavg - $COS --inner-state keep --prox 0.01"
-add "keep-cos-prox0.1-$mid 1 $mid fedavg - $COS --inner-state keep --prox 0.1"
 
 SINGLES=(
-    "pooled-const key $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS $CONST"
+    "pooled-const 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS $CONST"
     "pooled-cos key $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
     "local-it-const 1 $(data_of leonardo)/train|--steps $POOLED_STEPS $CONST"
     "local-cs-const 1 $(data_of karolina)/train|--steps $POOLED_STEPS $CONST"

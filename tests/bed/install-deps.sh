@@ -18,8 +18,8 @@ PACKAGES=(
     python3 python3-torch python3-h5py python3-numpy python3-sentencepiece gnuplot-nox
     # llama.cpp, the oracle of the GGUF export (tests/interop/llamacpp), runs on Node.js; npm below
     nodejs
-    # real Italian and Czech text for the demo corpora
-    fortunes-it fortunes-cs libreoffice-help-it libreoffice-help-cs
+    # real Italian and Czech text for the demo corpora, and the public held-out text (aptitude manual)
+    fortunes-it fortunes-cs libreoffice-help-it libreoffice-help-cs aptitude-doc-it aptitude-doc-cs
 )
 [ "$(id -u)" = 0 ] || { echo "install-deps: run as root" >&2; exit 1; }
 missing=()
