@@ -282,6 +282,8 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
         if (o->update != FLAS_UPDATE_FULL)
             snprintf(published, sizeof published, "; published update (%s) %s", flas_update_enc_name(o->update),
                      o->output);
+        else if (o->inner_keep)
+            snprintf(published, sizeof published, "; published weights %s", o->output);
         printf("flas-train: done: round %lld site %s: %ld steps, %lld tokens trained (%s), loss %.4f, "
                "validation loss %.4f, dp gradient reduction %.1f%% of step time; checkpoint %s%s\n",
                (long long)t->meta.round, t->meta.site, t->step, (long long)t->tokens_trained, t->stop_reason,
