@@ -142,18 +142,24 @@ CONFIGS=()
 add() { CONFIGS+=("$*"); }
 first=${SHAPES%% *}
 mid=$(echo "$SHAPES" | awk '{print $3 ? $3 : $NF}')
-# replay: every round starting the data at epoch 0, as FLaS did before 0.2: the bed experiment's FedAvg
-add "replay-$first 1 $first fedavg - $CONST --data-epoch 0"
-for sh in $SHAPES; do
-    seeds=1 seeds_k=1
-    [ "$sh" = "$first" ] && seeds=key
+# In the order they run (seed 1 of every row first, then the other seeds of the key rows), so that an
+# interrupted sweep has the most telling rows: the proposed configuration at every round length, one
+# lever at a time at the middle length, the old and the fixed default, server optimizers, FedProx.
+for sh in $mid $SHAPES; do
+    seeds_k=1
     [ "$sh" = "$mid" ] && seeds_k=key
-    add "reset-const-$sh $seeds $sh fedavg - $CONST"
+    case " ${CONFIGS[*]} " in *" keep-cos-$sh "*) continue ;; esac
     add "keep-cos-$sh $seeds_k $sh fedavg - $COS --inner-state keep"
 done
-# one lever at a time at the middle shape, and the server optimizers and FedProx on the best
 add "keep-const-$mid 1 $mid fedavg - $CONST --inner-state keep"
 add "reset-cos-$mid 1 $mid fedavg - $COS"
+# replay: every round starting the data at epoch 0, as earlier FLaS did: the bed experiment's FedAvg
+add "replay-$first 1 $first fedavg - $CONST --data-epoch 0"
+for sh in $SHAPES; do
+    seeds=1
+    [ "$sh" = "$first" ] && seeds=key
+    add "reset-const-$sh $seeds $sh fedavg - $CONST"
+done
 add "keep-cos-fedavgm-$mid 1 $mid fedavgm --lr,1,--momentum,0.5 $COS --inner-state keep"
 add "keep-cos-fedadam-$mid 1 $mid fedadam --lr,0.01,--tau,1e-3 $COS --inner-state keep"
 add "keep-cos-diloco-$mid 1 $mid diloco --lr,0.7,--momentum,0.9 $COS --inner-state keep"
@@ -184,14 +190,19 @@ done
 for p in "${pids[@]}"; do wait "$p" || die "a single-place run failed"; done
 
 step "federated configurations (${#CONFIGS[@]}), simulated rounds on this host"
-for c in "${CONFIGS[@]}"; do
-    read -r name seeds shape strategy agg extra <<<"$c"
-    selected "$name" || continue
-    [ "$agg" = - ] && agg="" || agg=${agg//,/ }
-    for seed in $(seeds_of "$seeds"); do
-        ts=$(date +%s)
-        fed_run "$name" "$seed" "$shape" "$strategy" "$agg" "$extra"
-        echo "  $name seed $seed: $(($(date +%s) - ts)) s"
+for pass in first rest; do
+    for c in "${CONFIGS[@]}"; do
+        read -r name seeds shape strategy agg extra <<<"$c"
+        selected "$name" || continue
+        [ "$agg" = - ] && agg="" || agg=${agg//,/ }
+        for seed in $(seeds_of "$seeds"); do
+            [ "$pass" = first ] && [ "$seed" != "${SEEDS%% *}" ] && [ "$seed" != 1 ] && continue
+            [ "$pass" = rest ] && { [ "$seed" = "${SEEDS%% *}" ] || [ "$seed" = 1 ]; } && continue
+            [ -f "$OUT/runs/$name-s$seed/final.h5" ] && continue
+            ts=$(date +%s)
+            fed_run "$name" "$seed" "$shape" "$strategy" "$agg" "$extra"
+            echo "  $name seed $seed: $(($(date +%s) - ts)) s"
+        done
     done
 done
 
