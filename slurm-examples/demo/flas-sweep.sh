@@ -49,11 +49,11 @@ fi
 data_of() { echo "$BED/sites/$1/data"; }
 
 # The budget: the experiment's 6 x 150 steps per site (--quick: 6 x 25). Every row's rounds x steps is
-# that within 1.5 % (38 x 24 = 912 and 19 x 48 = 912 round 900 up).
+# that within 1.5 % (24 x 38 = 912 and 48 x 19 = 912 round 900 up).
 if [ "$QUICK" = 1 ]; then
     BUDGET=150 SHAPES="6x25 24x6"
 else
-    BUDGET=900 SHAPES="6x150 12x75 24x38 48x19"
+    BUDGET=900 SHAPES="6x150 12x75 24x38 45x20 48x19" # 45 x 20: the most rounds with >= 20 steps
 fi
 POOLED_STEPS=$((2 * BUDGET))
 install -d -m 755 "$OUT/runs" "$OUT/public"
@@ -164,10 +164,17 @@ add "keep-cos-fedavgm-$mid 1 $mid fedavgm --lr,1,--momentum,0.5 $COS --inner-sta
 add "keep-cos-fedadam-$mid 1 $mid fedadam --lr,0.01,--tau,1e-3 $COS --inner-state keep"
 add "keep-cos-diloco-$mid 1 $mid diloco --lr,0.7,--momentum,0.9 $COS --inner-state keep"
 add "keep-cos-prox0.01-$mid 1 $mid fedavg - $COS --inner-state keep --prox 0.01"
+# Server extrapolation (a server step above 1, FedExP's idea with a fixed step): the sites' updates
+# partly cancel, so the mean under-steps; and the learning rate itself, for federated and pooled alike.
+add "keep-cos-fedavgm-lr1.5-m0-$mid 1 $mid fedavgm --lr,1.5,--momentum,0 $COS --inner-state keep"
+add "keep-cos-fedavgm-lr2-m0-$mid 1 $mid fedavgm --lr,2,--momentum,0 $COS --inner-state keep"
+add "keep-cos-lr2e-3-$mid 1 $mid fedavg - $COS --inner-state keep --lr 2e-3"
 
 SINGLES=(
     "pooled-const 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS $CONST"
     "pooled-cos key $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
+    "pooled-cos-lr2e-3 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS --lr 2e-3 --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
+    "pooled-cos-b16 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $BUDGET --batch $((2 * BATCH)) --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
     "local-it-const 1 $(data_of leonardo)/train|--steps $POOLED_STEPS $CONST"
     "local-cs-const 1 $(data_of karolina)/train|--steps $POOLED_STEPS $CONST"
 )
