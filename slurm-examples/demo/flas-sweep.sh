@@ -76,6 +76,15 @@ init_model() { # SEED -> path
 # The data order's seed: seed 1 is flas-train's default (1234), the experiment's.
 data_seed() { echo $((1233 + $1)); }
 
+# The heterogeneity control: both sites drawing from the same mixture of both languages (each with its own
+# data order), i.e. IID sites. Only to measure what non-IID data costs; no real federation looks so.
+iid_data() {
+    [ -f "$OUT/iid-data/.done" ] && return 0
+    rm -rf "$OUT/iid-data" && install -d "$OUT/iid-data"
+    for s in "${SITES[@]}"; do for f in "$(data_of "$s")"/train/*.flastok; do cp "$f" "$OUT/iid-data/$s-$(basename "$f")"; done; done
+    touch "$OUT/iid-data/.done"
+}
+
 # fed_run NAME SEED RxS STRATEGY "AGG ARGS" "TRAIN ARGS": R rounds of S steps per site; writes
 # DIR/final.h5, DIR/bytes (what crossed the network: every round's global to each site, each site's
 # published file back), DIR/drift (last round: the global's step / the mean of the sites' updates).
@@ -85,13 +94,16 @@ fed_run() {
     [ -f "$dir/final.h5" ] && return 0
     rm -rf "$dir" && install -d "$dir/state-leonardo" "$dir/state-karolina"
     g=$(init_model "$seed")
+    local iid=() i
+    [[ $name == iid-* ]] && iid_data
     for k in $(seq 0 $((R - 1))); do
-        pids=()
+        pids=() i=0
         for s in "${SITES[@]}"; do
+            [[ $name == iid-* ]] && iid=(--data "$OUT/iid-data" --seed $(($(data_seed "$seed") + 100 * ++i)))
             # shellcheck disable=SC2046,SC2086
             "$BIN/flas-train" --global "$g" --output "$dir/local-$k-$s.h5" --site "$s" --round "$k" \
                 --federation sweep --seed "$(data_seed "$seed")" --state-dir "$dir/state-$s" --rounds "$R" \
-                $(base_args "$s" "$S") $extra >"$dir/train-$k-$s.log" 2>&1 &
+                $(base_args "$s" "$S") $extra "${iid[@]}" >"$dir/train-$k-$s.log" 2>&1 &
             pids+=($!)
         done
         for p in "${pids[@]}"; do wait "$p" || die "$name seed $seed round $k: flas-train failed (logs in $dir)"; done
@@ -164,6 +176,9 @@ add "keep-cos-fedavgm-$mid 1 $mid fedavgm --lr,1,--momentum,0.5 $COS --inner-sta
 add "keep-cos-fedadam-$mid 1 $mid fedadam --lr,0.01,--tau,1e-3 $COS --inner-state keep"
 add "keep-cos-diloco-$mid 1 $mid diloco --lr,0.7,--momentum,0.9 $COS --inner-state keep"
 add "keep-cos-prox0.01-$mid 1 $mid fedavg - $COS --inner-state keep --prox 0.01"
+# The same with IID sites: what the two sites' different languages cost
+add "iid-keep-cos-$mid 1 $mid fedavg - $COS --inner-state keep"
+add "iid-reset-const-$first 1 $first fedavg - $CONST"
 # Server extrapolation (a server step above 1, FedExP's idea with a fixed step): the sites' updates
 # partly cancel, so the mean under-steps; and the learning rate itself, for federated and pooled alike.
 add "keep-cos-fedavgm-lr1.5-m0-$mid 1 $mid fedavgm --lr,1.5,--momentum,0 $COS --inner-state keep"
