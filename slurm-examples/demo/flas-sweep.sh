@@ -154,6 +154,7 @@ CONFIGS=()
 add() { CONFIGS+=("$*"); }
 first=${SHAPES%% *}
 mid=$(echo "$SHAPES" | awk '{print $3 ? $3 : $NF}')
+most=$(echo "$SHAPES" | awk '{print $4 ? $4 : $NF}') # the most rounds with >= 20 steps (45 x 20)
 # In the order they run (seed 1 of every row first, then the other seeds of the key rows), so that an
 # interrupted sweep has the most telling rows: the proposed configuration at every round length, one
 # lever at a time at the middle length, the old and the fixed default, server optimizers, FedProx.
@@ -184,6 +185,15 @@ add "iid-reset-const-$first 1 $first fedavg - $CONST"
 add "keep-cos-fedavgm-lr1.5-m0-$mid 1 $mid fedavgm --lr,1.5,--momentum,0 $COS --inner-state keep"
 add "keep-cos-fedavgm-lr2-m0-$mid 1 $mid fedavgm --lr,2,--momentum,0 $COS --inner-state keep"
 add "keep-cos-lr2e-3-$mid 1 $mid fedavg - $COS --inner-state keep --lr 2e-3"
+# Server momentum (FedAvgM, lr 1, momentum 0.5: a server step of 2 once it settles) at every round
+# length; three seeds at 45 x 20, the most rounds with at least 20 local steps.
+for sh in $SHAPES; do
+    seeds=1
+    [ "$sh" = "$most" ] && seeds=key
+    case " ${CONFIGS[*]} " in *" keep-cos-fedavgm-$sh "*) continue ;; esac
+    add "keep-cos-fedavgm-$sh $seeds $sh fedavgm --lr,1,--momentum,0.5 $COS --inner-state keep"
+done
+add "keep-cos-fedavgm-lr1.5-m0-$most 1 $most fedavgm --lr,1.5,--momentum,0 $COS --inner-state keep"
 
 SINGLES=(
     "pooled-const 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS $CONST"
