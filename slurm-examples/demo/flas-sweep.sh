@@ -194,11 +194,15 @@ for sh in $SHAPES; do
     add "keep-cos-fedavgm-$sh $seeds $sh fedavgm --lr,1,--momentum,0.5 $COS --inner-state keep"
 done
 add "keep-cos-fedavgm-lr1.5-m0-$most 1 $most fedavgm --lr,1.5,--momentum,0 $COS --inner-state keep"
+# The peak learning rate, for the best federated configuration and for pooled training alike
+add "keep-cos-fedavgm-lr2e-3-$most key $most fedavgm --lr,1,--momentum,0.5 $COS --inner-state keep --lr 2e-3"
+add "keep-cos-fedavgm-lr3e-3-$most 1 $most fedavgm --lr,1,--momentum,0.5 $COS --inner-state keep --lr 3e-3"
 
 SINGLES=(
     "pooled-const 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS $CONST"
     "pooled-cos key $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
     "pooled-cos-lr2e-3 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS --lr 2e-3 --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
+    "pooled-cos-lr3e-3 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS --lr 3e-3 --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
     "pooled-cos-b16 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $BUDGET --batch $((2 * BATCH)) --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
     "local-it-const 1 $(data_of leonardo)/train|--steps $POOLED_STEPS $CONST"
     "local-cs-const 1 $(data_of karolina)/train|--steps $POOLED_STEPS $CONST"
