@@ -206,6 +206,8 @@ SINGLES=(
     "pooled-cos-b16 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $BUDGET --batch $((2 * BATCH)) --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
     "local-it-const 1 $(data_of leonardo)/train|--steps $POOLED_STEPS $CONST"
     "local-cs-const 1 $(data_of karolina)/train|--steps $POOLED_STEPS $CONST"
+    "local-it-cos 1 $(data_of leonardo)/train|--steps $POOLED_STEPS --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
+    "local-cs-cos 1 $(data_of karolina)/train|--steps $POOLED_STEPS --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
 )
 
 selected() { [ -z "$ONLY" ] || grep -qE "$ONLY" <<<"$1"; }
