@@ -124,27 +124,45 @@ demo_init() { # OUT
         --vocab "$VOCAB" --seq-len "$SEQ" --seed 1 --output "$1" | sed 's/^/  /'
 }
 
-# The flas-train arguments of one site's round: constant learning rate, so that rounds, local-only and
-# pooled runs of the same token budget are comparable.
+# How the federated runs train (docs/tuning.md). TUNED=1 (default): each site keeps its AdamW state
+# between rounds (InnerState=keep), one warmup + cosine decay from LR to LR/10 spans the whole run
+# (LrSchedule=run), and FedAvgM merges (server lr 1, momentum 0.5): the tuning sweep's best at the
+# experiment's budget. TUNED=0 (--plain): FLaS's earlier way, AdamW restarted every round at a constant
+# learning rate, and the strategy's own server settings. Single-place runs take the same schedule over
+# their steps, so that every model of one experiment is trained alike.
+TUNED=${FLAS_DEMO_TUNED:-1}
+
+# The flas-train arguments of one site's round (or a single-place run of STEPS steps).
 train_args() { # SITE STEPS
-    local d
+    local d sched
     d="$(site_dir "$1")/data"
-    echo "--data,$d/train,--valid,$d/valid,--steps,$2,--batch,$BATCH,--seq,$SEQ,--lr,$LR,--min-lr,$LR,--warmup,0,--threads,1,--log-every,50"
+    sched="--lr,$LR,--min-lr,$LR,--warmup,0"
+    [ "$TUNED" = 1 ] && sched="--lr,$LR,--min-lr,$(awk -v l="$LR" 'BEGIN {print l / 10}')"
+    echo "--data,$d/train,--valid,$d/valid,--steps,$2,--batch,$BATCH,--seq,$SEQ,$sched,--threads,1,--log-every,50"
 }
 
 demo_conf() { # WORKDIR STRATEGY ROUNDS STEPS INITIAL
-    local work=$1 strategy=$2 rounds=$3 steps=$4 init=$5 s
+    local work=$1 strategy=$2 rounds=$3 steps=$4 init=$5 s tuning=""
+    if [ "$TUNED" = 1 ]; then
+        tuning="InnerState=keep LrSchedule=run"
+        [ "$strategy" = fedavgm ] && tuning+=" ServerLR=1 ServerMomentum=0.5"
+    fi
     install -d -m 755 "$work"
     {
         echo "Federation=flas WorkDir=$work InitialGlobal=$init KnownHosts=$P_known_hosts"
-        echo "  Rounds=$rounds MinSites=2 Strategy=$strategy Sync=begin BeginDelay=1 PollInterval=1 PollMax=2"
-        echo "  RoundDeadline=3600 Signal=USR1@30"
+        echo "  Rounds=$rounds MinSites=2 Strategy=$strategy Sync=${DEMO_SYNC:-begin} BeginDelay=1 PollInterval=1 PollMax=2"
+        echo "  RoundDeadline=3600 Signal=USR1@30 $tuning"
         for s in "${SITES[@]}"; do
             echo "Site=$s Host=$(site_addr "$s") User=$P_user Identity=$P_user_key StagingRoot=$(site_dir "$s")/stage"
             echo "  Script=$EXAMPLES/flas-train.sbatch Tasks=1 CpusPerTask=1 Time=60"
             echo "  ScriptArgs=$(train_args "$s" "$steps")"
         done
     } >"$work/coordinator.conf"
+    # a kept inner state belongs to one run: a new run of the same federation starts AdamW fresh
+    [ "$TUNED" = 1 ] && for s in "${SITES[@]}"; do
+        stage_cmd "$s" exec "rm -rf ~/.local/state/flas/flas/$s" >/dev/null
+    done
+    return 0
 }
 
 stage_cmd() { "$BIN/flas-stage" -q -t "$P_user@$(site_addr "$1")" -k "$P_known_hosts" -i "$P_user_key" "${@:2}"; }

@@ -8,9 +8,12 @@
 # Then it measures each round's global model on both languages (at the sites) and lets the final model
 # write. Everything it starts is stopped at the end, also on failure or Ctrl-C.
 #
-# usage: flas-demo.sh [--rounds N] [--steps N] [--strategy fedavg|diloco|...] [--skip-build] [--check]
+# usage: flas-demo.sh [--rounds N] [--steps N] [--strategy NAME] [--plain] [--skip-build] [--check]
 #   --rounds N      federated rounds (default 4)
 #   --steps N       optimizer steps per site and round (default 100; x batch 8 x 128 tokens)
+#   --strategy S    flas-aggregate strategy (default fedavgm: server momentum 0.5)
+#   --plain         FLaS's earlier training: AdamW restarted every round, constant lr, FedAvg (default:
+#                   the sites keep their AdamW state, one cosine over the run; docs/tuning.md)
 #   --skip-build    use the FLaS already installed in the test bed (tests/bed/flas-bed install BUILD)
 #   --running-sites use sites that are already up (tests/bed/flas-bed start sites) and leave them up
 #   --check         exit non-zero unless validation perplexity falls every round on both languages
@@ -19,16 +22,18 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/demo-lib.sh"
 
-ROUNDS=4 STEPS=100 STRATEGY=fedavg BUILD=1 CHECK=0 BOOT=1
+ROUNDS=4 STEPS=100 STRATEGY="" BUILD=1 CHECK=0 BOOT=1
 demo_option() {
     case "$1" in
     --strategy) STRATEGY=$2; DEMO_SHIFT=2 ;;
+    --plain) TUNED=0; DEMO_SHIFT=1 ;;
     --running-sites) BOOT=0; DEMO_SHIFT=1 ;;
     --check) CHECK=1; DEMO_SHIFT=1 ;;
     *) return 1 ;;
     esac
 }
-demo_options 20 "$@"
+demo_options 21 "$@"
+[ -n "$STRATEGY" ] || { [ "$TUNED" = 1 ] && STRATEGY=fedavgm || STRATEGY=fedavg; }
 demo_start
 
 DEMO="$BED/demo"
@@ -85,6 +90,8 @@ model over SSH (verified), submitted 'sbatch --federation=flas --federation-roun
 SPANK plugin verified the staged model and exported FLAS_*, flas-train trained it under srun and wrote
 its HDF5 checkpoint, the epilog published it with a manifest, the coordinator fetched it (verified) and
 flas-aggregate ($STRATEGY) merged both into the next global model.
+$([ "$TUNED" = 1 ] && echo "Each site kept its AdamW state from round to round in its private state directory (the published
+checkpoints carried weights only) and one learning-rate cosine spanned the $ROUNDS rounds (docs/tuning.md).")
 Model: dim $DIM, $LAYERS layers, $HEADS heads ($KV_HEADS kv), vocabulary $VOCAB, context $SEQ.
 Results: $DEMO/results.tsv; coordinator journal and models: $WORK. Took $(($(date +%s) - t0)) s.
 TXT

@@ -19,6 +19,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/demo-lib.sh"
 
 ROUNDS=6 STEPS=150 OUT="$ROOT/build/experiment-dp" BUILD=1 CLIP=10 NOISE="0.001 0.01 1" DELTA=1e-5
+TUNED=0 # the DP rows compare with the experiment's plain FedAvg (docs/experiment.md)
 demo_option() {
     case "$1" in
     --out) OUT=$2; DEMO_SHIFT=2 ;;

@@ -2,26 +2,42 @@
 # The bilingual experiment (docs/experiment.md): for the same token budget, trains
 #   local-IT   only Italian, at leonardo            local-CS   only Czech, at karolina
 #   pooled     both languages in one place (the data MOVED: a reference upper bound, not federated)
-#   FedAvg     federated, weighted FedAvg           DiLoCo     federated, outer Nesterov (lr 0.7, mom. 0.9)
+#   tuned      federated: kept AdamW state, one cosine over the run, FedAvgM (docs/tuning.md)
+#   FedAvg     federated as FLaS did before: AdamW restarted every round, constant lr, FedAvg
 # then measures every model's validation perplexity on Italian (at leonardo) and on Czech (at
 # karolina), writes a table and gnuplot plots of the federated runs' validation loss per round.
 #
-# usage: flas-experiment.sh [--rounds N] [--steps N] [--out DIR] [--skip-build]
-#   --rounds N   federated rounds (default 6)
-#   --steps N    steps per site and round (default 150); local-only and pooled runs train
+# usage: flas-experiment.sh [--rounds N] [--steps N] [--plain] [--out DIR] [--skip-build]
+#   --rounds N   federated rounds (default 45)
+#   --steps N    steps per site and round (default 20); local-only and pooled runs train
 #                2 x rounds x steps steps, so every model sees the same number of tokens
+#   --plain      the experiment as first published: 6 x 150, constant lr for every model, FedAvg and
+#                DiLoCo (outer Nesterov lr 0.7, momentum 0.9) with AdamW restarted every round
 #   --out DIR    results (default: build/experiment)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/demo-lib.sh"
 
-ROUNDS=6 STEPS=150 OUT="$ROOT/build/experiment" BUILD=1
+ROUNDS="" STEPS="" OUT="$ROOT/build/experiment" BUILD=1
 demo_option() {
     case "$1" in
     --out) OUT=$2; DEMO_SHIFT=2 ;;
+    --plain) TUNED=0; DEMO_SHIFT=1 ;;
     *) return 1 ;;
     esac
 }
 demo_options 16 "$@"
+# Each federated run: NAME:STRATEGY:TUNED:LABEL. 45 rounds need no --begin synchronisation on one host
+# (the bed's scheduler would hold every round up to its 30-second pass).
+if [ "$TUNED" = 1 ]; then
+    ROUNDS=${ROUNDS:-45} STEPS=${STEPS:-20}
+    FED_RUNS=("tuned:fedavgm:1:FedAvgM, kept AdamW state, cosine over the run" "fedavg:fedavg:0:FedAvg as before (AdamW restarted, constant lr)")
+    export DEMO_SYNC=none
+else
+    ROUNDS=${ROUNDS:-6} STEPS=${STEPS:-150}
+    FED_RUNS=("fedavg:fedavg:0:FedAvg" "diloco:diloco:0:DiLoCo outer Nesterov")
+fi
+FED_NAMES=()
+for r in "${FED_RUNS[@]}"; do FED_NAMES+=("${r%%:*}"); done
 demo_start
 EXP="$BED/experiment"
 rm -rf "$EXP"
@@ -33,12 +49,13 @@ demo_init "$EXP/global-0.h5"
 echo "budget: $TOKENS tokens per model ($ROUNDS rounds x 2 sites x $STEPS steps x $BATCH x $SEQ)"
 
 # --- federated runs --------------------------------------------------------------------------------
-for strategy in fedavg diloco; do
-    step "federated: $strategy, $ROUNDS rounds"
-    demo_conf "$EXP/$strategy" "$strategy" "$ROUNDS" "$STEPS" "$EXP/global-0.h5"
-    bg_wait "$BIN/flas-coordinator" run "$EXP/$strategy/coordinator.conf" 2>"$EXP/$strategy/coordinator.log" \
-        >"$EXP/$strategy/rounds.txt" || die "$strategy failed (log: $EXP/$strategy/coordinator.log)"
-    sed 's/^/  /' "$EXP/$strategy/rounds.txt"
+for r in "${FED_RUNS[@]}"; do
+    IFS=: read -r name strategy tuned label <<<"$r"
+    step "federated: $label, $ROUNDS rounds"
+    TUNED=$tuned demo_conf "$EXP/$name" "$strategy" "$ROUNDS" "$STEPS" "$EXP/global-0.h5"
+    bg_wait "$BIN/flas-coordinator" run "$EXP/$name/coordinator.conf" 2>"$EXP/$name/coordinator.log" \
+        >"$EXP/$name/rounds.txt" || die "$name failed (log: $EXP/$name/coordinator.log)"
+    sed 's/^/  /' "$EXP/$name/rounds.txt"
 done
 
 # --- single-place runs -----------------------------------------------------------------------------
@@ -79,8 +96,8 @@ rm -rf "$POOL" # the moved data is deleted once used
 # --- evaluation at the sites -----------------------------------------------------------------------
 step "validation perplexity of every model, at each site on its held-out text"
 models=("local-it:$EXP/local-it.h5" "local-cs:$EXP/local-cs.h5" "pooled:$EXP/pooled.h5")
-for strategy in fedavg diloco; do
-    for k in $(seq 0 "$ROUNDS"); do models+=("$strategy-r$k:$EXP/$strategy/global/round-$(printf %06d "$k").h5"); done
+for name in "${FED_NAMES[@]}"; do
+    for k in $(seq 0 "$ROUNDS"); do models+=("$name-r$k:$EXP/$name/global/round-$(printf %06d "$k").h5"); done
 done
 declare -A LOSS PPL
 for s in "${SITES[@]}"; do
@@ -99,36 +116,42 @@ done
     echo "| model | data it saw | Italian ppl | Czech ppl |"
     echo "|---|---|---|---|"
     row() { printf '| %s | %s | %.1f | %.1f |\n' "$1" "$2" "${PPL[$3,leonardo]}" "${PPL[$3,karolina]}"; }
-    row "round-0 model" "none" fedavg-r0
+    row "round-0 model" "none" "${FED_NAMES[0]}-r0"
     row "local-only Italian" "Italian, at leonardo" local-it
     row "local-only Czech" "Czech, at karolina" local-cs
     row "pooled (data moved; reference)" "both, in one place" pooled
-    row "FedAvg, $ROUNDS rounds" "both, each at its site" "fedavg-r$ROUNDS"
-    row "DiLoCo outer Nesterov, $ROUNDS rounds" "both, each at its site" "diloco-r$ROUNDS"
+    for r in "${FED_RUNS[@]}"; do
+        IFS=: read -r name strategy tuned label <<<"$r"
+        row "$label, $ROUNDS x $STEPS" "both, each at its site" "$name-r$ROUNDS"
+    done
 } | tee "$OUT/table.md"
 {
-    echo "# round fedavg_it fedavg_cs diloco_it diloco_cs"
+    echo "# round ${FED_NAMES[0]}_it ${FED_NAMES[0]}_cs ${FED_NAMES[1]}_it ${FED_NAMES[1]}_cs"
     for k in $(seq 0 "$ROUNDS"); do
-        echo "$k ${LOSS[fedavg-r$k,leonardo]} ${LOSS[fedavg-r$k,karolina]} ${LOSS[diloco-r$k,leonardo]} ${LOSS[diloco-r$k,karolina]}"
+        a=${FED_NAMES[0]} b=${FED_NAMES[1]}
+        echo "$k ${LOSS[$a-r$k,leonardo]} ${LOSS[$a-r$k,karolina]} ${LOSS[$b-r$k,leonardo]} ${LOSS[$b-r$k,karolina]}"
     done
 } >"$OUT/rounds.dat"
 {
     echo "# model it_loss cs_loss it_ppl cs_ppl"
-    for m in local-it local-cs pooled "fedavg-r$ROUNDS" "diloco-r$ROUNDS"; do
+    for m in local-it local-cs pooled "${FED_NAMES[0]}-r$ROUNDS" "${FED_NAMES[1]}-r$ROUNDS"; do
         echo "$m ${LOSS[$m,leonardo]} ${LOSS[$m,karolina]} ${PPL[$m,leonardo]} ${PPL[$m,karolina]}"
     done
 } >"$OUT/models.dat"
+L0=${FED_RUNS[0]##*:} L1=${FED_RUNS[1]##*:}
+xtics=1
+[ "$ROUNDS" -gt 12 ] && xtics=5
 gnuplot <<GP
 set terminal pngcairo size 1000,480 font "sans,10"
 set output "$OUT/validation-loss.png"
 set multiplot layout 1,2 title "FLaS bilingual experiment: validation loss of the global model per round"
-set xlabel "round"; set ylabel "validation loss (nats/token)"; set grid; set xtics 1; set key outside bottom center horizontal maxrows 2
+set xlabel "round"; set ylabel "validation loss (nats/token)"; set grid; set xtics $xtics; set key outside bottom center horizontal maxrows 2
 set title "Italian held-out text (measured at leonardo)"
-plot "$OUT/rounds.dat" u 1:2 w lp lw 2 t "FedAvg", "" u 1:4 w lp lw 2 t "DiLoCo", \
+plot "$OUT/rounds.dat" u 1:2 w lp lw 2 t "$L0", "" u 1:4 w lp lw 2 t "$L1", \
      ${LOSS[local-it,leonardo]} w l dt 2 t "local-only Italian", ${LOSS[local-cs,leonardo]} w l dt 3 t "local-only Czech", \
      ${LOSS[pooled,leonardo]} w l dt 4 t "pooled (data moved)"
 set title "Czech held-out text (measured at karolina)"
-plot "$OUT/rounds.dat" u 1:3 w lp lw 2 t "FedAvg", "" u 1:5 w lp lw 2 t "DiLoCo", \
+plot "$OUT/rounds.dat" u 1:3 w lp lw 2 t "$L0", "" u 1:5 w lp lw 2 t "$L1", \
      ${LOSS[local-it,karolina]} w l dt 2 t "local-only Italian", ${LOSS[local-cs,karolina]} w l dt 3 t "local-only Czech", \
      ${LOSS[pooled,karolina]} w l dt 4 t "pooled (data moved)"
 unset multiplot
@@ -138,21 +161,24 @@ GP
 step "checks"
 better() { awk -v a="$1" -v b="$2" 'BEGIN {exit !(a < b)}'; }
 ok=1
-for strategy in fedavg diloco; do
-    f="$strategy-r$ROUNDS"
+for name in "${FED_NAMES[@]}"; do
+    f="$name-r$ROUNDS"
     if better "${PPL[$f,karolina]}" "${PPL[local-it,karolina]}" && better "${PPL[$f,leonardo]}" "${PPL[local-cs,leonardo]}"; then
-        echo "$strategy beats local-only Italian on Czech and local-only Czech on Italian"
+        echo "$name beats local-only Italian on Czech and local-only Czech on Italian"
     else
-        echo "$strategy does NOT beat each local-only model on the language it never saw"; ok=0
+        echo "$name does NOT beat each local-only model on the language it never saw"; ok=0
     fi
 done
+first=${FED_NAMES[0]} rose=0
 for k in $(seq 1 "$ROUNDS"); do
-    for s in "${SITES[@]}"; do better "${PPL[fedavg-r$k,$s]}" "${PPL[fedavg-r$((k - 1)),$s]}" || { echo "FedAvg perplexity at $s rose in round $k"; ok=0; }; done
+    for s in "${SITES[@]}"; do better "${PPL[$first-r$k,$s]}" "${PPL[$first-r$((k - 1)),$s]}" || { echo "$first: perplexity at $s rose in round $k"; rose=1; }; done
 done
-[ $ok = 1 ] && echo "FedAvg's perplexity fell every round on both languages"
+[ $rose = 0 ] && echo "$first: perplexity fell every round on both languages"
+better "${PPL[$first-r$ROUNDS,leonardo]}" "${PPL[$first-r0,leonardo]}" && better "${PPL[$first-r$ROUNDS,karolina]}" "${PPL[$first-r0,karolina]}" ||
+    { echo "$first ended no better than the round-0 model"; ok=0; }
 for lang in it:leonardo:"Il " cs:karolina:"Je to "; do
     IFS=: read -r l s prompt <<<"$lang"
-    echo "FedAvg model, $l prompt: $("$BIN/flas-generate" -m "$EXP/fedavg/global/round-$(printf %06d "$ROUNDS").h5" -t "$TOKENIZER" -n 40 --seed 1 --threads 1 "$prompt")"
+    echo "$first model, $l prompt: $("$BIN/flas-generate" -m "$EXP/$first/global/round-$(printf %06d "$ROUNDS").h5" -t "$TOKENIZER" -n 40 --seed 1 --threads 1 "$prompt")"
 done | tee "$OUT/samples.txt"
 echo "results in $OUT (table.md, rounds.dat, models.dat, validation-loss.png, samples.txt); took $(($(date +%s) - t0)) s"
 [ $ok = 1 ]

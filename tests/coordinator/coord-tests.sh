@@ -75,7 +75,7 @@ write_conf() { # ROUNDS MINSITES STEPS
     done
     {
         echo "Federation=flas WorkDir=$WORK/coord InitialGlobal=${INITIAL:-$BED/coord/global0.h5} KnownHosts=$P_known_hosts"
-        echo "  Rounds=$rounds MinSites=$min Strategy=fedavg Sync=${SYNC:-begin} BeginDelay=1 PollInterval=1 PollMax=2"
+        echo "  Rounds=$rounds MinSites=$min Strategy=${STRATEGY:-fedavg} Sync=${SYNC:-begin} BeginDelay=1 PollInterval=1 PollMax=2"
         echo "  RoundDeadline=${DEADLINE:-600} Signal=USR1@20 ${FED_EXTRA:-}"
         for s in "${SITES[@]}"; do
             extra="SITE_EXTRA_$s"
@@ -832,16 +832,16 @@ case_tuned() { # the tuned configuration (docs/tuning.md), reduced, against toda
     declare -A PPL
     for mode in default tuned; do
         for s in "${SITES[@]}"; do rm -rf "$home/.local/state/flas/flas/$s"; done
-        if [ $mode = default ]; then # restarted AdamW, constant lr: FLaS before the tuning
+        if [ $mode = default ]; then # restarted AdamW, constant lr, FedAvg: FLaS before the tuning
             FED_EXTRA="" SCRIPT_EXTRA_leonardo="--lr,1e-3,--min-lr,1e-3,--warmup,0" \
-                SCRIPT_EXTRA_karolina="--lr,1e-3,--min-lr,1e-3,--warmup,0" SYNC=none write_conf 6 2 20
-        else
-            FED_EXTRA="InnerState=keep LrSchedule=run" SCRIPT_EXTRA_leonardo="--lr,1e-3,--min-lr,1e-4" \
-                SCRIPT_EXTRA_karolina="--lr,1e-3,--min-lr,1e-4" SYNC=none write_conf 6 2 20
+                SCRIPT_EXTRA_karolina="--lr,1e-3,--min-lr,1e-3,--warmup,0" SYNC=none write_conf 8 2 50
+        else # the demo's and the experiment's defaults (slurm-examples/demo/demo-lib.sh)
+            FED_EXTRA="InnerState=keep LrSchedule=run ServerLR=1 ServerMomentum=0.5" SCRIPT_EXTRA_leonardo="--lr,1e-3,--min-lr,1e-4" \
+                SCRIPT_EXTRA_karolina="--lr,1e-3,--min-lr,1e-4" SYNC=none STRATEGY=fedavgm write_conf 8 2 50
         fi
         coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || fail "$mode rounds failed: $(tail -3 "$WORK/err")"
         for s in "${SITES[@]}"; do
-            ppl=$("$BIN/flas-train" --eval "$WORK/coord/global/round-000006.h5" --valid "$(sdir "$s")/data/valid" --json \
+            ppl=$("$BIN/flas-train" --eval "$WORK/coord/global/round-000008.h5" --valid "$(sdir "$s")/data/valid" --json \
                 --threads 1 | sed -n 's/.*"perplexity":\([0-9.e+-]*\).*/\1/p')
             [ -n "$ppl" ] || fail "$mode: no perplexity at $s"
             PPL[$mode,$s]=$ppl
@@ -849,11 +849,11 @@ case_tuned() { # the tuned configuration (docs/tuning.md), reduced, against toda
         echo "$mode: perplexity leonardo (Italian) ${PPL[$mode,leonardo]}, karolina (Czech) ${PPL[$mode,karolina]}"
         [ $mode = tuned ] || continue
         # the jobs were told (the default is reset), and kept their state where the coordinator never
-        # looks; round 4's state is still there only if round 5 read it (a round keeps the state it
+        # looks; round 6's state is still there only if round 7 read it (a round keeps the state it
         # read and its own, and removes older ones)
         for s in "${SITES[@]}"; do
-            [ "$(ls "$home/.local/state/flas/flas/$s" 2>/dev/null | tr '\n' ' ')" = "inner-round-000004.h5 inner-round-000005.h5 " ] ||
-                fail "$s: kept inner states $(ls "$home/.local/state/flas/flas/$s" 2>&1 | tr '\n' ' '), want rounds 4 and 5"
+            [ "$(ls "$home/.local/state/flas/flas/$s" 2>/dev/null | tr '\n' ' ')" = "inner-round-000006.h5 inner-round-000007.h5 " ] ||
+                fail "$s: kept inner states $(ls "$home/.local/state/flas/flas/$s" 2>&1 | tr '\n' ' '), want rounds 6 and 7"
         done
         /usr/bin/python3 - "$WORK/coord" <<'PY' || fail "moments left a site"
 import glob, h5py, sys
@@ -869,7 +869,7 @@ PY
         awk -v a="${PPL[tuned,$s]}" -v b="${PPL[default,$s]}" 'BEGIN {exit !(a < b)}' ||
             fail "$s: the tuned configuration ($(printf %.2f "${PPL[tuned,$s]}")) is not better than the default ($(printf %.2f "${PPL[default,$s]}"))"
     done
-    pass "kept inner state + one cosine over the run beat restarted AdamW at constant lr after 6 rounds x 20 steps: Italian ${PPL[tuned,leonardo]} < ${PPL[default,leonardo]}, Czech ${PPL[tuned,karolina]} < ${PPL[default,karolina]}"
+    pass "kept inner state + one cosine over the run + FedAvgM beat restarted AdamW at constant lr with FedAvg after 8 rounds x 50 steps: Italian ${PPL[tuned,leonardo]} < ${PPL[default,leonardo]}, Czech ${PPL[tuned,karolina]} < ${PPL[default,karolina]}"
 }
 
 case="${CASE//-/_}"
