@@ -125,9 +125,9 @@ demo_init() { # OUT
 }
 
 # How the federated runs train (docs/tuning.md). TUNED=1 (default): each site keeps its AdamW state
-# between rounds (InnerState=keep), one warmup + cosine decay from LR to LR/10 spans the whole run
-# (LrSchedule=run), and FedAvgM merges (server lr 1, momentum 0.5): the tuning sweep's best at the
-# experiment's budget. TUNED=0 (--plain): FLaS's earlier way, AdamW restarted every round at a constant
+# between rounds (InnerState=keep) and one warmup + cosine decay from LR to LR/10 spans the whole run
+# (LrSchedule=run); with Strategy fedavgm the server momentum is 0.5 at lr 1 (the experiment: the
+# tuning sweep's best at its budget; the demo's 4 rounds are too few for momentum and use FedAvg). TUNED=0 (--plain): FLaS's earlier way, AdamW restarted every round at a constant
 # learning rate, and the strategy's own server settings. Single-place runs take the same schedule over
 # their steps, so that every model of one experiment is trained alike.
 TUNED=${FLAS_DEMO_TUNED:-1}

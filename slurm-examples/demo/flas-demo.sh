@@ -11,7 +11,8 @@
 # usage: flas-demo.sh [--rounds N] [--steps N] [--strategy NAME] [--plain] [--skip-build] [--check]
 #   --rounds N      federated rounds (default 4)
 #   --steps N       optimizer steps per site and round (default 100; x batch 8 x 128 tokens)
-#   --strategy S    flas-aggregate strategy (default fedavgm: server momentum 0.5)
+#   --strategy S    flas-aggregate strategy (default fedavg: over 4 rounds server momentum overshoots;
+#                   docs/tuning.md)
 #   --plain         FLaS's earlier training: AdamW restarted every round, constant lr, FedAvg (default:
 #                   the sites keep their AdamW state, one cosine over the run; docs/tuning.md)
 #   --skip-build    use the FLaS already installed in the test bed (tests/bed/flas-bed install BUILD)
@@ -33,7 +34,7 @@ demo_option() {
     esac
 }
 demo_options 21 "$@"
-[ -n "$STRATEGY" ] || { [ "$TUNED" = 1 ] && STRATEGY=fedavgm || STRATEGY=fedavg; }
+STRATEGY=${STRATEGY:-fedavg}
 demo_start
 
 DEMO="$BED/demo"

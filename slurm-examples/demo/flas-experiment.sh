@@ -30,6 +30,8 @@ demo_options 16 "$@"
 # (the bed's scheduler would hold every round up to its 30-second pass).
 if [ "$TUNED" = 1 ]; then
     ROUNDS=${ROUNDS:-45} STEPS=${STEPS:-20}
+    # the sweep's best peak learning rate, for the federated and the single-place runs alike
+    [ -n "${FLAS_DEMO_LR:-}" ] || LR=2e-3
     FED_RUNS=("tuned:fedavgm:1:FedAvgM, kept AdamW state, cosine over the run" "fedavg:fedavg:0:FedAvg as before (AdamW restarted, constant lr)")
     export DEMO_SYNC=none
 else
