@@ -289,6 +289,7 @@ static int apply(flas_train_opts *o, int c, const char *v, const char *flag, cha
     case O_RESIDUAL_DIR:
     case O_STATE_DIR:
         o->given |= FLAS_GIVEN_STATE_DIR;
+        snprintf(o->state_dir_from, sizeof o->state_dir_from, "%s", flag);
         return copy(o->state_dir, sizeof o->state_dir, v, flag, err, errlen);
     case O_INNER_STATE: o->given |= FLAS_GIVEN_INNER_STATE; return flas_train_parse_inner_state(v, &o->inner_keep, flag, err, errlen);
     case O_LR_SCHEDULE: o->given |= FLAS_GIVEN_LR_SCHEDULE; return flas_train_parse_lr_schedule(v, &o->lr_run, flag, err, errlen);
@@ -423,10 +424,10 @@ int flas_train_opts_check(flas_train_opts *o, char *err, size_t errlen)
         return flas_fail(err, errlen, "%s publishes the delta against the round's global model: give --global FILE "
                          "or set FLAS_GLOBAL_CHECKPOINT (a --resume alone names no base)", upd);
     const char *why = o->inner_keep ? "--inner-state keep" : upd;
-    const char *rsrc = (o->given & FLAS_GIVEN_STATE_DIR) ? "--state-dir" : "FLAS_STATE_DIR";
+    const char *rsrc = o->state_dir_from[0] ? o->state_dir_from : "the default state directory";
     if (!o->state_dir[0])
-        return flas_fail(err, errlen, "%s needs --state-dir DIR (or FLAS_STATE_DIR): the site's own directory for "
-                         "the state carried from round to round", why);
+        return flas_fail(err, errlen, "%s needs --state-dir DIR (or FLAS_STATE_DIR; older names --residual-dir, "
+                         "FLAS_RESIDUAL_DIR): the site's own directory for the state carried from round to round", why);
     /* kv.c's path rule: one spelling per directory, so that two jobs naming it differently cannot keep
      * two histories, and nothing odd reaches a log or a command line. */
     if (!flas_kv_path_valid(o->state_dir))

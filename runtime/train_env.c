@@ -36,10 +36,15 @@ int flas_train_opts_from_env(flas_train_opts *o, char *err, size_t errlen)
         take(o, FLAS_GIVEN_JOB_ID, FLAS_ENV_JOB_ID, o->job_id, sizeof o->job_id, err, errlen) ||
         take(o, FLAS_GIVEN_STATE_DIR, FLAS_ENV_STATE_DIR, o->state_dir, sizeof o->state_dir, err, errlen))
         return -1;
+    if (o->state_dir[0] && !(o->given & FLAS_GIVEN_STATE_DIR))
+        snprintf(o->state_dir_from, sizeof o->state_dir_from, FLAS_ENV_STATE_DIR);
     /* the older name, only when the new one is not set */
-    if (!o->state_dir[0] &&
-        take(o, FLAS_GIVEN_STATE_DIR, FLAS_ENV_RESIDUAL_DIR, o->state_dir, sizeof o->state_dir, err, errlen))
-        return -1;
+    if (!o->state_dir[0]) {
+        if (take(o, FLAS_GIVEN_STATE_DIR, FLAS_ENV_RESIDUAL_DIR, o->state_dir, sizeof o->state_dir, err, errlen))
+            return -1;
+        if (o->state_dir[0])
+            snprintf(o->state_dir_from, sizeof o->state_dir_from, FLAS_ENV_RESIDUAL_DIR);
+    }
     /* The coordinator's settings for the run: malformed values are refused, never defaulted. */
     const char *v;
     if ((v = getenv(FLAS_ENV_INNER_STATE)) && *v && !(o->given & FLAS_GIVEN_INNER_STATE) &&

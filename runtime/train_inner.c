@@ -16,55 +16,19 @@
  * last two rounds.
  *
  * The state is refused, not guessed around, when it is another site's or another model's. */
-#define _GNU_SOURCE /* dirfd, fstatat */
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "flas/error.h"
 #include "flas/staging.h"
 #include "train_internal.h"
-
-/* The newest inner state of a round < round in dir: its round in *prev (-1: none). A file of that name
- * that is not a regular file is refused (a symlink could point anywhere). Rank 0 only. */
-static int find_previous(const char *dir, long round, long *prev, char *err, size_t errlen)
-{
-    *prev = -1;
-    DIR *d = opendir(dir);
-    if (!d)
-        return errno == ENOENT ? 0 : flas_fail(err, errlen, "--state-dir %s: %s", dir, strerror(errno));
-    long bad = -1;
-    for (struct dirent *e; (e = readdir(d));) {
-        long r = flas_stage_parse_inner_name(e->d_name);
-        if (r < 0 || r >= round)
-            continue;
-        struct stat st;
-        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode)) {
-            bad = r > bad ? r : bad;
-            continue;
-        }
-        *prev = r > *prev ? r : *prev;
-    }
-    closedir(d);
-    if (bad > *prev) {
-        char name[64];
-        flas_stage_inner_name(name, sizeof name, bad);
-        return flas_fail(err, errlen, "%s/%s is not a regular file: refusing to guess this site's optimizer state "
-                         "(remove it, or restore the file)", dir, name);
-    }
-    return 0;
-}
 
 int train_inner_load(trainer *t, char *err, size_t errlen)
 {
     const flas_train_opts *o = t->o;
     flas_train_comm *c = t->c;
     long prev = -1;
-    int ok = c->rank != 0 || find_previous(o->state_dir, (long)t->meta.round, &prev, err, errlen) == 0;
+    int ok = c->rank != 0 ||
+             train_state_find_previous(o->state_dir, &train_state_inner, (long)t->meta.round, &prev, err, errlen) == 0;
     if (flas_train_agree(c->world, ok, err, errlen))
         return -1;
     MPI_Bcast(&prev, 1, MPI_LONG, 0, c->world);
@@ -116,23 +80,9 @@ int train_inner_load(trainer *t, char *err, size_t errlen)
 
 void train_inner_prune(const trainer *t)
 {
-    const flas_train_opts *o = t->o;
-    if (t->c->rank != 0)
-        return;
     /* a resumed round read no earlier state itself; the one before it stays for a retry from scratch */
     long keep_from = t->inner_from >= 0 ? t->inner_from : (long)t->meta.round - 1;
-    DIR *d = opendir(o->state_dir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        long r = flas_stage_parse_inner_name(e->d_name);
-        struct stat st;
-        if (r < 0 || r >= keep_from || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode))
-            continue;
-        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
-            train_say(t->c, "flas-train: removed %s/%s, inner state of a round before the last two\n", o->state_dir,
-                      e->d_name);
-    }
-    if (d)
-        closedir(d);
+    train_state_prune(t->o->state_dir, &train_state_inner, keep_from, t->c);
 }
 
 int train_publish_params(trainer *t, const flas_ckpt_metrics *mt, char *err, size_t errlen)

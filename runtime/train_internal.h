@@ -87,10 +87,25 @@ int train_write(trainer *t, const char *reason, char *err, size_t errlen);
 int train_init_global(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen);
 void train_free(trainer *t);
 
-/* train_update.c: --update bf16|int8. */
-/* Before training: the residual directory exists, is writable and is not the job's own directory
- * (rank 0 looks; all agree). 0 when --update is full. */
+/* train_statedir.c: the site's state directory and its per-round files. */
+typedef struct train_state_kind {
+    const char *what;                                 /* for messages */
+    int (*name)(char *buf, size_t len, long round);   /* the file name of a round */
+    long (*parse)(const char *name);                  /* its round, -1 for any other name */
+} train_state_kind;
+extern const train_state_kind train_state_residual, train_state_inner;
+/* Before training: the state directory exists (the default one is created), is writable and is not the
+ * job's own directory (rank 0 looks; all agree). 0 when neither --update bf16/int8 nor a kept inner
+ * state needs it. */
 int train_state_dir_ok(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen);
+/* The newest file of kind k of a round < round in dir: its round in *prev (-1: none); a file of such a
+ * name that is not a regular file is refused. Rank 0. 0, or -1 with err. */
+int train_state_find_previous(const char *dir, const train_state_kind *k, long round, long *prev, char *err,
+                              size_t errlen);
+/* Removes the regular files of kind k of rounds before keep_from (rank 0; never through a link). */
+void train_state_prune(const char *dir, const train_state_kind *k, long keep_from, const flas_train_comm *c);
+
+/* train_update.c: --update bf16|int8. */
 /* DIR/residual-round-NNNNNN.h5 of round. 0, or -1 when it does not fit. */
 int train_residual_path(const flas_train_opts *o, long round, char *buf, size_t len);
 /* After a commit of o->checkpoint: rank 0 writes the update to o->output and this round's residual,

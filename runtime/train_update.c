@@ -16,14 +16,9 @@
  * A residual belongs to one site of one federation: it is the part of that site's deltas that its
  * updates have not carried yet. Its site is checked; the federation is not recorded in checkpoints, so
  * a site in several federations gives each its own residual directory (docs/user.md). */
-#define _GNU_SOURCE /* dirfd, fstatat, openat */
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "flas/atomic_file.h"
 #include "flas/error.h"
@@ -40,84 +35,6 @@ int train_residual_path(const flas_train_opts *o, long round, char *buf, size_t 
         return -1;
     int n = snprintf(buf, len, "%s/%s", o->state_dir, name);
     return n > 0 && (size_t)n < len ? 0 : -1;
-}
-
-int train_state_dir_ok(const flas_train_opts *o, flas_train_comm *c, char *err, size_t errlen)
-{
-    int ok = 1;
-    if ((o->update != FLAS_UPDATE_FULL || o->inner_keep) && c->rank == 0) {
-        const char *d = o->state_dir;
-        char out_dir[FLAS_TRAIN_PATH_MAX];
-        struct stat st, os;
-        flas_dir_of(o->output, out_dir, sizeof out_dir);
-        /* the default directory is created private: the residual is the site's state, as its data is */
-        if (o->state_dir_default && stat(d, &st) && errno == ENOENT && flas_mkdir_p(d, 0700))
-            ok = 0, flas_fail(err, errlen, "cannot create the default state directory %.400s: %s (give "
-                              "--state-dir or FLAS_STATE_DIR)", d, strerror(errno));
-        else if (stat(d, &st))
-            ok = 0, flas_fail(err, errlen, "--state-dir %.400s: %s (the site's state directory must exist)", d,
-                              strerror(errno));
-        else if (!S_ISDIR(st.st_mode))
-            ok = 0, flas_fail(err, errlen, "--state-dir %.400s: not a directory", d);
-        else if (access(d, W_OK | X_OK))
-            ok = 0, flas_fail(err, errlen, "--state-dir %.400s: not writable: %s", d, strerror(errno));
-        /* The job's own directory is new in every job: error feedback kept there would be lost at the
-         * next round without a word. */
-        else if (stat(out_dir, &os) == 0 && os.st_dev == st.st_dev && os.st_ino == st.st_ino)
-            ok = 0, flas_fail(err, errlen, "--state-dir %.400s is the output's directory, which does not outlive the "
-                              "job: give a directory of the site that stays from round to round", d);
-    }
-    return flas_train_agree(c->world, ok, err, errlen);
-}
-
-/* The newest residual of a round < round in the residual directory: its round in *prev (-1: none).
- * Only exact residual names count; one that is not a regular file (a symlink, a directory) is refused
- * rather than skipped, since skipping it would silently feed back an older round's residual. */
-static int find_previous(const char *dir, long round, long *prev, char *err, size_t errlen)
-{
-    *prev = -1;
-    DIR *d = opendir(dir);
-    if (!d)
-        return flas_fail(err, errlen, "--state-dir %s: %s", dir, strerror(errno));
-    long bad = -1;
-    for (struct dirent *e; (e = readdir(d));) {
-        long r = flas_stage_parse_residual_name(e->d_name);
-        if (r < 0 || r >= round)
-            continue;
-        struct stat st;
-        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode)) {
-            bad = r > bad ? r : bad;
-            continue;
-        }
-        *prev = r > *prev ? r : *prev;
-    }
-    closedir(d);
-    if (bad > *prev) {
-        char name[64];
-        flas_stage_residual_name(name, sizeof name, bad);
-        return flas_fail(err, errlen, "%s/%s is not a regular file: refusing to guess this site's error-feedback "
-                         "state (remove it, or restore the file)", dir, name);
-    }
-    return 0;
-}
-
-/* After a successful update of round `round` that read the residual of round prev: removes the
- * residual files of rounds older than prev (or than round, when none was read). Regular files with the
- * exact name only; never follows a symlink; files of later rounds (a rerun of an old round) stay. */
-static void prune(const char *dir, long round, long prev, const flas_train_comm *c)
-{
-    long keep_from = prev >= 0 ? prev : round;
-    DIR *d = opendir(dir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        long r = flas_stage_parse_residual_name(e->d_name);
-        struct stat st;
-        if (r < 0 || r >= keep_from || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode))
-            continue;
-        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
-            train_say(c, "flas-train: removed %s/%s, error feedback of a round before the last two\n", dir, e->d_name);
-    }
-    if (d)
-        closedir(d);
 }
 
 /* The residual read must be this site's (the encoder checks the model; only the caller knows the site). */
@@ -157,15 +74,15 @@ int train_publish_update(trainer *t, const char *reason, char *err, size_t errle
         ok = train_residual_path(o, round, out, sizeof out) == 0;
         if (!ok)
             flas_fail(err, errlen, "--state-dir %.400s: no residual name for round %ld", o->state_dir, round);
-        ok = ok && find_previous(o->state_dir, round, &prev, err, errlen) == 0;
+        ok = ok && train_state_find_previous(o->state_dir, &train_state_residual, round, &prev, err, errlen) == 0;
         if (ok && prev >= 0) {
             ok = train_residual_path(o, prev, in, sizeof in) == 0 &&
                  check_residual_site(in, t->meta.site, err, errlen) == 0;
         }
         ok = ok && flas_update_encode_file(o->global, o->checkpoint, in[0] ? in : NULL, o->output, out, &uo, &rep, err,
                                            errlen) == 0;
-        if (ok)
-            prune(o->state_dir, round, prev, c);
+        if (ok) /* the residual read and this round's stay: what a retry of the newest round needs */
+            train_state_prune(o->state_dir, &train_state_residual, prev >= 0 ? prev : round, c);
     }
     if (flas_train_agree(c->world, ok, err, errlen))
         return -1;

@@ -72,6 +72,8 @@ typedef struct flas_train_opts {
     int update_block;                     /* int8 block (FLAS_UPDATE_BLOCK_DEFAULT) */
     char state_dir[FLAS_TRAIN_PATH_MAX];  /* the site's private state between rounds: error feedback
                                              (bf16/int8) and the kept inner optimizer state */
+    char state_dir_from[24];              /* how it was given, for messages: --state-dir, --residual-dir,
+                                             FLAS_STATE_DIR or FLAS_RESIDUAL_DIR ("" default) */
     int state_dir_default;                /* 1: state_dir is the default ($XDG_STATE_HOME or
                                              ~/.local/state, then flas/<federation>/<site>), created
                                              0700 on first use */
