@@ -61,35 +61,20 @@ long flas_parse_round(const char *s)
     return v;
 }
 
-long flas_stage_parse_global_name(const char *name)
+/* exactly prefix + 6 digits + ".h5": nothing else in a directory is ever taken for a round's file */
+static long parse_round_file(const char *name, const char *prefix)
 {
-    /* exactly "round-" + 6 digits + ".h5" */
-    if (strlen(name) != 15 || strncmp(name, "round-", 6) != 0 || strcmp(name + 12, ".h5") != 0)
+    size_t p = strlen(prefix);
+    if (strlen(name) != p + 9 || strncmp(name, prefix, p) != 0 || strcmp(name + p + 6, ".h5") != 0)
         return -1;
     char digits[7];
-    memcpy(digits, name + 6, 6);
+    memcpy(digits, name + p, 6);
     digits[6] = '\0';
     return flas_parse_round(digits);
 }
 
-long flas_stage_parse_residual_name(const char *name)
-{
-    /* exactly "residual-round-" + 6 digits + ".h5": nothing else in the directory is ever touched */
-    if (strlen(name) != 24 || strncmp(name, "residual-round-", 15) != 0 || strcmp(name + 21, ".h5") != 0)
-        return -1;
-    char digits[7];
-    memcpy(digits, name + 15, 6);
-    digits[6] = '\0';
-    return flas_parse_round(digits);
-}
+long flas_stage_parse_global_name(const char *name) { return parse_round_file(name, "round-"); }
 
-long flas_stage_parse_inner_name(const char *name)
-{
-    /* exactly "inner-round-" + 6 digits + ".h5" */
-    if (strlen(name) != 21 || strncmp(name, "inner-round-", 12) != 0 || strcmp(name + 18, ".h5") != 0)
-        return -1;
-    char digits[7];
-    memcpy(digits, name + 12, 6);
-    digits[6] = '\0';
-    return flas_parse_round(digits);
-}
+long flas_stage_parse_residual_name(const char *name) { return parse_round_file(name, "residual-round-"); }
+
+long flas_stage_parse_inner_name(const char *name) { return parse_round_file(name, "inner-round-"); }
