@@ -312,21 +312,25 @@ awk -F'\t' -v OFS='\t' 'NR > 1 {
 cat "$OUT/runs.md"
 # Pareto: final perplexity (geometric mean of the two languages) against megabytes moved, one curve
 # per method (the row's name without its shape).
-awk -F'\t' 'NR > 1 && $3 > 1 { m = $1; sub(/-[0-9]+x[0-9]+$/, "", m); print m, $5 / 1e6, sqrt($6 * $8) }' "$OUT/summary.tsv" |
+awk -F'\t' 'NR > 1 && $3 > 1 { m = $1; sub(/-[0-9]+x[0-9]+$/, "", m); print m, $5, sqrt($6 * $8) }' "$OUT/summary.tsv" |
     sort -k1,1 -k2,2g >"$OUT/pareto.dat"
-pooled=$(awk -F'\t' '$1 == "pooled-cos" { print sqrt($6 * $8) }' "$OUT/summary.tsv")
-pooled_c=$(awk -F'\t' '$1 == "pooled-const" { print sqrt($6 * $8) }' "$OUT/summary.tsv")
+# the pooled references as horizontal lines (built here: quotes inside ${..:+..} in a here-document
+# would reach gnuplot without their quotes)
 plots=""
-for m in $(awk '{print $1}' "$OUT/pareto.dat" | sort -u); do
-    [ "$(grep -c "^$m " "$OUT/pareto.dat")" -gt 1 ] || continue
-    plots+="${plots:+, }\"< grep '^$m ' $OUT/pareto.dat\" u 2:3 w lp lw 2 t \"$m\""
+for m in $(awk '{print $1}' "$OUT/pareto.dat" | sort -u); do # a method run at one shape is one point
+    plots+="${plots:+, }\"< grep '^$m ' $OUT/pareto.dat\" u 2:3 w lp lw 2 ps 1.5 t \"$m\""
+done
+for ref in "pooled-cos:2:pooled, cosine (data moved)" "pooled-const:3:pooled, constant lr (data moved)"; do
+    IFS=: read -r name dt label <<<"$ref"
+    y=$(awk -F'\t' -v n="$name" '$1 == n { print sqrt($6 * $8) }' "$OUT/summary.tsv")
+    [ -n "$y" ] && plots+=", $y w l dt $dt lw 2 t \"$label\""
 done
 gnuplot <<GP
-set terminal pngcairo size 1000,600 font "sans,10"
+set terminal pngcairo size 1200,650 font "sans,10"
 set output "$OUT/pareto.png"
 set title "FLaS tuning sweep: final perplexity against bytes moved (same token budget)"
 set xlabel "megabytes moved over the whole run (both directions, both sites)"; set logscale x
 set ylabel "perplexity, geometric mean of Italian and Czech held-out"; set grid; set key outside right
-plot $plots${pooled:+, $pooled w l dt 2 lw 2 t "pooled, cosine (data moved)"}${pooled_c:+, $pooled_c w l dt 3 lw 2 t "pooled, constant lr (data moved)"}
+plot $plots
 GP
 echo "results in $OUT (sweep.tsv, summary.tsv, runs.md, pareto.png); took $(($(date +%s) - t0)) s"
