@@ -166,6 +166,7 @@ for sh in $mid $SHAPES; do
 done
 add "keep-const-$mid 1 $mid fedavg - $CONST --inner-state keep"
 add "reset-cos-$mid 1 $mid fedavg - $COS"
+add "reset-warm10-const-$mid 1 $mid fedavg - $CONST --round-warmup 10"
 # replay: every round starting the data at epoch 0, as earlier FLaS did: the bed experiment's FedAvg
 add "replay-$first 1 $first fedavg - $CONST --data-epoch 0"
 for sh in $SHAPES; do
