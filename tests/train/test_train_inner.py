@@ -11,12 +11,14 @@
   data     a new round starts epoch ROUND of the data order: round 0 and round 1 from the same weights
            see different first batches, --data-epoch 0 brings round 0's back
   prox     --prox 100 keeps a round's weights closer to the global than --prox 0
+  warmup   --round-warmup N ramps the lr over a round's first N steps; --lr-schedule run gives round 1
+           of 2 the second half of one cosine
   refuse   keep without --state-dir or --round, --lr-schedule run without --rounds, a round not below
            --rounds, --prox without a global, malformed FLAS_INNER_STATE / FLAS_LR_SCHEDULE / FLAS_ROUNDS /
            FLAS_PROX: exit 2 and one line; a state of another site or another model, or a symlink where a
            state should be: exit 1, one line, nothing published
 
-usage: test_train_inner.py FLAS_TRAIN FIXTURE MPIEXEC WORKDIR keep|data|prox|refuse FLAS_AGGREGATE"""
+usage: test_train_inner.py FLAS_TRAIN FIXTURE MPIEXEC WORKDIR keep|data|prox|warmup|refuse FLAS_AGGREGATE"""
 import glob
 import json
 import os
@@ -175,6 +177,30 @@ def case_prox(e, agg):
     ok(f"distance to the global after 6 steps: prox 0 {dist['0']:.4f}, prox 100 {dist['100']:.4f}")
 
 
+def case_warmup(e, agg):
+    """--round-warmup N scales the lr by (i+1)/N over a round's first N steps, on top of the schedule;
+    --lr-schedule run places round R's steps at R x steps of one schedule."""
+    m = e.path("warm.jsonl")
+    e.run(args(e, e.glob, e.path("warm.h5"), ["--steps", "5", "--round-warmup", "4", "--lr", "1e-2", "--min-lr", "1e-2",
+                                              "--warmup", "0", "--metrics", m, "--log-every", "1"]))
+    lrs = [d["lr"] for d in map(json.loads, open(m)) if d.get("event") is None and "lr" in d]
+    want = [2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2]
+    if len(lrs) != 5 or any(abs(a - b) > 1e-9 for a, b in zip(lrs, want)):
+        fail(f"--round-warmup 4: lr per step {lrs}, want {want}")
+    # round 1 of 2 rounds of 4 steps: schedule steps 4..7 of a warmup-0 cosine over 8 from 1e-2 to 1e-3
+    g1 = e.path("global-1.h5")
+    aggregate(agg, e.glob, e.path("warm.h5"), g1)
+    m = e.path("run.jsonl")
+    e.run(args(e, g1, e.path("run.h5"), ["--steps", "4", "--round", "1", "--lr-schedule", "run", "--rounds", "2",
+                                         "--warmup", "0", "--metrics", m, "--log-every", "1"]))
+    lrs = [d["lr"] for d in map(json.loads, open(m)) if d.get("event") is None and "lr" in d]
+    import math
+    want = [1e-3 + 0.5 * (1e-2 - 1e-3) * (1 + math.cos(math.pi * s / 8)) for s in range(4, 8)]
+    if len(lrs) != 4 or any(abs(a - b) > 1e-6 * b for a, b in zip(lrs, want)):
+        fail(f"--lr-schedule run, round 1: lr per step {lrs}, want {want}")
+    ok(f"round warm-up ramps {lrs[:1]}..; the run's cosine places round 1 at steps 4..7")
+
+
 def case_refuse(e, agg):
     out = e.path("job", "local.h5")
     os.makedirs(os.path.dirname(out))
@@ -235,7 +261,8 @@ def main():
     if len(sys.argv) < 7 or not os.access(sys.argv[6], os.X_OK):
         fail("usage: ... CASE FLAS_AGGREGATE (missing flas-aggregate)")
     agg = sys.argv[6]
-    {"keep": case_keep, "data": case_data, "prox": case_prox, "refuse": case_refuse}[e.case](e, agg)
+    {"keep": case_keep, "data": case_data, "prox": case_prox, "warmup": case_warmup,
+     "refuse": case_refuse}[e.case](e, agg)
 
 
 if __name__ == "__main__":
