@@ -183,7 +183,7 @@ def case_warmup(e, agg):
     m = e.path("warm.jsonl")
     e.run(args(e, e.glob, e.path("warm.h5"), ["--steps", "5", "--round-warmup", "4", "--lr", "1e-2", "--min-lr", "1e-2",
                                               "--warmup", "0", "--metrics", m, "--log-every", "1"]))
-    lrs = [d["lr"] for d in map(json.loads, open(m)) if d.get("event") is None and "lr" in d]
+    lrs = warm = [d["lr"] for d in map(json.loads, open(m)) if d.get("event") is None and "lr" in d]
     want = [2.5e-3, 5e-3, 7.5e-3, 1e-2, 1e-2]
     if len(lrs) != 5 or any(abs(a - b) > 1e-9 for a, b in zip(lrs, want)):
         fail(f"--round-warmup 4: lr per step {lrs}, want {want}")
@@ -198,7 +198,7 @@ def case_warmup(e, agg):
     want = [1e-3 + 0.5 * (1e-2 - 1e-3) * (1 + math.cos(math.pi * s / 8)) for s in range(4, 8)]
     if len(lrs) != 4 or any(abs(a - b) > 1e-6 * b for a, b in zip(lrs, want)):
         fail(f"--lr-schedule run, round 1: lr per step {lrs}, want {want}")
-    ok(f"round warm-up ramps {lrs[:1]}..; the run's cosine places round 1 at steps 4..7")
+    ok(f"round warm-up: lr {[round(x, 6) for x in warm]}; the run's cosine gives round 1 {[round(x, 6) for x in lrs]}")
 
 
 def case_refuse(e, agg):
