@@ -405,6 +405,28 @@ static double round_critical(const coord *k)
     return now_real() - t0;
 }
 
+int flas_coord_agg_options(const flas_coord_conf *c, flas_agg_options *o)
+{
+    flas_agg_strategy strat;
+    if (flas_agg_strategy_parse(c->strategy, &strat))
+        return -1;
+    flas_agg_defaults(o, strat);
+    /* a key not given (< 0) leaves the strategy's default */
+    if (c->server_lr >= 0)
+        o->lr = c->server_lr;
+    if (c->server_momentum >= 0)
+        o->momentum = c->server_momentum;
+    if (c->server_beta1 >= 0)
+        o->beta1 = c->server_beta1;
+    if (c->server_beta2 >= 0)
+        o->beta2 = c->server_beta2;
+    if (c->server_tau >= 0)
+        o->tau = c->server_tau;
+    o->max_update_norm = c->max_update_norm;
+    o->max_update_ratio = c->max_update_ratio;
+    return 0;
+}
+
 static int aggregate(coord *k, char *err, size_t errlen)
 {
     const flas_coord_conf *c = k->c;
@@ -422,24 +444,10 @@ static int aggregate(coord *k, char *err, size_t errlen)
             n++;
         }
     flas_agg_options o;
-    flas_agg_strategy strat;
-    if (flas_agg_strategy_parse(c->strategy, &strat)) {
+    if (flas_coord_agg_options(c, &o)) {
         snprintf(err, errlen, "unknown Strategy=%s", c->strategy);
         return FLAS_AGG_USAGE;
     }
-    flas_agg_defaults(&o, strat);
-    if (c->server_lr >= 0)
-        o.lr = c->server_lr;
-    o.max_update_norm = c->max_update_norm;
-    o.max_update_ratio = c->max_update_ratio;
-    if (c->server_momentum >= 0)
-        o.momentum = c->server_momentum;
-    if (c->server_beta1 >= 0)
-        o.beta1 = c->server_beta1;
-    if (c->server_beta2 >= 0)
-        o.beta2 = c->server_beta2;
-    if (c->server_tau >= 0)
-        o.tau = c->server_tau;
     o.policy = FLAS_AGG_DROP_BAD;
     o.min_sites = c->min_sites;
     o.input_sites = sites;

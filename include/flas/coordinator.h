@@ -85,6 +85,12 @@ typedef struct flas_coord_conf {
     flas_coord_site site[FLAS_COORD_MAX_SITES];
 } flas_coord_conf;
 
+/* The merge settings of the description: Strategy='s defaults (flas_agg_defaults) with ServerLR=,
+ * ServerMomentum=, ServerBeta1=, ServerBeta2=, ServerTau=, MaxUpdateNorm= and MaxUpdateRatio= laid over
+ * them. -1 for an unknown strategy. (The round adds the policy, the sites and DP.) */
+struct flas_agg_options;
+int flas_coord_agg_options(const flas_coord_conf *c, struct flas_agg_options *o);
+
 /* Parses the description at path (strict Key=Value, errors as "file:line: reason"). */
 int flas_coord_conf_load(const char *path, flas_coord_conf *c, char *err, size_t errlen);
 int flas_coord_conf_parse(const char *path, const char *text, flas_coord_conf *c, char *err, size_t errlen);

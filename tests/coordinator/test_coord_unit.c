@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "flas/aggregate.h"
 #include "flas/coordinator.h"
 #include "flas/dp.h"
 
@@ -243,6 +244,19 @@ START_TEST(tuning_keys_are_parsed)
     ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=2 "
                                         "InnerState=reset LrSchedule=round\n" SITE, &c, err, sizeof err) == 0, "%s", err);
     ck_assert(!c.inner_keep && !c.lr_run);
+    /* what reaches the aggregator: the given keys over the strategy's defaults */
+    flas_agg_options o;
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=24 "
+                                        "Strategy=fedyogi ServerBeta1=0.8 ServerTau=1e-4\n" SITE, &c, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert_int_eq(flas_coord_agg_options(&c, &o), 0);
+    ck_assert(o.strategy == FLAS_AGG_FEDYOGI && o.beta1 == 0.8 && o.tau == 1e-4);
+    ck_assert(o.lr == 0.01 && o.beta2 == 0.99); /* not given: the strategy's */
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=24 "
+                                        "Strategy=fedavgm ServerLR=1 ServerMomentum=0.5\n" SITE, &c, err, sizeof err) == 0,
+                  "%s", err);
+    ck_assert_int_eq(flas_coord_agg_options(&c, &o), 0);
+    ck_assert(o.strategy == FLAS_AGG_FEDAVGM && o.lr == 1 && o.momentum == 0.5);
     refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 InnerState=yes\n" SITE,
             "InnerState=yes: expected reset or keep");
     refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 LrSchedule=cosine\n" SITE,
