@@ -245,6 +245,8 @@ for pass in first rest; do
     done
 done
 
+rm -rf "$OUT/iid-data" # the moved data is deleted once used (the IID rows' copies of both sites' shards)
+
 # --- evaluation: every final model on the four held-out texts --------------------------------------------
 # --- the public held-out text: neither site trains on it ---------------------------------------------
 step "public held-out text (aptitude-doc-it / -cs): tokenized here, it is public"
