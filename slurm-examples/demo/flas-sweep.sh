@@ -148,8 +148,9 @@ single_run() {
 
 # --- the configurations --------------------------------------------------------------------------------
 # NAME SEEDS SHAPE STRATEGY "AGG ARGS" "TRAIN ARGS"   (SEEDS: key = every seed of --seeds, 1 = seed 1)
+MINLR=$(awk -v l="$LR" 'BEGIN {print l / 10}') # the cosine's end
 CONST="--min-lr $LR --warmup 0"
-COS="--lr-schedule run --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
+COS="--lr-schedule run --min-lr $MINLR"
 CONFIGS=()
 add() { CONFIGS+=("$*"); }
 first=${SHAPES%% *}
@@ -158,23 +159,21 @@ most=$(echo "$SHAPES" | awk '{print $4 ? $4 : $NF}') # the most rounds with >= 2
 # In the order they run (seed 1 of every row first, then the other seeds of the key rows), so that an
 # interrupted sweep has the most telling rows: the proposed configuration at every round length, one
 # lever at a time at the middle length, the old and the fixed default, server optimizers, FedProx.
-for sh in $mid $SHAPES; do
-    seeds_k=1
-    [ "$sh" = "$mid" ] && seeds_k=key
-    case " ${CONFIGS[*]} " in *" keep-cos-$sh "*) continue ;; esac
-    add "keep-cos-$sh $seeds_k $sh fedavg - $COS --inner-state keep"
-done
+# each_shape NAME KEY_SHAPE STRATEGY AGG ARGS...: the row NAME-SHAPE at KEY_SHAPE first (every seed), then
+# at every other shape (seed 1)
+each_shape() {
+    local name=$1 key=$2 strategy=$3 agg=$4 sh
+    shift 4
+    add "$name-$key key $key $strategy $agg $*"
+    for sh in $SHAPES; do [ "$sh" = "$key" ] || add "$name-$sh 1 $sh $strategy $agg $*"; done
+}
+each_shape keep-cos "$mid" fedavg - $COS --inner-state keep
 add "keep-const-$mid 1 $mid fedavg - $CONST --inner-state keep"
 add "reset-cos-$mid 1 $mid fedavg - $COS"
 add "reset-warm10-const-$mid 1 $mid fedavg - $CONST --round-warmup 10"
 # replay: every round starting the data at epoch 0, as earlier FLaS did: the bed experiment's FedAvg
 add "replay-$first 1 $first fedavg - $CONST --data-epoch 0"
-for sh in $SHAPES; do
-    seeds=1
-    [ "$sh" = "$first" ] && seeds=key
-    add "reset-const-$sh $seeds $sh fedavg - $CONST"
-done
-add "keep-cos-fedavgm-$mid 1 $mid fedavgm --lr,1,--momentum,0.5 $COS --inner-state keep"
+each_shape reset-const "$first" fedavg - $CONST
 add "keep-cos-fedadam-$mid 1 $mid fedadam --lr,0.01,--tau,1e-3 $COS --inner-state keep"
 add "keep-cos-diloco-$mid 1 $mid diloco --lr,0.7,--momentum,0.9 $COS --inner-state keep"
 add "keep-cos-prox0.01-$mid 1 $mid fedavg - $COS --inner-state keep --prox 0.01"
@@ -188,12 +187,7 @@ add "keep-cos-fedavgm-lr2-m0-$mid 1 $mid fedavgm --lr,2,--momentum,0 $COS --inne
 add "keep-cos-lr2e-3-$mid 1 $mid fedavg - $COS --inner-state keep --lr 2e-3"
 # Server momentum (FedAvgM, lr 1, momentum 0.5: a server step of 2 once it settles) at every round
 # length; three seeds at 45 x 20, the most rounds with at least 20 local steps.
-for sh in $SHAPES; do
-    seeds=1
-    [ "$sh" = "$most" ] && seeds=key
-    case " ${CONFIGS[*]} " in *" keep-cos-fedavgm-$sh "*) continue ;; esac
-    add "keep-cos-fedavgm-$sh $seeds $sh fedavgm --lr,1,--momentum,0.5 $COS --inner-state keep"
-done
+each_shape keep-cos-fedavgm "$most" fedavgm --lr,1,--momentum,0.5 $COS --inner-state keep
 add "keep-cos-fedavgm-lr1.5-m0-$most 1 $most fedavgm --lr,1.5,--momentum,0 $COS --inner-state keep"
 # The peak learning rate, for the best federated configuration and for pooled training alike
 add "keep-cos-fedavgm-lr2e-3-$most key $most fedavgm --lr,1,--momentum,0.5 $COS --inner-state keep --lr 2e-3"
@@ -201,14 +195,14 @@ add "keep-cos-fedavgm-lr3e-3-$most 1 $most fedavgm --lr,1,--momentum,0.5 $COS --
 
 SINGLES=(
     "pooled-const 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS $CONST"
-    "pooled-cos key $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
-    "pooled-cos-lr2e-3 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS --lr 2e-3 --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
-    "pooled-cos-lr3e-3 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS --lr 3e-3 --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
-    "pooled-cos-b16 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $BUDGET --batch $((2 * BATCH)) --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
+    "pooled-cos key $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS --min-lr $MINLR"
+    "pooled-cos-lr2e-3 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS --lr 2e-3 --min-lr $MINLR"
+    "pooled-cos-lr3e-3 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $POOLED_STEPS --lr 3e-3 --min-lr $MINLR"
+    "pooled-cos-b16 1 $(data_of leonardo)/train $(data_of karolina)/train|--steps $BUDGET --batch $((2 * BATCH)) --min-lr $MINLR"
     "local-it-const 1 $(data_of leonardo)/train|--steps $POOLED_STEPS $CONST"
     "local-cs-const 1 $(data_of karolina)/train|--steps $POOLED_STEPS $CONST"
-    "local-it-cos 1 $(data_of leonardo)/train|--steps $POOLED_STEPS --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
-    "local-cs-cos 1 $(data_of karolina)/train|--steps $POOLED_STEPS --min-lr $(awk -v l="$LR" 'BEGIN {print l / 10}')"
+    "local-it-cos 1 $(data_of leonardo)/train|--steps $POOLED_STEPS --min-lr $MINLR"
+    "local-cs-cos 1 $(data_of karolina)/train|--steps $POOLED_STEPS --min-lr $MINLR"
 )
 
 selected() { [ -z "$ONLY" ] || grep -qE "$ONLY" <<<"$1"; }
