@@ -10,10 +10,10 @@
  *
  * The moments are the site's private state: an average of its squared gradients says more about its
  * data than the weights do, and the coordinator has no use for them (tests/train: the staged and
- * published files are searched for them). Which round's state is read follows the residual rule
- * (train_update.c): the newest of a round < R, never one of round R itself, so that a retried job of
- * round R starts from what round R-1 left and not from its own failed attempt; the directory keeps the
- * last two rounds.
+ * published files are searched for them). Which round's state is read follows the state directory's
+ * rule (train_statedir.c, shared with the residuals): the newest of a round < R, never one of round R
+ * itself, so that a retried job of round R starts from what round R-1 left and not from its own failed
+ * attempt; the directory keeps the last two rounds.
  *
  * The state is refused, not guessed around, when it is another site's or another model's. */
 #include <string.h>
