@@ -14,6 +14,8 @@ PACKAGES=(
     libssh-dev libssl-dev check libopenblas-dev sentencepiece libsentencepiece-dev libjansson-dev zlib1g-dev
     # the test bed: sshd, namespaces, process tools
     openssh-server openssh-client iproute2 util-linux procps time bc
+    # the CWL workflow of the federated loop (slurm-examples/cwl) and its test
+    cwltool
     # oracles and plots
     python3 python3-torch python3-h5py python3-numpy python3-sentencepiece gnuplot-nox
     # llama.cpp, the oracle of the GGUF export (tests/interop/llamacpp), runs on Node.js; npm below
