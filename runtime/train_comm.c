@@ -3,6 +3,7 @@
  * leave the others waiting in a collective). */
 #include "flas/train.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,11 +37,70 @@ int flas_train_comm_init(flas_train_comm *c, MPI_Comm world, int tp, char *err, 
     MPI_Allreduce(&leader, &hi, 1, MPI_INT, MPI_MAX, c->tp);
     int spans = lo != hi;
     MPI_Allreduce(&spans, &c->tp_spans_nodes, 1, MPI_INT, MPI_MAX, world);
+    int first = leader == c->rank; /* this rank is its node's first: counts the node once */
+    MPI_Allreduce(&first, &c->n_nodes, 1, MPI_INT, MPI_SUM, world);
+    /* Every rank's node name, for the start line and metrics.jsonl: where a job's ranks really ran (a test
+     * compares them with the job's node list). Only names a host may have are kept. */
+    char mine[FLAS_TRAIN_HOST_LEN] = "";
+    char name[MPI_MAX_PROCESSOR_NAME] = "";
+    int n = 0;
+    MPI_Get_processor_name(name, &n);
+    for (int i = 0; name[i] && i < FLAS_TRAIN_HOST_LEN - 1; i++)
+        mine[i] = isalnum((unsigned char)name[i]) || name[i] == '-' || name[i] == '.' ? name[i] : '_';
+    if (c->rank == 0)
+        c->hosts = calloc((size_t)c->size, FLAS_TRAIN_HOST_LEN);
+    if (c->rank == 0 && !c->hosts)
+        snprintf(err, errlen, "out of memory");
+    if (flas_train_agree(world, c->rank != 0 || c->hosts, err, errlen))
+        return -1;
+    MPI_Gather(mine, FLAS_TRAIN_HOST_LEN, MPI_CHAR, c->hosts, FLAS_TRAIN_HOST_LEN, MPI_CHAR, 0, world);
     return 0;
+}
+
+static const char *host_of(const flas_train_comm *c, int rank) { return c->hosts + (size_t)rank * FLAS_TRAIN_HOST_LEN; }
+
+void flas_train_comm_placement(const flas_train_comm *c, char *buf, size_t len)
+{
+    size_t o = 0;
+    snprintf(buf, len, "?");
+    if (!c->hosts || len == 0)
+        return;
+    buf[0] = '\0';
+    for (int a = 0; a < c->size;) {
+        int b = a;
+        while (b + 1 < c->size && !strcmp(host_of(c, b + 1), host_of(c, a)))
+            b++;
+        int n = b > a ? snprintf(buf + o, len - o, "%s%s: ranks %d-%d", a ? ", " : "", host_of(c, a), a, b)
+                      : snprintf(buf + o, len - o, "%s%s: rank %d", a ? ", " : "", host_of(c, a), a);
+        if (n < 0 || (size_t)n >= len - o)
+            return;
+        o += (size_t)n;
+        a = b + 1;
+    }
+}
+
+void flas_train_comm_hosts_json(const flas_train_comm *c, char *buf, size_t len)
+{
+    size_t o = 0;
+    snprintf(buf, len, "[]");
+    if (!c->hosts || len < 3)
+        return;
+    buf[o++] = '[';
+    for (int r = 0; r < c->size; r++) {
+        int n = snprintf(buf + o, len - o, "%s\"%s\"", r ? "," : "", host_of(c, r));
+        if (n < 0 || (size_t)n >= len - o - 1) {
+            snprintf(buf, len, "[]");
+            return;
+        }
+        o += (size_t)n;
+    }
+    snprintf(buf + o, len - o, "]");
 }
 
 void flas_train_comm_free(flas_train_comm *c)
 {
+    free(c->hosts);
+    c->hosts = NULL;
     if (c->tp != MPI_COMM_NULL)
         MPI_Comm_free(&c->tp);
     if (c->dp != MPI_COMM_NULL)

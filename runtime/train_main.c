@@ -258,6 +258,10 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
                t->cfg.n_kv_heads, t->cfg.vocab_size, t->B, t->T, t->accum, c->dp_size,
                (long long)t->B * t->T * t->accum * c->dp_size, resume[0] ? "from" : "at", t->step,
                t->steps_target, t->peak_gflops, o->peak_gflops > 0 ? " (given)" : " (measured)");
+        char where[512];
+        flas_train_comm_placement(c, where, sizeof where);
+        printf("flas-train: %d rank%s on %d node%s: %s\n", c->size, c->size > 1 ? "s" : "", c->n_nodes,
+               c->n_nodes > 1 ? "s" : "", where);
         if (c->tp_spans_nodes)
             printf("flas-train: warning: a tensor-parallel group spans nodes; place --tp consecutive ranks on one node\n");
         if (t->clock.end > 0)
@@ -265,13 +269,19 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
                    t->clock.end - start, flas_train_clock_reserve(&t->clock));
         fflush(stdout);
     }
+    char *hosts = c->rank == 0 ? malloc((size_t)c->size * (FLAS_TRAIN_HOST_LEN + 3) + 3) : NULL;
+    if (hosts)
+        flas_train_comm_hosts_json(c, hosts, (size_t)c->size * (FLAS_TRAIN_HOST_LEN + 3) + 3);
     train_log_json(&t->log,
                    "{\"event\":\"start\",\"round\":%lld,\"site\":\"%s\",\"job_id\":\"%s\",\"resume\":%s,\"step\":%ld,"
                    "\"steps_target\":%ld,\"ranks\":%d,\"tp\":%d,\"dp\":%d,\"zero\":%d,\"threads\":%d,\"batch\":%d,"
-                   "\"seq\":%d,\"accum\":%d,\"parameters\":%zu,\"peak_gflops\":%.2f,\"base_sha256\":\"%s\"}",
+                   "\"seq\":%d,\"accum\":%d,\"parameters\":%zu,\"peak_gflops\":%.2f,\"base_sha256\":\"%s\","
+                   "\"nodes\":%d,\"hosts\":%s}",
                    (long long)t->meta.round, t->meta.site, o->job_id, resume[0] ? "true" : "false", t->step,
                    t->steps_target, c->size, c->tp_size, c->dp_size, o->zero, t->model.n_threads, t->B, t->T,
-                   t->accum, t->model.table.n_params_full, t->peak_gflops, t->meta.base_sha256);
+                   t->accum, t->model.table.n_params_full, t->peak_gflops, t->meta.base_sha256, c->n_nodes,
+                   hosts ? hosts : "[]");
+    free(hosts);
     /* Rates on the first progress line count from here: from the step a resume starts at, and not
      * the set-up time (loading, the peak measurement) before it. */
     t->log.last_step = t->step;

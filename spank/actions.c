@@ -1,6 +1,7 @@
 /* Root-side work of the plugin: the prolog prepares and verifies, the epilog publishes (see job.h).
  * Every file is reached through safefs from the trusted staging root, never by a path a user wrote. */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -422,8 +423,53 @@ static int write_manifest(const flas_job *job, const flas_job_record *rec, int r
     return 0;
 }
 
+int flas_hostlist_first(const char *hostlist, char *out, size_t len)
+{
+    size_t o = 0;
+    const char *p = hostlist;
+    /* Host names are letters, digits, '-', '_' and '.'; a bracket holds ranges "a-b" or numbers, comma
+     * separated, of which the first number (with its zero padding) is the first host's. */
+    while (*p && *p != ',') {
+        if (*p == '[') {
+            const char *d = ++p;
+            while (*p >= '0' && *p <= '9')
+                p++;
+            if (p == d || (*p != '-' && *p != ',' && *p != ']'))
+                return -1;
+            if ((size_t)(p - d) >= len - o)
+                return -1;
+            memcpy(out + o, d, (size_t)(p - d));
+            o += (size_t)(p - d);
+            while (*p && *p != ']')
+                if (!((*p >= '0' && *p <= '9') || *p == '-' || *p == ','))
+                    return -1;
+                else
+                    p++;
+            if (*p++ != ']')
+                return -1;
+            continue;
+        }
+        if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+            return -1;
+        if (o + 1 >= len)
+            return -1;
+        out[o++] = *p++;
+    }
+    if (o == 0 || len == 0)
+        return -1;
+    out[o] = '\0';
+    return 0;
+}
+
 int flas_epilog(const flas_job *job, char *err, size_t errlen)
 {
+    /* Every node of a job runs the epilog. One publishes, the job's first node (its batch host): a
+     * second node would find the checkpoint already linked into the outbox (two links, refused) and
+     * replace the first node's manifest with its refusal. */
+    if (job->first_node[0] && job->node[0] && strcmp(job->first_node, job->node)) {
+        snprintf(err, errlen, "job %lu: published by its first node %s, not here", job->jobid, job->first_node);
+        return 0;
+    }
     stage_fds s;
     if (open_stage(job->fed, 0, &s, err, errlen))
         return -1;

@@ -195,6 +195,12 @@ static int job_from_env(spank_t sp, const flas_federation_conf *fed, const flas_
     snprintf(job->user, sizeof job->user, "%s", user);
     snprintf(job->account, sizeof job->account, "%s", account ? account : "");
     snprintf(job->node, sizeof job->node, "%s", node ? node : "");
+    /* slurmd's own list of the job's nodes; malformed or absent: every node publishes (one-node jobs) */
+    const char *nodes = getenv("SLURM_JOB_NODELIST");
+    if (!nodes)
+        nodes = getenv("SLURM_NODELIST");
+    if (!nodes || flas_hostlist_first(nodes, job->first_node, sizeof job->first_node))
+        job->first_node[0] = '\0';
     /* "exit:signal" -- but 0:0 for a job killed at its time limit: the batch step's own record
      * (flas_record_batch_exit) wins when present. */
     const char *ec = getenv("SLURM_JOB_EXIT_CODE2");

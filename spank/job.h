@@ -21,6 +21,7 @@ typedef struct flas_job {
     int exit_known;                   /* epilog: 1 when exit_code/signal are known */
     int exit_code, signal;            /* epilog: how the batch script ended (see flas_epilog) */
     char node[FLAS_CONF_NAME_MAX];    /* epilog: node name for the manifest */
+    char first_node[FLAS_CONF_NAME_MAX]; /* epilog: the job's first node ("" unknown): it alone publishes */
 } flas_job;
 
 /* What the prolog decided, in <stage>/<fed>/state/<jobid> (root-owned). */
@@ -43,6 +44,11 @@ int flas_record_batch_exit(const flas_federation_conf *fed, unsigned long jobid,
 /* Root, epilog: publishes the job's checkpoint and a manifest in outbox/round-K/. 0, or -1 for site
  * faults only. */
 int flas_epilog(const flas_job *job, char *err, size_t errlen);
+
+/* The first host of a Slurm hostlist expression ("lrdn[0001-0004,0010],gpu7" -> "lrdn0001"): the job's
+ * batch host, whose epilog alone publishes (every node of a job runs the epilog). 0, or -1 when the
+ * expression is malformed or the name would not fit in len. */
+int flas_hostlist_first(const char *hostlist, char *out, size_t len);
 
 /* Any user: reads the record the prolog wrote for jobid (refusing one not owned by root). 0 or -1. */
 int flas_job_record_load(const flas_federation_conf *fed, unsigned long jobid, flas_job_record *rec, char *err,

@@ -191,11 +191,19 @@ typedef struct flas_train_comm {
     int tp_rank, tp_size, dp_rank, dp_size;
     int node_ranks;          /* ranks sharing this node (default thread count = processors / this) */
     int tp_spans_nodes;      /* 1 if a tp group is not on one node (works, but slow) */
+    int n_nodes;             /* distinct nodes the ranks run on */
+    char *hosts;             /* rank 0: the node of every world rank, FLAS_TRAIN_HOST_LEN bytes each */
     double reduce_seconds;   /* time in data-parallel gradient reductions so far */
 } flas_train_comm;
 
+#define FLAS_TRAIN_HOST_LEN 64
+
 int flas_train_comm_init(flas_train_comm *c, MPI_Comm world, int tp, char *err, size_t errlen);
 void flas_train_comm_free(flas_train_comm *c);
+/* Rank 0: where the ranks run, "NODE: ranks A-B, ..." ("?" elsewhere); and as a JSON array of the node
+ * of each world rank. Both truncate to len. */
+void flas_train_comm_placement(const flas_train_comm *c, char *buf, size_t len);
+void flas_train_comm_hosts_json(const flas_train_comm *c, char *buf, size_t len);
 /* The core's tensor-parallel hook: MPI_Allreduce(SUM) on c->tp (ctx is the flas_train_comm). */
 void flas_train_tp_allreduce(float *buf, size_t n, void *ctx);
 /* Sums buf[0..n) over the dp ranks, in place, in buckets of bucket floats. */

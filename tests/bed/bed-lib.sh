@@ -12,6 +12,18 @@ site_index() { # leonardo -> 1, karolina -> 2
 }
 site_addr() { echo "$SUBNET.$((10 + $(site_index "$1")))"; }
 netns_of() { echo "flas-$1"; }
+# Each site has two compute nodes. The first carries the site's name and also hosts its controller,
+# munged and sshd (the login node, as on a small cluster); the second ("leonardo2") runs only a slurmd.
+# Each node is a network namespace of its own (site i: .1i and .2i) and sees the site's file system,
+# except its own /tmp (node-local, as on a real cluster).
+site_nodes() { echo "$1 ${1}2"; }
+node_site() { echo "${1%2}"; }
+node_addr() { # NODE
+    local site
+    site=$(node_site "$1")
+    if [ "$1" = "$site" ]; then site_addr "$site"; else echo "$SUBNET.$((20 + $(site_index "$site")))"; fi
+}
+node_tmp() { echo "$(cluster_dir "$(node_site "$1")")/nodes/$1/tmp"; }
 cluster_dir() { if [ "$1" = single ]; then echo "$BED/single"; else echo "$BED/sites/$1"; fi; }
 
 # ---------------------------------------------------------------- process bookkeeping
@@ -130,10 +142,25 @@ write_slurm_conf() { # DIR CLUSTER HOST ADDR SITE
     cpus=$(nproc)
     mem=$(($(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) / 3))
     install -d -m 755 "$d/etc" "$d/log" "$d/state" "$d/spool"
-    # Each cluster is a machine of its own: its own TmpFS. Sites number their jobs from 1 alike, and
-    # slurmstepd's PMIx plugin makes <TmpFS>/spmix_appdir_<uid>_<job>.<step>: on a shared /tmp, job 7
-    # at one site and job 7 at the other collide and the second step fails to launch.
+    # Each node has a /tmp of its own: sites number their jobs from 1 alike, and slurmstepd's PMIx plugin
+    # makes <TmpFS>/spmix_appdir_<uid>_<job>.<step> on every node of a step: on a shared /tmp, job 7 at
+    # one site and job 7 at the other (or the two nodes of one job) collide and a step fails to launch.
+    # The single cluster has its own TmpFS; a site node's /tmp is its nodes/NODE/tmp bound over /tmp.
     install -d -m 1777 "$d/tmp"
+    local nodes node tmpfs=/tmp
+    if [ "$site" = single ]; then
+        tmpfs=$d/tmp
+        install -d -m 755 "$d/spool/$host"
+        nodes="NodeName=$host NodeAddr=$addr CPUs=$cpus RealMemory=$mem State=UNKNOWN"
+    else
+        nodes=""
+        for node in $(site_nodes "$site"); do
+            install -d -m 755 "$d/nodes/$node" "$d/spool/$node"
+            install -d -m 1777 "$d/nodes/$node/tmp"
+            nodes+="NodeName=$node NodeAddr=$(node_addr "$node") CPUs=$cpus RealMemory=$mem State=UNKNOWN"$'\n'
+        done
+        nodes=${nodes%$'\n'}
+    fi
     cat >"$d/etc/slurm.conf.new" <<EOF
 # Written by flas-bed for cluster $cluster. Private: its own munge socket, state, logs and plugins.
 ClusterName=$cluster
@@ -158,14 +185,14 @@ MailProg=/bin/true
 MinJobAge=300
 KillWait=5
 StateSaveLocation=$d/state
-SlurmdSpoolDir=$d/spool
-TmpFS=$d/tmp
+SlurmdSpoolDir=$d/spool/%n
+TmpFS=$tmpfs
 SlurmctldPidFile=$d/run/slurmctld.pid
-SlurmdPidFile=$d/run/slurmd.pid
+SlurmdPidFile=$d/run/slurmd-%n.pid
 SlurmctldLogFile=$d/log/slurmctld.log
-SlurmdLogFile=$d/log/slurmd.log
+SlurmdLogFile=$d/log/slurmd-%n.log
 PlugStackConfig=$d/etc/plugstack.conf
-NodeName=$host NodeAddr=$addr CPUs=$cpus RealMemory=$mem State=UNKNOWN
+$nodes
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
     mv "$d/etc/slurm.conf.new" "$d/etc/slurm.conf"
@@ -198,7 +225,15 @@ EOF
         install -d -m 755 -o "$BED_USER" -g "$BED_USER" "$stage/$fed/global"
     done
 }
-wait_for_node() { # SECONDS DIR: until the node is idle; fail fast with the log if a daemon died
+# The daemons the bed starts for a cluster, by the names their PIDs are recorded under.
+cluster_daemons() { # CLUSTER
+    local node
+    if [ "$1" = single ]; then echo munged slurmctld slurmd; return; fi
+    echo munged slurmctld
+    for node in $(site_nodes "$1"); do echo "slurmd@$node"; done
+    echo sshd
+}
+wait_for_node() { # SECONDS DIR: until every node is idle; fail fast with the log if a daemon died
     local secs=$1 d=$2 i name state resumed=0
     for i in $(seq $((secs * 10))); do
         slurm_up "$d" && return 0
@@ -214,7 +249,8 @@ wait_for_node() { # SECONDS DIR: until the node is idle; fail fast with the log 
                 resumed=1 ;;
             esac
         fi
-        for name in munged slurmctld slurmd; do
+        for name in $(cluster_daemons "$(basename "$d")"); do
+            [ "$name" = sshd ] && continue
             if [ "$(daemon_state "$d" "$name")" = down ]; then
                 tail -n 5 "$d/log/$name.out" >&2 2>/dev/null || true
                 die "$name of $(basename "$d") died during start-up (log: $d/log/)"
@@ -224,12 +260,15 @@ wait_for_node() { # SECONDS DIR: until the node is idle; fail fast with the log 
     done
     die "timed out after ${secs}s waiting for the node of $(basename "$d") to become idle"
 }
-slurm_up() { # DIR: the node is idle (or allocated) according to its controller
-    local state
+slurm_up() { # DIR: every node is idle (or allocated) according to its controller
+    local states st
     # a client asking a controller that is not there retries for minutes: do not ask then
     [ "$(daemon_state "$1" slurmctld)" != down ] || return 1
-    state=$(SLURM_CONF="$1/etc/slurm.conf" timeout 15 sinfo -h -N -o %T 2>/dev/null) || return 1
-    case "$state" in idle* | alloc* | mix*) return 0 ;; *) return 1 ;; esac
+    states=$(SLURM_CONF="$1/etc/slurm.conf" timeout 15 sinfo -h -N -o %T 2>/dev/null) || return 1
+    [ -n "$states" ] || return 1
+    for st in $states; do
+        case "$st" in idle* | alloc* | mix*) ;; *) return 1 ;; esac
+    done
 }
 cancel_all_jobs() { # DIR: cancel every job so no slurmstepd outlives slurmd
     local conf="$1/etc/slurm.conf" i
@@ -282,11 +321,12 @@ ensure_bridge() {
         echo "$BRIDGE" >"$BED/sites/bridge"
     fi
 }
-ensure_netns() { # SITE
-    local site=$1 ns veth addr
-    ns=$(netns_of "$site")
-    veth="flv-$site"
-    addr=$(site_addr "$site")
+ensure_netns() { # NODE: the node's namespace on the bridge, and its site's name service
+    local node=$1 site ns veth addr
+    site=$(node_site "$node")
+    ns=$(netns_of "$node")
+    veth="flv-$node"
+    addr=$(node_addr "$node")
     if [ ! -e "/run/netns/$ns" ]; then
         ip netns add "$ns"
         ip link add "$veth" type veth peer name eth0 netns "$ns"
@@ -302,21 +342,22 @@ ensure_netns() { # SITE
     install -d -m 755 "$d/etc"
     {
         echo "127.0.0.1 localhost"
-        local s
-        for s in "${SITES[@]}"; do echo "$(site_addr "$s") $s"; done
+        local s n
+        for s in "${SITES[@]}"; do for n in $(site_nodes "$s"); do echo "$(node_addr "$n") $n"; done; done
     } >"$d/etc/hosts"
     : >"$d/etc/resolv.conf"
 }
-# The command prefix that runs CMD inside SITE: its network namespace, plus a private UTS (hostname)
-# and mount namespace in which /etc/hosts and /etc/resolv.conf are the site's. Every wrapper execs,
-# so the PID launch records is the daemon's own.
+# The command prefix that runs CMD on a node of a site: the node's network namespace, plus a private UTS
+# (hostname) and mount namespace in which /etc/hosts and /etc/resolv.conf are the site's and /tmp is the
+# node's own. Every wrapper execs, so the PID launch records is the daemon's own.
 SITE_WRAP=()
-site_wrap() { # SITE -> sets SITE_WRAP
-    local site=$1 d
+site_wrap() { # SITE [NODE] -> sets SITE_WRAP (NODE: default the site's first node)
+    local site=$1 node=${2:-$1} d
     d=$(cluster_dir "$site")
-    SITE_WRAP=(nsenter --net="/run/netns/$(netns_of "$site")" unshare --uts --mount -- /bin/sh -c
-        'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && hostname "$3" && shift 3 && exec "$@"'
-        sh "$d/etc/hosts" "$d/etc/resolv.conf" "$site")
+    SITE_WRAP=(nsenter --net="/run/netns/$(netns_of "$node")" unshare --uts --mount -- /bin/sh -c
+        'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && mount --bind "$3" /tmp &&
+         hostname "$4" && shift 4 && exec "$@"'
+        sh "$d/etc/hosts" "$d/etc/resolv.conf" "$(node_tmp "$node")" "$node")
 }
 write_sshd_conf() { # SITE
     local site=$1 d sanitizer=""
@@ -354,12 +395,14 @@ write_known_hosts() {
     mv "$tmp" "$BED/sites/known_hosts"
 }
 start_site() { # SITE
-    local site=$1 d addr
+    local site=$1 d addr node name up=1
     d=$(cluster_dir "$site")
     addr=$(site_addr "$site")
-    ensure_netns "$site"
-    if [ "$(daemon_state "$d" slurmd | cut -d' ' -f1)" = up ] && slurm_up "$d" &&
-        [ "$(daemon_state "$d" sshd | cut -d' ' -f1)" = up ]; then
+    for node in $(site_nodes "$site"); do ensure_netns "$node"; done
+    for name in $(cluster_daemons "$site"); do
+        [ "$(daemon_state "$d" "$name" | cut -d' ' -f1)" = up ] || up=0
+    done
+    if [ $up = 1 ] && slurm_up "$d"; then
         say "$site: already running"
         return 0
     fi
@@ -373,7 +416,11 @@ start_site() { # SITE
     launch "$d" munged "$d/log/munged.out" "${SITE_WRAP[@]}" $(munged_cmd "$d")
     wait_for 10 "munged ($site)" test -S "$d/run/munge.socket"
     launch "$d" slurmctld "$d/log/slurmctld.out" "${SITE_WRAP[@]}" /usr/sbin/slurmctld -D -f "$d/etc/slurm.conf"
-    launch "$d" slurmd "$d/log/slurmd.out" "${SITE_WRAP[@]}" /usr/sbin/slurmd -D -f "$d/etc/slurm.conf"
+    for node in $(site_nodes "$site"); do
+        site_wrap "$site" "$node"
+        launch "$d" "slurmd@$node" "$d/log/slurmd@$node.out" "${SITE_WRAP[@]}" /usr/sbin/slurmd -D -N "$node" -f "$d/etc/slurm.conf"
+    done
+    site_wrap "$site"
     launch "$d" sshd "$d/log/sshd.out" "${SITE_WRAP[@]}" /usr/sbin/sshd -D -f "$d/ssh/sshd_config" -E "$d/log/sshd.log"
 }
 site_ctld() { # stop|start SITE: only the site's slurmctld (a controller outage; jobs keep running)
@@ -408,7 +455,7 @@ start_sites() {
         say "$site: up ($(site_addr "$site"), netns $(netns_of "$site"), SLURM_CONF=$(cluster_dir "$site")/etc/slurm.conf)"
     done
 }
-netns_pids() { # SITE: every process whose network namespace is the site's
+netns_pids() { # NODE: every process whose network namespace is the node's
     local ns_ino p
     ns_ino=$(stat -L -c %i "/run/netns/$(netns_of "$1")" 2>/dev/null) || return 0
     for p in /proc/[0-9]*; do
@@ -417,14 +464,16 @@ netns_pids() { # SITE: every process whose network namespace is the site's
     return 0
 }
 stop_sites() {
-    local site d pid
+    local site d pid node
     for site in "${SITES[@]}"; do
         d=$(cluster_dir "$site")
         [ -d "$d" ] || continue
         [ "$(daemon_state "$d" slurmctld | cut -d' ' -f1)" = up ] && cancel_all_jobs "$d"
         stop_recorded "$d"
-        # Whatever is still inside the namespace was started by these daemons (job steps, sessions).
-        for pid in $(netns_pids "$site"); do stop_pid "$pid" "leftover process in $site"; done
+        # Whatever is still inside the nodes' namespaces was started by these daemons (job steps, sessions).
+        for node in $(site_nodes "$site"); do
+            for pid in $(netns_pids "$node"); do stop_pid "$pid" "leftover process on $node"; done
+        done
         say "$site: stopped"
     done
     if [ -f "$BED/sites/netns" ]; then
@@ -432,7 +481,9 @@ stop_sites() {
         while read -r ns; do ip netns del "$ns" 2>/dev/null || true; done <"$BED/sites/netns"
         rm -f "$BED/sites/netns"
     fi
-    for site in "${SITES[@]}"; do ip link del "flv-$site" 2>/dev/null || true; done
+    for site in "${SITES[@]}"; do
+        for node in $(site_nodes "$site"); do ip link del "flv-$node" 2>/dev/null || true; done
+    done
     if [ -f "$BED/sites/bridge" ]; then
         ip link del "$BRIDGE" 2>/dev/null || true
         rm -f "$BED/sites/bridge"
@@ -473,6 +524,7 @@ bed_paths() {
         echo "${site}_addr=$(site_addr "$site")"
         echo "${site}_conf=$(cluster_dir "$site")/etc/slurm.conf"
         echo "${site}_dir=$(cluster_dir "$site")"
+        echo "${site}_nodes=$(site_nodes "$site" | tr ' ' ,)"
     done
 }
 bed_status() { # [single|sites|all]: prints daemons and nodes; non-zero unless all requested are up
@@ -485,26 +537,27 @@ bed_status() { # [single|sites|all]: prints daemons and nodes; non-zero unless a
     esac
     for c in "${clusters[@]}"; do
         d=$(cluster_dir "$c")
-        local names=(munged slurmctld slurmd)
-        [ "$c" = single ] || names+=(sshd)
-        for name in "${names[@]}"; do
+        for name in $(cluster_daemons "$c"); do
             st=$(daemon_state "$d" "$name")
-            printf '%-9s %-10s %s\n' "$c" "$name" "$st"
+            printf '%-9s %-16s %s\n' "$c" "$name" "$st"
             [ "${st%% *}" = up ] || ok=1
         done
         if slurm_up "$d"; then
-            printf '%-9s %-10s %s\n' "$c" node "$(SLURM_CONF=$d/etc/slurm.conf sinfo -h -N -o '%N %T')"
+            printf '%-9s %-16s %s\n' "$c" nodes "$(SLURM_CONF=$d/etc/slurm.conf sinfo -h -N -o '%N %T' | paste -sd' ')"
         else
-            printf '%-9s %-10s %s\n' "$c" node "not responding"
+            printf '%-9s %-16s %s\n' "$c" nodes "not responding"
             ok=1
         fi
         if [ "$c" != single ]; then
-            if [ -e "/run/netns/$(netns_of "$c")" ]; then
-                printf '%-9s %-10s %s\n' "$c" netns "$(netns_of "$c") ($(site_addr "$c"))"
-            else
-                printf '%-9s %-10s %s\n' "$c" netns "missing"
-                ok=1
-            fi
+            local node
+            for node in $(site_nodes "$c"); do
+                if [ -e "/run/netns/$(netns_of "$node")" ]; then
+                    printf '%-9s %-16s %s\n' "$c" netns "$(netns_of "$node") ($(node_addr "$node"))"
+                else
+                    printf '%-9s %-16s %s\n' "$c" netns "$(netns_of "$node") missing"
+                    ok=1
+                fi
+            done
         fi
     done
     return $ok

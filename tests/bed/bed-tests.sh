@@ -28,12 +28,15 @@ as_user() { "$BEDCTL" as-user "$@"; }
 # MCA components LeakSanitizer cannot even name) would fail every MPI program: leak checking of FLaS
 # code is done by the unit tests; MPI programs keep ASan's memory-error checks only.
 as_user_mpi() { local c=$1; shift; "$BEDCTL" as-user "$c" env ASAN_OPTIONS=detect_leaks=0 "$@"; }
+nodes_of() { local v="P_${1}_nodes"; echo "${!v}" | tr , ' '; }
+conf_of() { local v="P_${1}_conf"; echo "${!v}"; }
 clusters_of() { if [ "$1" = all ]; then echo "single leonardo karolina"; else echo "$1"; fi; }
 
-case_srun_hostname() { # CLUSTER: two tasks on the node, as the test user, with the node's hostname
+case_srun_hostname() { # CLUSTER: two tasks on a node, as the test user, with the node's hostname
     local c=$1 out want
-    out=$(as_user "$c" srun -n2 hostname) || fail "srun -n2 hostname on $c exited $?"
-    if [ "$c" = single ]; then want=$(hostname -s); else want=$c; fi
+    out=$(as_user "$c" srun -N1 -n2 hostname) || fail "srun -N1 -n2 hostname on $c exited $?"
+    if [ "$c" = single ]; then want=$(hostname -s); else want=$(head -n1 <<<"$out"); fi
+    [ "$c" = single ] || [[ " $(nodes_of "$c") " == *" $want "* ]] || fail "$c: a task ran on '$want', not a node of $c"
     [ "$(echo "$out" | grep -c "^$want\$")" = 2 ] || fail "$c: expected 2 lines '$want', got: $out"
     pass "$c: srun -n2 hostname -> $(echo "$out" | tr '\n' ' ')"
 }
@@ -139,6 +142,67 @@ case_namespaces() { # each site in its own netns, own hostname, no default route
             fail "flas-$site is the root network namespace"
     done
     pass "two sites, each in its own network namespace without a default route, reachable from root"
+}
+
+# ---------------------------------------------------------------- two nodes per site
+job_hosts() { # SITE NODELIST: the job's node list as Slurm expands it, one per line, sorted
+    SLURM_CONF=$(conf_of "$1") scontrol show hostnames "$2" | sort
+}
+
+case_multinode() { # SITE MPI_PROGRAM PHDF5_PROGRAM: jobs and MPI steps across the site's two nodes
+    local site=$1 d out nl want prog node inodes=()
+    want=$(nodes_of "$site" | tr ' ' '\n' | sort)
+    [ "$(echo "$want" | wc -l)" = 2 ] || fail "$site: the bed lists nodes '$want', expected two"
+    for node in $want; do
+        [ -e "/run/netns/flas-$node" ] || fail "$site: node $node has no network namespace of its own"
+        [ -z "$(ip -n "flas-$node" route show default)" ] || fail "$site: node $node has a default route"
+        inodes+=("$(stat -L -c %i "/run/netns/flas-$node")")
+    done
+    [ "${inodes[0]}" != "${inodes[1]}" ] || fail "$site: both nodes share a network namespace"
+    # one task per node, each reporting its hostname
+    out=$(as_user "$site" srun -N2 -n2 sh -c 'echo "$(hostname) $SLURM_JOB_NODELIST"') || fail "$site: srun -N2 failed"
+    nl=$(echo "$out" | awk 'NR == 1 {print $2}')
+    [ "$(echo "$out" | awk '{print $1}' | sort)" = "$(job_hosts "$site" "$nl")" ] ||
+        fail "$site: the tasks ran on '$(echo "$out" | awk '{print $1}' | tr '\n' ' ')', the job's node list is $nl"
+    [ "$(job_hosts "$site" "$nl")" = "$want" ] || fail "$site: the job got nodes $nl, expected both of the site's"
+    # node-local /tmp: a file task 0 makes there is not seen by the task on the other node
+    out=$(as_user "$site" srun -N2 -n2 sh -c 'f=/tmp/flas-bed-probe-$SLURM_JOB_ID; [ $SLURM_PROCID = 0 ] && touch $f
+        sleep 1; [ -e $f ] && echo "$(hostname) sees"; [ $SLURM_PROCID = 0 ] && rm -f $f; true') ||
+        fail "$site: node-local /tmp probe failed"
+    [ "$(echo "$out" | grep -c sees)" = 1 ] || fail "$site: /tmp is not node-local: $out"
+    d=$(workdir "multinode-$site")
+    prog=$(stage_program "$2" "$d")
+    out=$(as_user_mpi "$site" srun --mpi=pmix -N2 -n4 "$prog" 4) || fail "$site: 4 ranks on 2 nodes exited $?: $out"
+    grep -q "^MPI OK" <<<"$out" || fail "$site: MPI across the nodes did not report success: $out"
+    [ "$(grep -o ' on [a-z0-9]*$' <<<"$out" | sort -u | wc -l)" = 2 ] || fail "$site: the ranks did not run on two nodes: $out"
+    prog=$(stage_program "$3" "$d")
+    as_user_mpi "$site" srun --mpi=pmix -N2 -n4 --chdir="$d" "$prog" "$d/x.h5" 3 5 || fail "$site: parallel HDF5 write from two nodes failed"
+    $PY "$HERE/check_phdf5.py" "$d/x.h5" 4 3 5 || fail "$site: h5py read-back mismatch"
+    pass "$site: tasks on both nodes ($(echo "$want" | paste -sd' ')), node-local /tmp, 4 MPI ranks across them, one parallel HDF5 file written from both"
+}
+
+# flas-train as a batch job, data parallel across the site's two nodes (tp 2 inside each), against the
+# same world size on one node: the same losses within 1e-5, and the dp ranks on two different nodes.
+case_multinode_train() { # SITE (fixture coord_data: the site's shards and the round-0 model)
+    local site=$1 d data model n tag
+    d=$(workdir "multinode-train-$site")
+    data="$P_bed/sites/$site/data"
+    model="$P_bed/coord/global0.h5"
+    [ -f "$model" ] || fail "no round-0 model $model (the coord_data fixture)"
+    printf '%s\n' '#!/bin/bash' '# the job'"'"'s nodes as Slurm expands them, then the ranks' \
+        'scontrol show hostnames "$SLURM_JOB_NODELIST" >"nodes-$SLURM_JOB_ID"' \
+        'exec srun --mpi=pmix flas-train "$@"' >"$d/train.sbatch"
+    chmod 755 "$d/train.sbatch"
+    for n in 2 1; do
+        tag="n$n"
+        install -d -m 755 -o "$BED_USER" "$d/$tag"
+        as_user_mpi "$site" env FLAS_SITE="$site" sbatch --wait --parsable -N"$n" -n4 --overcommit --chdir="$d/$tag" \
+            -o "$d/$tag/out" "$d/train.sbatch" --global "$model" --data "$data/train" --steps 8 --batch 2 --seq 64 \
+            --tp 2 --threads 1 --log-every 1 --output "$d/$tag/local.h5" --output-dir "$d/$tag" >"$d/$tag/job" ||
+            fail "$site: flas-train on $n node(s) failed: $(tail -5 "$d/$tag/out")"
+    done
+    $PY "$HERE/check_multinode.py" "$d" || fail "$site: two nodes and one node disagree (above)"
+    pass "$site: flas-train dp 2 x tp 2 across both nodes = the same world size on one node (losses and weights within 1e-5)"
 }
 
 case="${1:?usage: bed-tests.sh CASE [ARGS]}"

@@ -80,7 +80,7 @@ write_conf() { # ROUNDS MINSITES STEPS
         for s in "${SITES[@]}"; do
             extra="SITE_EXTRA_$s"
             echo "Site=$s Host=$(addr "$s") User=$P_user Identity=$P_user_key StagingRoot=$(sdir "$s")/stage"
-            echo "  Script=$EXAMPLES/flas-train.sbatch Tasks=1 CpusPerTask=1 Time=5"
+            echo "  Script=$EXAMPLES/flas-train.sbatch Nodes=2 Tasks=2 CpusPerTask=1 Time=5"
             local st="STEPS_$s" stepsarg
             stepsarg="--steps,${!st:-$steps},"
             [ "${!st:-$steps}" = none ] && stepsarg=
@@ -135,6 +135,12 @@ case_two_rounds() { # two full rounds: a new global each round, one job per site
     [ "$(h5attr "$WORK/coord/global/round-000002.h5" base_sha256)" = "$g1" ] || fail "round 2 does not descend from round 1"
     for s in "${SITES[@]}"; do
         for k in 0 1; do [ "$(jobs_at "$s" $k)" = 1 ] || fail "$s ran $(jobs_at "$s" $k) jobs in round $k"; done
+        # every round's job used both nodes of the site (data parallel across them)
+        local nl
+        for nl in $(SLURM_CONF=$(sconf "$s") squeue -h -t all -o '%j %N' | awk -v r="-$s-a1-$(run_id)" 'index($1, r) {print $2}'); do
+            [ "$(SLURM_CONF=$(sconf "$s") scontrol show hostnames "$nl" | sort -u | wc -l)" = 2 ] ||
+                fail "$s: a round's job ran on $nl, not on both of the site's nodes"
+        done
         # the site trained from exactly the global the coordinator staged
         [ "$(sha "$(sdir "$s")/stage/flas/global/round-000001.h5")" = "$g1" ] || fail "$s has another round-1 global"
     done
@@ -152,7 +158,7 @@ case_two_rounds() { # two full rounds: a new global each round, one job per site
     echo "the round-2 model writes: $a"
     /usr/bin/python3 "$HERE/../e2e/oracle_generate.py" "$BIN/flas-generate" "$WORK/coord/global/round-000002.h5" "$tok" 24 \
         "Il " "Je to " "" || fail "flas-generate disagrees with PyTorch's greedy decoding"
-    pass "two rounds across leonardo and karolina: new global each round, one job per site and round, no data moved"
+    pass "two rounds across leonardo and karolina, each site's jobs on its two nodes: new global each round, one job per site and round, no data moved"
 }
 
 # No training text or token shard of a site exists outside that site's data directory: not at the

@@ -917,6 +917,51 @@ START_TEST(epilog_publishes_although_another_node_linked_the_checkpoint_meanwhil
 }
 END_TEST
 
+/* After the first node published, the job's other node runs its epilog: it must neither refuse the
+ * checkpoint (now two links) nor replace the first node's manifest. */
+START_TEST(epilog_publishes_only_on_the_jobs_first_node)
+{
+    stage_model(3, "three");
+    prolog_ok();
+    write_checkpoint("the local checkpoint");
+    snprintf(job.first_node, sizeof job.first_node, "node1");
+    char err[512];
+    epilog_ok(err, sizeof err);
+    char *before = test_read_file(S("flas/outbox/round-000003/siteA-job42.manifest.json"));
+    snprintf(job.node, sizeof job.node, "node2");
+    epilog_ok(err, sizeof err);
+    ck_assert_msg(strstr(err, "published by its first node node1"), "%s", err);
+    char *after = test_read_file(S("flas/outbox/round-000003/siteA-job42.manifest.json"));
+    ck_assert_str_eq(after, before);
+    test_json m = manifest(3, 42);
+    ck_assert_str_eq(test_json_string(&m, "checkpoint"), "siteA-job42.h5");
+    ck_assert_str_eq(test_json_string(&m, "node"), "node1");
+    free(before);
+    free(after);
+}
+END_TEST
+
+START_TEST(hostlist_first_host)
+{
+    static const struct { const char *list, *first; } ok[] = {
+        {"leonardo,leonardo2", "leonardo"}, {"leonardo2", "leonardo2"}, {"lrdn[0001-0004,0010]", "lrdn0001"},
+        {"lrdn[0007,0001-0004]", "lrdn0007"}, {"a[1-2]b[03-4],c", "a1b03"}, {"gpu[7]", "gpu7"},
+        {"node-1.cluster_x", "node-1.cluster_x"},
+    };
+    static const char *bad[] = {"", ",a", "a[", "a[]", "a[x]", "a[1-", "a b", "a/b", "a[1-2;3]", "[-1]"};
+    char out[64];
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        ck_assert_msg(flas_hostlist_first(ok[i].list, out, sizeof out) == 0, "%s refused", ok[i].list);
+        ck_assert_str_eq(out, ok[i].first);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(flas_hostlist_first(bad[i], out, sizeof out) == -1, "'%s' accepted as %s", bad[i], out);
+    ck_assert_int_eq(flas_hostlist_first("abcdef", out, 6), -1); /* would not fit with its NUL */
+    ck_assert_int_eq(flas_hostlist_first("abcde", out, 6), 0);
+    ck_assert_int_eq(flas_hostlist_first("n[0001]", out, 5), -1);
+}
+END_TEST
+
 /* A checkpoint that cannot be hashed in 300 s is refused rather than holding the node in COMPLETING. The
  * clock is the test's: reading 8 MiB (one chunk) "takes" 320 s, then 240 s. */
 START_TEST(epilog_gives_up_hashing_after_its_time_limit)
@@ -1097,6 +1142,8 @@ int main(void)
     tcase_add_test(t, epilog_refuses_a_sparse_checkpoint_without_reading_it);
     tcase_add_test(t, epilog_refuses_a_checkpoint_that_changes_while_it_is_hashed);
     tcase_add_test(t, epilog_publishes_although_another_node_linked_the_checkpoint_meanwhile);
+    tcase_add_test(t, epilog_publishes_only_on_the_jobs_first_node);
+    tcase_add_test(t, hostlist_first_host);
     tcase_add_test(t, epilog_gives_up_hashing_after_its_time_limit);
     tcase_add_test(t, epilog_without_a_usable_record_publishes_nothing);
     tcase_add_test(t, epilog_after_a_refused_model_files_the_reason);
