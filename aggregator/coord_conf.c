@@ -16,7 +16,7 @@
 
 #define CONF_MAX_BYTES (1 << 20) /* as flas.conf: a description bigger than 1 MiB is a mistake */
 
-/* Sync=none|begin|reservation */
+/* Sync=none|begin|reservation|book */
 static int parse_sync(const char *v, void *rec, char *why, size_t whylen)
 {
     flas_sync_mode *m = &((flas_coord_conf *)rec)->sync;
@@ -26,8 +26,10 @@ static int parse_sync(const char *v, void *rec, char *why, size_t whylen)
         *m = FLAS_SYNC_BEGIN;
     else if (!strcmp(v, "reservation"))
         *m = FLAS_SYNC_RESERVATION;
+    else if (!strcmp(v, "book"))
+        *m = FLAS_SYNC_BOOK;
     else
-        return flas_fail(why, whylen, "expected none, begin or reservation");
+        return flas_fail(why, whylen, "expected none, begin, reservation or book");
     return 0;
 }
 
@@ -71,6 +73,15 @@ static int parse_inner_state(const char *v, void *rec, char *why, size_t whylen)
     if (!strcmp(v, "keep") || !strcmp(v, "reset"))
         return *d = v[0] == 'k', 0;
     return flas_fail(why, whylen, "expected reset or keep");
+}
+
+/* Salvage=merge|resume */
+static int parse_salvage(const char *v, void *rec, char *why, size_t whylen)
+{
+    int *d = &((flas_coord_conf *)rec)->salvage_resume;
+    if (!strcmp(v, "merge") || !strcmp(v, "resume"))
+        return *d = !strcmp(v, "resume"), 0;
+    return flas_fail(why, whylen, "expected merge or resume");
 }
 
 /* LrSchedule=round|run */
@@ -138,6 +149,7 @@ static const flas_kv_key fed_keys[] = {
     FED("ServerTau", FLAS_KV_DOUBLE, server_tau, 0, 0),
     CUSTOM("InnerState", parse_inner_state),
     CUSTOM("LrSchedule", parse_lr_schedule),
+    CUSTOM("Salvage", parse_salvage),
     FED("Prox", FLAS_KV_DOUBLE, prox, 0, 0),
     FED("MaxUpdateNorm", FLAS_KV_DOUBLE, max_update_norm, 0, 0),
     FED("MaxUpdateRatio", FLAS_KV_DOUBLE, max_update_ratio, 0, 0),
@@ -168,6 +180,7 @@ static const flas_kv_key site_keys[] = {
     SITE("Port", FLAS_KV_INT, ssh.port, 1, 65535),
     SITE("User", FLAS_KV_NAME, ssh.user, 0, 0),
     SITE("Identity", FLAS_KV_PATH, ssh.identity, 0, 0),
+    SITE("Certificate", FLAS_KV_PATH, ssh.certificate, 0, 0),
     SITE("Jump", FLAS_KV_TEXT, ssh.jump_host, 0, 0),
     SITE("StagingRoot", FLAS_KV_PATH, staging_root, 0, 0),
     SITE("Script", FLAS_KV_PATH, script, 0, 0),
@@ -257,8 +270,9 @@ static int finish(const char *path, flas_coord_conf *c, char *err, size_t errlen
     if (c->min_sites > c->n_sites)
         return flas_fail(err, errlen, "%s: MinSites=%d but only %d sites are described", path, c->min_sites,
                          c->n_sites);
-    if (c->sync == FLAS_SYNC_RESERVATION) {
-        /* The name is never used as a format: '%' may only begin the one "%d" that stands for the round. */
+    if (c->sync == FLAS_SYNC_RESERVATION || (c->sync == FLAS_SYNC_BOOK && c->reservation[0])) {
+        /* The name is never used as a format: '%' may only begin the one "%d" that stands for the round.
+         * Sync=book uses it only at sites where the coordinator may not book. */
         const char *pct = strchr(c->reservation, '%');
         if (!c->reservation[0] || (pct && (pct[1] != 'd' || strchr(pct + 1, '%'))))
             return flas_fail(err, errlen, "%s: Sync=reservation needs Reservation=NAME (at most one %%d, for the "
@@ -300,6 +314,9 @@ static int finish(const char *path, flas_coord_conf *c, char *err, size_t errlen
                         : !s->script[0] ? "Script" : NULL;
         if (m)
             return flas_fail(err, errlen, "%s:%d: site '%s' has no %s=", path, s->line, s->name, m);
+        if (s->ssh.certificate[0] && !s->ssh.identity[0])
+            return flas_fail(err, errlen, "%s:%d: site '%s' has Certificate= but no Identity= (the key it certifies)",
+                             path, s->line, s->name);
         for (int j = 0; j < i; j++)
             if (!strcmp(c->site[j].name, s->name))
                 return flas_fail(err, errlen, "%s:%d: site '%s' is described twice", path, s->line, s->name);

@@ -13,6 +13,9 @@ typedef struct coord {
     flas_ssh *ssh[FLAS_COORD_MAX_SITES]; /* opened on first use, dropped when SSH fails, reopened */
     int journal_broken;                  /* a save failed: act on nothing more (the journal is the truth) */
     char journal_err[1024];
+    int halted;                          /* a site's certificate no longer allows an action: act on nothing
+                                            more, save nothing more; flas_coord_run exits 3 with halt_why */
+    char halt_why[1600];
     struct {
         double seconds_stage, seconds_aggregate;
         int64_t bytes_staged;
@@ -26,6 +29,15 @@ void coord_note(coord *k, int i, const char *fmt, ...) __attribute__((format(pri
 void coord_plot_rounds(const flas_coord_conf *c);
 void coord_print_history(const flas_coord_conf *c, FILE *out);
 
+/* Stops everything new: a failed journal save or a halt. */
+static inline int coord_stopped(const coord *k) { return k->journal_broken || k->halted; }
+
+/* Site i's certificate (Certificate=, or Identity-cert.pub) allows an SSH action now: readable, a user
+ * certificate for its User=, valid, with more than CommandTimeout= seconds left. Else the coordinator
+ * halts (k->halted, the reason naming the site, the file and the time) and this returns -1. At a
+ * round's start (round_start) it also warns when the certificate ends before the round's deadline.
+ * A site without a certificate: 0. Every action at a site passes here (coord_ssh). */
+int coord_cert_ok(coord *k, int i, int round_start);
 flas_ssh *coord_ssh(coord *k, int i);
 void coord_ssh_lost(coord *k, int i);
 int coord_stage_global(coord *k, int i);
@@ -36,7 +48,33 @@ int coord_job_state(coord *k, int i, long job, char *state, size_t len);
 int coord_cancel(coord *k, int i, long job);
 int coord_job_times(coord *k, int i, long job);       /* submit/start/end into the journal; -1: unknown */
 int coord_read_manifest(coord *k, int i, long job, char *remote, size_t rlen, int64_t *size, char *sha);
+/* Sync=book: the name of this round's own reservation (flas-FED-rK-RUN: this run's, no admin's), the
+ * booking at site i for the round's start (k->j.begin_unix), and its deletion. coord_book returns the
+ * new state (FLAS_BOOK_HELD or FLAS_BOOK_NO_ROLE), or -1 when the site could not be asked; coord_unbook
+ * 0 when the reservation is gone. */
+void coord_booking_name(const coord *k, char *buf, size_t len);
+int coord_book(coord *k, int i);
+int coord_unbook(coord *k, int i);
+/* scontrol create reservation's exit status and output: FLAS_BOOK_HELD (created, or already there: a
+ * booking repeated after a crash), FLAS_BOOK_NO_ROLE (refused: the reason in why). */
+int coord_parse_book_reply(int status, const char *out, char *why, size_t whylen);
+
+/* The newest checkpoint an interrupted job left in its directory at the site that a new attempt can
+ * continue (optimizer state included: full updates, inner state reset): 1 with its path, 0 none, -1 the
+ * site could not be asked. */
+int coord_job_checkpoint(coord *k, int i, long job, char *path, size_t len);
 int coord_fetch(coord *k, int i, const char *remote, int64_t size, const char *sha);
+
+/* What the coordinator does with a job in a Slurm state (squeue %T, or UNKNOWN when the controller has
+ * forgotten it); docs/operations.md has the table. */
+typedef enum {
+    COORD_JOB_WAIT,    /* not over: ask again (until the round's deadline cancels it) */
+    COORD_JOB_FETCH,   /* over: fetch the checkpoint its manifest names */
+    COORD_JOB_SALVAGE, /* interrupted: merge what it published, or continue its checkpoint in a new attempt */
+    COORD_JOB_RETRY,   /* never ran: a new attempt */
+    COORD_JOB_LOST,    /* over, no update this round */
+} coord_job_action;
+coord_job_action coord_state_action(const char *state);
 
 /* What the site actions above believe of a site's answers, as pure functions of the text (no SSH), so
  * that tests and the fuzz harnesses (tests/fuzz) run the very checks the coordinator does. */

@@ -5,9 +5,10 @@
  *   staging      upload global_k to each site (verified, resumable), sidecar last
  *   training     submit (journal "submitting" + a unique job name first, so a job whose id was never
  *                recorded is found again by name), poll with back-off, map the final state:
- *                COMPLETED/TIMEOUT -> fetch; PREEMPTED/NODE_FAIL/BOOT_FAIL -> resubmit before the
- *                deadline; FAILED/CANCELLED/OUT_OF_MEMORY/DEADLINE -> drop; fetch the published
- *                checkpoint (verified against the site's manifest)
+ *                COMPLETED/TIMEOUT -> fetch; PREEMPTED/NODE_FAIL -> salvage (see salvage()) or
+ *                resubmit before the deadline; BOOT_FAIL -> resubmit; FAILED/CANCELLED/OUT_OF_MEMORY/
+ *                DEADLINE -> drop; fetch the published checkpoint (verified against the site's
+ *                manifest). docs/operations.md maps every Slurm state.
  *   aggregating flas_aggregate(global_k, fetched locals) -> global_{k+1} (atomic; rerunning it after a
  *                crash rewrites the same file from the same inputs)
  */
@@ -53,8 +54,8 @@ static void crash_point(const char *event)
  * So the first failure stops every further action; flas_coord_run then exits with the error. */
 static int save(coord *k, const char *event)
 {
-    if (k->journal_broken)
-        return -1;
+    if (coord_stopped(k))
+        return -1; /* after a halt too: what was decided since rests on actions that were refused */
     if (flas_journal_save(k->journal_path, &k->j, k->journal_err, sizeof k->journal_err)) {
         fprintf(stderr, "flas-coordinator: cannot save the journal: %s\n", k->journal_err);
         k->journal_broken = 1;
@@ -199,7 +200,7 @@ static void drop(coord *k, int i, const char *why)
 /* One pass over the sites in the staging phase; 1 when every site is staged or dropped. */
 static int step_staging(coord *k)
 {
-    for (int i = 0; i < k->j.n_sites && !k->journal_broken; i++) {
+    for (int i = 0; i < k->j.n_sites && !coord_stopped(k); i++) {
         if (k->j.site[i].state != FLAS_SITE_PENDING)
             continue;
         if (coord_stage_global(k, i) == 0) {
@@ -211,7 +212,7 @@ static int step_staging(coord *k)
             save(k, "dropped");
         }
     }
-    return k->journal_broken || count(k, FLAS_SITE_PENDING) == 0;
+    return coord_stopped(k) || count(k, FLAS_SITE_PENDING) == 0;
 }
 
 static int is_state(const char *s, const char *const *list)
@@ -220,6 +221,24 @@ static int is_state(const char *s, const char *const *list)
         if (!strcmp(s, *list))
             return 1;
     return 0;
+}
+
+coord_job_action coord_state_action(const char *state)
+{
+    /* UNKNOWN: purged from the controller already; its manifest tells what happened */
+    static const char *const fetch[] = {"COMPLETED", "TIMEOUT", "UNKNOWN", NULL};
+    static const char *const salvage[] = {"PREEMPTED", "NODE_FAIL", NULL};
+    static const char *const lost[] = {"FAILED", "CANCELLED", "OUT_OF_MEMORY", "DEADLINE", "SPECIAL_EXIT", "REVOKED",
+                                       NULL};
+    if (is_state(state, fetch))
+        return COORD_JOB_FETCH;
+    if (is_state(state, salvage))
+        return COORD_JOB_SALVAGE;
+    if (!strcmp(state, "BOOT_FAIL")) /* never ran: nothing to salvage */
+        return COORD_JOB_RETRY;
+    if (is_state(state, lost))
+        return COORD_JOB_LOST;
+    return COORD_JOB_WAIT; /* PENDING, RUNNING, COMPLETING, SUSPENDED, REQUEUED, ... and any state to come */
 }
 
 /* The figures of a fetched local checkpoint for the accounting and the next round's rate: its training
@@ -253,19 +272,47 @@ static void local_figures(coord *k, int i)
     flas_ckpt_close(r);
 }
 
+/* What is left of site i's interrupted job (PREEMPTED, NODE_FAIL). A preempted job had GraceTime to
+ * write its checkpoint, and its epilog published it: with Salvage=merge (the default) that is the site's
+ * update for the round, merged as a TIMEOUT's would be, so the other sites need not wait for the
+ * preemptor to leave. Otherwise (Salvage=resume, or nothing published: a failed node's epilog may never
+ * run) the next attempt continues the newest checkpoint in the job's directory, if it left one, rather
+ * than starting again from the global model. Returns 1 when the site's update is to be fetched, 0 when a
+ * new attempt is to be submitted, -1 when the site could not be asked (ask again on the next pass). */
+static int salvage(coord *k, int i, const char *state)
+{
+    flas_journal_site *s = &k->j.site[i];
+    char remote[FLAS_CONF_PATH_MAX + 256], sha[FLAS_SHA256_HEX_LEN + 1];
+    int64_t size = 0;
+    if (!k->c->salvage_resume && coord_read_manifest(k, i, s->job, remote, sizeof remote, &size, sha) == 0) {
+        fprintf(stderr, "flas-coordinator: round %ld: %s: job %ld %s; merging the checkpoint it published\n",
+                k->j.round, k->c->site[i].name, s->job, state);
+        return 1;
+    }
+    char path[sizeof s->resume];
+    int found = coord_job_checkpoint(k, i, s->job, path, sizeof path);
+    if (found < 0)
+        return -1;
+    if (found) {
+        snprintf(s->resume, sizeof s->resume, "%s", path);
+        coord_note(k, i, "job %ld %s; attempt %d continues its checkpoint %s", s->job, state, s->attempt + 1, path);
+    } else {
+        coord_note(k, i, "job %ld %s without a checkpoint; attempt %d starts from the global model", s->job, state,
+                   s->attempt + 1);
+    }
+    return 0;
+}
+
 /* One polling pass of the training phase; returns 1 if anything changed. */
 static int step_training(coord *k)
 {
-    static const char *const fetch[] = {"COMPLETED", "TIMEOUT", NULL};
-    static const char *const retry[] = {"PREEMPTED", "NODE_FAIL", "BOOT_FAIL", NULL};
-    static const char *const lost[] = {"FAILED", "CANCELLED", "OUT_OF_MEMORY", "DEADLINE", "SPECIAL_EXIT", NULL};
     int changed = 0;
-    if (k->c->sync == FLAS_SYNC_BEGIN && k->j.begin_unix == 0) {
+    if ((k->c->sync == FLAS_SYNC_BEGIN || k->c->sync == FLAS_SYNC_BOOK) && k->j.begin_unix == 0) {
         k->j.begin_unix = time(NULL) + k->c->begin_delay_s; /* one start time for every site */
         if (save(k, "begin"))
             return 1;
     }
-    for (int i = 0; i < k->j.n_sites && !k->journal_broken; i++) {
+    for (int i = 0; i < k->j.n_sites && !coord_stopped(k); i++) {
         flas_journal_site *s = &k->j.site[i];
         if (s->state == FLAS_SITE_STAGED) {
             if (past_deadline(k)) {
@@ -277,6 +324,21 @@ static int step_training(coord *k)
             s->state = FLAS_SITE_SUBMITTING; /* saved before sbatch: see coord_find_job on resume */
             if (save(k, "submitting"))
                 return 1; /* never sbatch a job the journal does not announce */
+        }
+        if (s->state == FLAS_SITE_SUBMITTING && k->c->sync == FLAS_SYNC_BOOK && s->booked == FLAS_BOOK_NONE) {
+            /* booked (and saved) before the first sbatch, so that a crash never leaves a reservation the
+             * journal does not know of: a booking repeated after one finds its own name */
+            int b = coord_book(k, i);
+            if (b < 0) {
+                if (past_deadline(k)) {
+                    drop(k, i, "could not book a reservation before the deadline");
+                    save(k, "dropped");
+                }
+                continue;
+            }
+            s->booked = (flas_book_state)b;
+            if (save(k, "booked"))
+                return 1;
         }
         if (s->state == FLAS_SITE_SUBMITTING) {
             long id = coord_find_job(k, i, s->attempt); /* submitted before a crash? */
@@ -311,20 +373,29 @@ static int step_training(coord *k)
             changed = 1;
             save(k, "job-state");
         }
-        if (is_state(state, fetch) || !strcmp(state, "UNKNOWN")) {
-            /* UNKNOWN: purged from the controller already; its manifest tells what happened (and its
-             * times are lost: the accounting shows them unknown) */
+        coord_job_action act = coord_state_action(state);
+        if (act == COORD_JOB_FETCH) {
+            /* UNKNOWN: its times are lost (the accounting shows them unknown) */
             if (strcmp(state, "UNKNOWN"))
                 coord_job_times(k, i, s->job);
             s->state = FLAS_SITE_FINISHED;
             save(k, "finished");
-        } else if (is_state(state, retry)) {
-            if (past_deadline(k))
+        } else if (act == COORD_JOB_SALVAGE || act == COORD_JOB_RETRY) {
+            int merge = act == COORD_JOB_SALVAGE ? salvage(k, i, state) : 0;
+            if (merge < 0)
+                continue; /* SSH trouble: salvage on the next pass */
+            if (merge) {
+                coord_job_times(k, i, s->job);
+                s->state = FLAS_SITE_FINISHED; /* fetched below, as a completed job's */
+                save(k, "finished");
+            } else if (past_deadline(k)) {
                 drop(k, i, "job was interrupted and the deadline has passed");
-            else
+                save(k, "retry");
+            } else {
                 s->state = FLAS_SITE_STAGED; /* resubmitted next pass with attempt + 1 */
-            save(k, "retry");
-        } else if (is_state(state, lost)) {
+                save(k, "retry");
+            }
+        } else if (act == COORD_JOB_LOST) {
             char why[96];
             snprintf(why, sizeof why, "job %ld ended %s", s->job, state);
             drop(k, i, why);
@@ -335,8 +406,17 @@ static int step_training(coord *k)
             save(k, "dropped");
         }
     }
+    /* A site whose job is over gives its reservation back (the others' jobs may still run in theirs). */
+    for (int i = 0; i < k->j.n_sites && !coord_stopped(k); i++) {
+        flas_journal_site *s = &k->j.site[i];
+        if (s->booked == FLAS_BOOK_HELD && (s->state == FLAS_SITE_FINISHED || s->state == FLAS_SITE_FETCHED ||
+                                            s->state == FLAS_SITE_DROPPED) && coord_unbook(k, i) == 0) {
+            s->booked = FLAS_BOOK_RELEASED;
+            save(k, "released");
+        }
+    }
     /* Fetch what finished. */
-    for (int i = 0; i < k->j.n_sites && !k->journal_broken; i++) {
+    for (int i = 0; i < k->j.n_sites && !coord_stopped(k); i++) {
         flas_journal_site *s = &k->j.site[i];
         if (s->state != FLAS_SITE_FINISHED)
             continue;
@@ -364,7 +444,7 @@ static int step_training(coord *k)
 
 static int training_done(const coord *k)
 {
-    return k->journal_broken || count(k, FLAS_SITE_FETCHED) + count(k, FLAS_SITE_DROPPED) == k->j.n_sites;
+    return coord_stopped(k) || count(k, FLAS_SITE_FETCHED) + count(k, FLAS_SITE_DROPPED) == k->j.n_sites;
 }
 
 /* The losses flas-train stored in a local checkpoint (/metrics); NaN when absent. */
@@ -561,7 +641,7 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
     if (resume)
         fprintf(stderr, "flas-coordinator: resuming round %ld (%s)\n", k.j.round, flas_round_phase_name(k.j.phase));
     int rc = 0;
-    while (rc == 0 && k.j.phase != FLAS_PHASE_DONE && !k.journal_broken) {
+    while (rc == 0 && k.j.phase != FLAS_PHASE_DONE && !coord_stopped(&k)) {
         if (k.j.phase == FLAS_PHASE_FAILED) {
             snprintf(err, errlen, "round %ld failed: %s", k.j.round, k.j.failure);
             rc = 1;
@@ -572,6 +652,14 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
             save(&k, "done");
             break;
         }
+        /* Before a round (or the rest of one, on resume) does anything at a site: every site it still
+         * needs must hold a certificate good for now (coord_cert_ok); else stop, journal as it is. */
+        if (k.j.phase == FLAS_PHASE_STAGING || k.j.phase == FLAS_PHASE_TRAINING)
+            for (int i = 0; i < k.j.n_sites && !k.halted; i++)
+                if (k.j.site[i].state != FLAS_SITE_DROPPED && k.j.site[i].state != FLAS_SITE_FETCHED)
+                    coord_cert_ok(&k, i, 1);
+        if (k.halted)
+            break;
         char dir[FLAS_CONF_PATH_MAX + 32];
         flas_coord_round_dir(c, k.j.round, dir, sizeof dir);
         flas_mkdir_p(dir, 0755);
@@ -581,7 +669,7 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
                 sleep((unsigned)wait);
                 wait = wait * 2 > c->poll_max_s ? c->poll_max_s : wait * 2;
             }
-            if (k.journal_broken)
+            if (coord_stopped(&k))
                 break;
             k.j.phase = FLAS_PHASE_TRAINING;
             save(&k, "training");
@@ -596,7 +684,7 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
                 if (!training_done(&k))
                     sleep((unsigned)wait);
             }
-            if (k.journal_broken)
+            if (coord_stopped(&k))
                 break;
             if (count(&k, FLAS_SITE_FETCHED) < c->min_sites) {
                 snprintf(k.j.failure, sizeof k.j.failure, "only %d of %d sites delivered an update (MinSites=%d)",
@@ -658,6 +746,11 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
     if (k.journal_broken) {
         snprintf(err, errlen, "cannot save the journal (stopped before acting on unsaved state): %.900s", k.journal_err);
         rc = 2;
+    } else if (k.halted) {
+        /* the journal holds the last transition made before the halt: a re-run resumes there, finds the
+         * jobs still running at the sites, and repeats nothing that was done */
+        snprintf(err, errlen, "%s", k.halt_why);
+        rc = 3;
     }
     close(lock_fd);
     if (rc == 0) {

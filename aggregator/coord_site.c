@@ -12,6 +12,7 @@
 #include "coord_internal.h"
 #include "flas/env.h"
 #include "flas/error.h"
+#include "flas/ssh_cert.h"
 #include "flas/staging.h"
 
 /* Progress of a transfer, for `flas-coordinator status` while it runs: WorkDir/transfer.<site>, one line
@@ -47,10 +48,49 @@ double flas_coord_command_limit(const flas_coord_conf *c, int64_t started_unix, 
     return limit;
 }
 
+int coord_cert_ok(coord *k, int i, int round_start)
+{
+    const flas_coord_site *site = &k->c->site[i];
+    char path[sizeof site->ssh.certificate + 16], why[1024], at[48];
+    static flas_ssh_cert cert;
+    flas_ssh_cert_path(&site->ssh, path, sizeof path);
+    if (!path[0])
+        return 0;
+    int64_t now = time(NULL);
+    /* The margin: one remote command may run CommandTimeout= seconds; a certificate with less left is
+     * treated as expired, so no action begins that a reconnection with it could not finish. A round
+     * longer than what is left still begins: when the certificate ends mid-round the coordinator stops
+     * at the next action (jobs keep running) and a re-run after renewal resumes there. */
+    if (flas_ssh_cert_load(path, &cert, why, sizeof why)) {
+        snprintf(k->halt_why, sizeof k->halt_why, "site %s: %.900s; fix or renew it and run flas-coordinator again",
+                 site->name, why);
+        k->halted = 1;
+    } else if (flas_ssh_cert_check(&cert, FLAS_SSH_CERT_USER, site->ssh.user, now, k->c->command_timeout_s, why,
+                                   sizeof why)) {
+        snprintf(k->halt_why, sizeof k->halt_why, "certificate for site %s (%.700s) %.600s; renew it (e.g. log in "
+                 "again through the site's 2FA) and run flas-coordinator again", site->name, path, why);
+        k->halted = 1;
+    }
+    if (k->halted) {
+        fprintf(stderr, "flas-coordinator: round %ld: stopping: %s\n", k->j.round, k->halt_why);
+        return -1;
+    }
+    int64_t deadline = k->j.round_started_unix + k->c->deadline_s;
+    if (round_start && cert.valid_before < (uint64_t)deadline) {
+        flas_ssh_cert_time(cert.valid_before, at, sizeof at);
+        fprintf(stderr, "flas-coordinator: round %ld: warning: certificate for site %s (%s) expires at %s, before "
+                "the round's deadline: the coordinator will stop then (jobs keep running) until it is renewed\n",
+                k->j.round, site->name, path, at);
+    }
+    return 0;
+}
+
 /* Site i's session, its exec limit set for a Slurm command run now: a hung sbatch or squeue at a site
  * (or a site that never answers) costs at most that, and never holds the round past its deadline. */
 flas_ssh *coord_ssh(coord *k, int i)
 {
+    if (k->halted || coord_cert_ok(k, i, 0))
+        return NULL; /* no action at any site after a halt */
     if (!k->ssh[i]) {
         char err[1024];
         k->ssh[i] = flas_ssh_connect(&k->c->site[i].ssh, err, sizeof err);
@@ -232,6 +272,79 @@ static void append(char *cmd, size_t len, const char *fmt, const char *v)
     snprintf(cmd + n, len - n, fmt, v);
 }
 
+void coord_booking_name(const coord *k, char *buf, size_t len)
+{
+    snprintf(buf, len, "flas-%s-r%ld-%s", k->c->federation, k->j.round, k->j.run_id);
+}
+
+int coord_parse_book_reply(int status, const char *out, char *why, size_t whylen)
+{
+    if (status == 0 && !strncmp(out, "Reservation created: ", 21))
+        return FLAS_BOOK_HELD;
+    /* the name holds this run's id: a reservation of that name is the one booked before a crash */
+    if (strstr(out, "Duplicate reservation name") || strstr(out, "already exists"))
+        return FLAS_BOOK_HELD;
+    char line[200];
+    snprintf(line, sizeof line, "%s", out);
+    for (char *c = line; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
+            *c = ' ';
+    if (strstr(out, "Access/permission denied"))
+        flas_fail(why, whylen, "no operator role here (scontrol: %s)", line);
+    else
+        flas_fail(why, whylen, "scontrol create reservation exited %d: %s", status, line);
+    return FLAS_BOOK_NO_ROLE;
+}
+
+int coord_book(coord *k, int i)
+{
+    const flas_coord_site *s = &k->c->site[i];
+    char name[FLAS_CONF_NAME_MAX + 64], user[160], cmd[1024], out[512], why[400];
+    coord_booking_name(k, name, sizeof name);
+    if (flas_shell_quote(s->ssh.user, user, sizeof user))
+        return -1;
+    /* Relative to the site's own clock, as --begin: time zones and skew do not matter. The reservation
+     * lasts the job's time limit (else the round's deadline) past the start, plus a margin: Slurm starts
+     * no job in a reservation that ends before the job's limit does. */
+    long wait = (long)(k->j.begin_unix - time(NULL));
+    long minutes = (s->time_min ? s->time_min : (k->c->deadline_s + 59) / 60) + 2;
+    int n = snprintf(cmd, sizeof cmd, "scontrol create reservation ReservationName=%s StartTime=now+%ld "
+                     "Duration=%ld Users=%s NodeCnt=%d", name, wait > 0 ? wait : 0, minutes, user,
+                     s->nodes ? s->nodes : 1);
+    if (s->partition[0])
+        n += snprintf(cmd + n, sizeof cmd - (size_t)n, " PartitionName=%s", s->partition);
+    snprintf(cmd + n, sizeof cmd - (size_t)n, " 2>&1");
+    int status = -1;
+    if (site_exec(k, i, cmd, out, sizeof out, &status))
+        return -1;
+    int state = coord_parse_book_reply(status, out, why, sizeof why);
+    if (state == FLAS_BOOK_NO_ROLE)
+        coord_note(k, i, "cannot book reservation %s: %s; the jobs go %s", name, why,
+                   k->c->reservation[0] ? "into the admins' reservation" : "with --begin");
+    else
+        fprintf(stderr, "flas-coordinator: round %ld: %s: booked reservation %s from %ld s from now, %ld min\n",
+                k->j.round, s->name, name, wait > 0 ? wait : 0, minutes);
+    return state;
+}
+
+int coord_unbook(coord *k, int i)
+{
+    char name[FLAS_CONF_NAME_MAX + 64], cmd[512], out[512];
+    coord_booking_name(k, name, sizeof name);
+    snprintf(cmd, sizeof cmd, "out=$(scontrol delete ReservationName=%s 2>&1); rc=$?; echo \"$rc $out\"", name);
+    int status = -1;
+    if (site_exec(k, i, cmd, out, sizeof out, &status) || status != 0)
+        return -1;
+    /* gone now, or already (it ended by itself, or a crash came after the delete) */
+    if (!strncmp(out, "0 ", 2) || strstr(out, "Invalid reservation name") || strstr(out, "not found")) {
+        fprintf(stderr, "flas-coordinator: round %ld: %s: reservation %s released\n", k->j.round,
+                k->c->site[i].name, name);
+        return 0;
+    }
+    coord_note(k, i, "cannot delete reservation %s: %.200s", name, out);
+    return -1;
+}
+
 long coord_submit(coord *k, int i)
 {
     const flas_coord_site *s = &k->c->site[i];
@@ -242,13 +355,20 @@ long coord_submit(coord *k, int i)
     snprintf(cmd, sizeof cmd, "sbatch --parsable --no-requeue --federation=%s --federation-round=%ld --job-name=%s "
                               "--signal=B:%s --output=flas-%%x-%%j.out",
              k->c->federation, k->j.round, name, k->c->signal);
-    if (k->c->sync == FLAS_SYNC_BEGIN && k->j.begin_unix > 0) {
+    flas_book_state booked = k->j.site[i].booked;
+    int begin = k->c->sync == FLAS_SYNC_BEGIN || (k->c->sync == FLAS_SYNC_BOOK && booked != FLAS_BOOK_HELD &&
+                                                   !k->c->reservation[0]);
+    if (begin && k->j.begin_unix > 0) {
         /* relative, so the site's time zone does not matter */
         long wait = (long)(k->j.begin_unix - time(NULL));
         snprintf(num, sizeof num, "%ld", wait > 0 ? wait : 0);
         append(cmd, sizeof cmd, " --begin=now+%s", num);
     }
-    if (k->c->sync == FLAS_SYNC_RESERVATION) {
+    if (k->c->sync == FLAS_SYNC_BOOK && booked == FLAS_BOOK_HELD) {
+        char res[FLAS_CONF_NAME_MAX + 64];
+        coord_booking_name(k, res, sizeof res);
+        append(cmd, sizeof cmd, " --reservation=%s", res);
+    } else if (k->c->sync == FLAS_SYNC_RESERVATION || (k->c->sync == FLAS_SYNC_BOOK && k->c->reservation[0])) {
         char res[FLAS_CONF_NAME_MAX + 24];
         if (flas_coord_reservation_name(k->c, k->j.round, res, sizeof res)) {
             coord_note(k, i, "reservation name of round %ld is too long", k->j.round);
@@ -274,7 +394,7 @@ long coord_submit(coord *k, int i)
      * takes FLAS_STEPS as its --steps when the script gives none) and the federation's update encoding
      * (FLAS_UPDATE, FLAS_UPDATE_BLOCK). ALL keeps the rest of the submitting environment, as sbatch
      * does without --export; a script that sets these itself wins. */
-    char exports[256] = "";
+    char exports[FLAS_CONF_PATH_MAX + 512] = "";
     if (k->j.site[i].steps_assigned > 0)
         snprintf(exports + strlen(exports), sizeof exports - strlen(exports), "," FLAS_ENV_STEPS "=%ld",
                  k->j.site[i].steps_assigned);
@@ -288,6 +408,12 @@ long coord_submit(coord *k, int i)
                  FLAS_ENV_ROUNDS "=%d", k->c->rounds);
     if (k->c->prox > 0)
         snprintf(exports + strlen(exports), sizeof exports - strlen(exports), "," FLAS_ENV_PROX "=%.9g", k->c->prox);
+    /* An interrupted attempt's checkpoint, continued (flas-train.sbatch passes FLAS_RESUME as --resume;
+     * flas-train refuses it unless it is this site's, of this round, from this round's global). The path
+     * is the coordinator's own (staging root, job id, fixed name) and holds no comma or quote. */
+    const char *resume = k->j.site[i].resume;
+    if (resume[0] && strlen(exports) + strlen(resume) + 32 < sizeof exports)
+        snprintf(exports + strlen(exports), sizeof exports - strlen(exports), ",FLAS_RESUME=%s", resume);
     if (exports[0])
         append(cmd, sizeof cmd, " --export=ALL%s", exports);
     flas_shell_quote(s->script, q, sizeof q);
@@ -497,6 +623,36 @@ static int jint(json_t *m, const char *key, long long *out)
     if (!json_is_integer(v))
         return -1;
     *out = json_integer_value(v);
+    return 0;
+}
+
+int coord_job_checkpoint(coord *k, int i, long job, char *path, size_t len)
+{
+    /* With compressed updates the job's full checkpoint is local-full.h5 (local.h5 is the delta); with a
+     * kept inner state it lives in the site's private state directory, which the next round reads: an
+     * attempt of the same round starts from the global then. */
+    static const char *const names[] = {FLAS_STAGE_LOCAL_FULL_CHECKPOINT, FLAS_STAGE_LOCAL_CHECKPOINT};
+    if (k->c->inner_keep)
+        return 0;
+    char dir[FLAS_CONF_PATH_MAX + 80];
+    stage_dir(k, i, dir, sizeof dir);
+    for (size_t n = k->c->update_enc == FLAS_UPDATE_FULL ? 1 : 0; n < 2; n++) {
+        char p[FLAS_CONF_PATH_MAX + 160], q[2 * sizeof p + 8], cmd[3 * sizeof q + 64], out[64];
+        int len_p = snprintf(p, sizeof p, "%s/%s/%ld/%s", dir, FLAS_STAGE_JOBS, job, names[n]);
+        /* FLAS_RESUME travels in sbatch's comma-separated --export list */
+        if (len_p < 0 || (size_t)len_p >= sizeof p || (size_t)len_p >= len || strpbrk(p, ",'\" ") ||
+            flas_shell_quote(p, q, sizeof q))
+            return 0;
+        /* a plain file of the login account's: the job's own, not a link planted in its place */
+        snprintf(cmd, sizeof cmd, "if test -f %s -a ! -L %s -a -O %s; then echo yes; else echo no; fi", q, q, q);
+        int status = -1;
+        if (site_exec(k, i, cmd, out, sizeof out, &status) || status != 0)
+            return -1;
+        if (!strcmp(out, "yes\n")) {
+            snprintf(path, len, "%s", p);
+            return 1;
+        }
+    }
     return 0;
 }
 

@@ -27,8 +27,10 @@ static void usage(FILE *f)
             "  check    parse the description and exit\n"
             "  plan     predict a round's bytes, transfer, training, aggregation and GPU memory at scale\n"
             "\n"
-            "Exit status: 0 done, 1 a round failed (the journal says why), 2 bad description or setup\n"
-            "(plan: 0 printed, 2 bad arguments).\n");
+            "Exit status: 0 done, 1 a round failed (the journal says why), 2 bad description or setup,\n"
+            "3 stopped because a site's SSH certificate expired or will within CommandTimeout= (or is\n"
+            "unreadable, not yet valid, or not for the site's User=): nothing more was done at any site,\n"
+            "jobs there keep running; renew it and run again to resume (plan: 0 printed, 2 bad arguments).\n");
 }
 
 int main(int argc, char **argv)

@@ -21,6 +21,9 @@ static void usage(FILE *f)
             "\n"
             "  -t, --target USER@HOST[:PORT]  the site's SSH login (required)\n"
             "  -i, --identity FILE            private key (default: ssh-agent)\n"
+            "  -c, --certificate FILE         OpenSSH user certificate of that key (default: FILE-cert.pub of\n"
+            "                                 --identity if it exists); checked first: expired, not yet valid\n"
+            "                                 or for another user is refused with the reason\n"
             "  -k, --known-hosts FILE         known_hosts to verify the host key against (required)\n"
             "      --trust-new-host           accept and record a host never seen (never a changed key)\n"
             "  -J, --jump USER@HOST[:PORT]    reach the target through this jump host\n"
@@ -82,13 +85,14 @@ int main(int argc, char **argv)
     enum { O_TRUST = 1000, O_CHUNK, O_SHA, O_SIZE, O_SIDECAR, O_LIMIT };
     static const struct option longopts[] = {
         {"target", required_argument, 0, 't'},   {"identity", required_argument, 0, 'i'},
+        {"certificate", required_argument, 0, 'c'},
         {"known-hosts", required_argument, 0, 'k'}, {"trust-new-host", no_argument, 0, O_TRUST},
         {"jump", required_argument, 0, 'J'},     {"chunk", required_argument, 0, O_CHUNK},
         {"sha256", required_argument, 0, O_SHA}, {"size", required_argument, 0, O_SIZE},
         {"sidecar", no_argument, 0, O_SIDECAR},  {"quiet", no_argument, 0, 'q'},
         {"limit", required_argument, 0, O_LIMIT}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
-    for (int c; (c = getopt_long(argc, argv, "+t:i:k:J:qh", longopts, NULL)) != -1;) {
+    for (int c; (c = getopt_long(argc, argv, "+t:i:c:k:J:qh", longopts, NULL)) != -1;) {
         switch (c) {
         case 't':
             if (parse_login(optarg, t.user, sizeof t.user, t.host, sizeof t.host, &t.port)) {
@@ -98,6 +102,7 @@ int main(int argc, char **argv)
             have_target = 1;
             break;
         case 'i': snprintf(t.identity, sizeof t.identity, "%s", optarg); break;
+        case 'c': snprintf(t.certificate, sizeof t.certificate, "%s", optarg); break;
         case 'k': snprintf(t.known_hosts, sizeof t.known_hosts, "%s", optarg); break;
         case O_TRUST: t.trust_new_host = 1; break;
         case 'J':
@@ -127,6 +132,10 @@ int main(int argc, char **argv)
     int nargs = argc - optind;
     const char *cmd = nargs > 0 ? argv[optind] : "";
     int ok_args = (!strcmp(cmd, "put") || !strcmp(cmd, "get")) ? nargs == 3 : !strcmp(cmd, "exec") ? nargs == 2 : 0;
+    if (t.certificate[0] && !t.identity[0]) {
+        fprintf(stderr, "flas-stage: --certificate needs --identity (the key it certifies)\n");
+        return 2;
+    }
     if (!have_target || !t.known_hosts[0] || !ok_args) {
         fprintf(stderr, "flas-stage: %s\n", !have_target ? "--target is required"
                                              : !t.known_hosts[0] ? "--known-hosts is required (host keys are always verified)"

@@ -66,10 +66,11 @@ int flas_journal_save(const char *path, const flas_journal *j, char *err, size_t
         /* the round's accounting (%.17g: the rate is carried to the next round exactly) */
         fprintf(f, "site.%d.bytes_up=%lld\nsite.%d.seconds_up=%.3f\nsite.%d.submit_unix=%lld\nsite.%d.start_unix=%lld\n"
                    "site.%d.end_unix=%lld\nsite.%d.train_seconds=%.3f\nsite.%d.steps=%lld\nsite.%d.tokens=%lld\n"
-                   "site.%d.steps_assigned=%ld\nsite.%d.rate=%.17g\nsite.%d.staged_via=%s\n",
+                   "site.%d.steps_assigned=%ld\nsite.%d.rate=%.17g\nsite.%d.staged_via=%s\nsite.%d.resume=%s\n"
+                   "site.%d.booked=%d\n",
                 i, (long long)s->bytes_up, i, s->seconds_up, i, (long long)s->submit_unix, i, (long long)s->start_unix,
                 i, (long long)s->end_unix, i, s->train_seconds, i, (long long)s->steps, i, (long long)s->tokens, i,
-                s->steps_assigned, i, s->rate, i, s->staged_via);
+                s->steps_assigned, i, s->rate, i, s->staged_via, i, s->resume, i, (int)s->booked);
     }
     if (fclose(f) != 0 || !text) {
         snprintf(err, errlen, "%s: out of memory", path);
@@ -191,6 +192,14 @@ static int set_field(flas_journal *j, const char *key, const char *v)
     }
     if (!strcmp(field, "note"))
         return snprintf(s->note, sizeof s->note, "%s", v) < 0 ? -1 : 0;
+    if (!strcmp(field, "booked")) {
+        if (strlen(v) != 1 || v[0] < '0' || v[0] > '0' + FLAS_BOOK_RELEASED)
+            return -1;
+        s->booked = (flas_book_state)(v[0] - '0');
+        return 0;
+    }
+    if (!strcmp(field, "resume")) /* a path the coordinator built (coord_job_checkpoint): never cut */
+        return strlen(v) < sizeof s->resume && !strpbrk(v, ", '\"") ? (snprintf(s->resume, sizeof s->resume, "%s", v), 0) : -1;
     return -1;
 }
 

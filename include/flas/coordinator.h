@@ -23,11 +23,20 @@ extern "C" {
  * commands issued there (scancel of a late job) must still have time to run. */
 #define FLAS_COORD_MIN_COMMAND_S 5
 
-typedef enum { FLAS_SYNC_NONE = 0, FLAS_SYNC_BEGIN, FLAS_SYNC_RESERVATION } flas_sync_mode;
+/* book: the coordinator creates each round's reservation itself at every site where its account may
+ * (operator role), for one start time, and deletes it when the site's job is over; elsewhere it uses
+ * the admins' Reservation= (or, without one, --begin). */
+typedef enum { FLAS_SYNC_NONE = 0, FLAS_SYNC_BEGIN, FLAS_SYNC_RESERVATION, FLAS_SYNC_BOOK } flas_sync_mode;
+typedef enum {
+    FLAS_BOOK_NONE = 0, /* not booked (yet) */
+    FLAS_BOOK_HELD,     /* this round's reservation exists at the site: the jobs go there, it is deleted after */
+    FLAS_BOOK_NO_ROLE,  /* the site refused (no operator role, or no room): the admins' reservation or --begin */
+    FLAS_BOOK_RELEASED, /* deleted again */
+} flas_book_state;
 
 typedef struct flas_coord_site {
     char name[FLAS_CONF_NAME_MAX];          /* Site= (the site's name in its flas.conf) */
-    flas_ssh_target ssh;                    /* Host=, Port=, User=, Identity=, Jump= (+ KnownHosts=) */
+    flas_ssh_target ssh;                    /* Host=, Port=, User=, Identity=, Certificate=, Jump= (+ KnownHosts=) */
     char staging_root[FLAS_CONF_PATH_MAX];  /* StagingRoot= at the site */
     char script[FLAS_CONF_PATH_MAX];        /* Script=: the batch script at the site */
     int n_args;                             /* ScriptArgs=a,b,c */
@@ -55,9 +64,11 @@ typedef struct flas_coord_conf {
     /* The sites' optimizer across rounds (flas-train; docs/tuning.md), exported to every job. */
     int inner_keep;                         /* InnerState=keep|reset (FLAS_INNER_STATE; default reset) */
     int lr_run;                             /* LrSchedule=run|round (FLAS_LR_SCHEDULE + FLAS_ROUNDS) */
+    int salvage_resume;                     /* Salvage=resume: a preempted job's checkpoint is continued by
+                                               the next attempt, not merged as it is (Salvage=merge) */
     double prox;                            /* Prox= FedProx mu (FLAS_PROX; 0: off) */
     double max_update_norm, max_update_ratio; /* MaxUpdateNorm=, MaxUpdateRatio= (0: no bound; aggregation.md) */
-    flas_sync_mode sync;                    /* Sync=none|begin|reservation */
+    flas_sync_mode sync;                    /* Sync=none|begin|reservation|book */
     int begin_delay_s;                      /* BeginDelay= seconds (Sync=begin; default 10) */
     char reservation[FLAS_CONF_NAME_MAX];   /* Reservation= name; one %d in it = the round (Sync=reservation) */
     char signal[32];                        /* Signal= for sbatch --signal=B:<this> (default USR1@60) */
@@ -161,6 +172,9 @@ typedef struct flas_journal_site {
     int64_t steps, tokens;                   /* its meta step and tokens_trained */
     long steps_assigned;                     /* FLAS_STEPS given to this round's job (0: the script's) */
     char staged_via[8];                      /* how the model reached the site: "full", "delta" ("": not yet) */
+    flas_book_state booked;                  /* Sync=book: this round's reservation at the site */
+    char resume[FLAS_CONF_PATH_MAX + 64];    /* the checkpoint at the site the next attempt continues (from an
+                                                interrupted attempt); "": it starts from the global model */
     double rate;                             /* measured steps per training second, kept across rounds
                                                 (the last round that measured it; 0: not yet) */
     char note[256];
@@ -195,7 +209,11 @@ const char *flas_site_state_name(flas_site_state s);
 const char *flas_round_phase_name(flas_round_phase p);
 
 /* Runs rounds until Rounds are done or one fails; resumes from WorkDir/journal. 0 when all rounds are
- * done, 1 when a round failed cleanly (journal says why), 2 for configuration errors. */
+ * done, 1 when a round failed cleanly (journal says why), 2 for configuration errors, 3 when it stopped
+ * because a site's SSH certificate no longer allows an action (before each round, and before every
+ * action at a site: expired or expiring within CommandTimeout=, not yet valid, unreadable, not for
+ * User=): the journal keeps the last transition made, jobs at the sites run on, and a run after renewal
+ * resumes there. */
 int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen);
 /* The round history, WorkDir/rounds.tsv: a header, then one tab-separated line per finished round: the
  * round's totals (critical path, and its phases: staging = the uploads' seconds (one site after

@@ -2,7 +2,9 @@
  * global models to the sites and local checkpoints back.
  *
  * Trust: the site's host key must already be in the known_hosts file given (an unknown or changed key
- * is a refusal), unless the caller explicitly asks to trust a new host on first use. Nothing the remote
+ * is a refusal), or carry a host certificate of a CA that an @cert-authority line there trusts for the
+ * host, unless the caller explicitly asks to trust a new host on first use; a key or CA listed by an
+ * @revoked line is always refused. Nothing the remote
  * side says about a file is trusted: sizes are checked against what is expected, and every byte is
  * checked by sha256 (per chunk when resuming, whole file at the end) before the file gets its final
  * name. Writes are atomic at the receiver: "<dir>/.<name>.part" until verified, then renamed. */
@@ -23,6 +25,8 @@ typedef struct flas_ssh_target {
     int port;                /* 0: 22 */
     char user[64];
     char identity[1024];     /* private key file; "" = use ssh-agent (SSH_AUTH_SOCK) */
+    char certificate[1024];  /* OpenSSH user certificate of that key; "": IDENTITY-cert.pub if it exists
+                                (flas/ssh_cert.h) */
     char known_hosts[1024];  /* the ONLY known_hosts file consulted */
     int trust_new_host;      /* 1: accept and record a host key never seen before (never a changed one) */
     int timeout_s;           /* connect/IO timeout; 0: 30 s */

@@ -147,7 +147,8 @@ write_slurm_conf() { # DIR CLUSTER HOST ADDR SITE
     # one site and job 7 at the other (or the two nodes of one job) collide and a step fails to launch.
     # The single cluster has its own TmpFS; a site node's /tmp is its nodes/NODE/tmp bound over /tmp.
     install -d -m 1777 "$d/tmp"
-    local nodes node tmpfs=/tmp
+    local nodes node tmpfs=/tmp parts preempt=""
+    parts="PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP"
     if [ "$site" = single ]; then
         tmpfs=$d/tmp
         install -d -m 755 "$d/spool/$host"
@@ -160,6 +161,10 @@ write_slurm_conf() { # DIR CLUSTER HOST ADDR SITE
             nodes+="NodeName=$node NodeAddr=$(node_addr "$node") CPUs=$cpus RealMemory=$mem State=UNKNOWN"$'\n'
         done
         nodes=${nodes%$'\n'}
+        # A site preempts like a real one: jobs of the higher-tier partition "urgent" cancel those of
+        # "debug" (where FLaS runs), which first get SIGTERM and GraceTime seconds to write a checkpoint.
+        preempt="PreemptType=preempt/partition_prio"$'\n'"PreemptMode=CANCEL"
+        parts+=" PriorityTier=1 GraceTime=30"$'\n'"PartitionName=urgent Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF"
     fi
     cat >"$d/etc/slurm.conf.new" <<EOF
 # Written by flas-bed for cluster $cluster. Private: its own munge socket, state, logs and plugins.
@@ -192,8 +197,9 @@ SlurmdPidFile=$d/run/slurmd-%n.pid
 SlurmctldLogFile=$d/log/slurmctld.log
 SlurmdLogFile=$d/log/slurmd-%n.log
 PlugStackConfig=$d/etc/plugstack.conf
+$preempt
 $nodes
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+$parts
 EOF
     mv "$d/etc/slurm.conf.new" "$d/etc/slurm.conf"
     write_plugstack "$d" "$site"

@@ -10,6 +10,7 @@
 #include "flas/aggregate.h"
 #include "flas/coordinator.h"
 #include "flas/dp.h"
+#include "coord_internal.h"
 
 static const char *good =
     "# a federation of two sites\n"
@@ -38,6 +39,7 @@ START_TEST(parses_a_description)
     ck_assert_int_eq(c.site[0].n_args, 2);
     ck_assert_str_eq(c.site[0].args[1], "--steps=100");
     ck_assert_int_eq(c.site[0].time_min, 60);
+    ck_assert_str_eq(c.site[0].ssh.certificate, ""); /* Identity-cert.pub when it exists (flas_ssh_cert_path) */
     ck_assert_str_eq(c.site[1].ssh.jump_host, "gw.example");
     ck_assert_str_eq(c.site[1].ssh.jump_user, "fl");
     ck_assert_int_eq(c.site[1].ssh.jump_port, 22);
@@ -57,6 +59,8 @@ static void refused(const char *text, const char *needle)
 
 START_TEST(refuses_bad_descriptions_with_file_and_line)
 {
+    refused(HEAD "Site=a Host=h User=u StagingRoot=/s Script=/j.sh Certificate=/k-cert.pub\n",
+            "t.conf:2: site 'a' has Certificate= but no Identity= (the key it certifies)");
     refused(HEAD SITE "Site=b Host=h User=u StagingRoot=/s Script=/j.sh Colour=red\n", "t.conf:3: unknown key 'Colour'");
     refused(HEAD "Site=a Host=h Host=i User=u StagingRoot=/s Script=/j.sh\n", "t.conf:2: Host given twice");
     refused(HEAD SITE SITE, "site 'a' is described twice");
@@ -223,6 +227,43 @@ START_TEST(dp_keys_are_parsed)
             "cannot carry noise");
     refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 DpClip=1 DpDelta=2\n" SITE,
             "DpDelta=2 must be below 1");
+}
+END_TEST
+
+/* Every state squeue can print (Slurm 22.05, squeue(1) JOB STATE CODES), and what the coordinator does. */
+START_TEST(every_slurm_job_state_is_mapped)
+{
+    static const struct { const char *state; coord_job_action act; } map[] = {
+        {"COMPLETED", COORD_JOB_FETCH},      {"TIMEOUT", COORD_JOB_FETCH},        {"UNKNOWN", COORD_JOB_FETCH},
+        {"PREEMPTED", COORD_JOB_SALVAGE},    {"NODE_FAIL", COORD_JOB_SALVAGE},    {"BOOT_FAIL", COORD_JOB_RETRY},
+        {"FAILED", COORD_JOB_LOST},          {"CANCELLED", COORD_JOB_LOST},       {"OUT_OF_MEMORY", COORD_JOB_LOST},
+        {"DEADLINE", COORD_JOB_LOST},        {"SPECIAL_EXIT", COORD_JOB_LOST},    {"REVOKED", COORD_JOB_LOST},
+        {"PENDING", COORD_JOB_WAIT},         {"CONFIGURING", COORD_JOB_WAIT},     {"RUNNING", COORD_JOB_WAIT},
+        {"COMPLETING", COORD_JOB_WAIT},      {"SUSPENDED", COORD_JOB_WAIT},       {"STOPPED", COORD_JOB_WAIT},
+        {"SIGNALING", COORD_JOB_WAIT},       {"STAGE_OUT", COORD_JOB_WAIT},       {"RESIZING", COORD_JOB_WAIT},
+        {"REQUEUED", COORD_JOB_WAIT},        {"REQUEUE_HOLD", COORD_JOB_WAIT},    {"REQUEUE_FED", COORD_JOB_WAIT},
+        {"RESV_DEL_HOLD", COORD_JOB_WAIT},   {"SUBMITTED", COORD_JOB_WAIT},       {"A_STATE_TO_COME", COORD_JOB_WAIT},
+    };
+    for (size_t n = 0; n < sizeof map / sizeof map[0]; n++)
+        ck_assert_msg(coord_state_action(map[n].state) == map[n].act, "%s -> %d, expected %d", map[n].state,
+                      (int)coord_state_action(map[n].state), (int)map[n].act);
+}
+END_TEST
+
+START_TEST(salvage_key_is_parsed)
+{
+    static flas_coord_conf c;
+    char err[512] = "";
+    ck_assert_msg(flas_coord_conf_parse("t.conf", HEAD SITE, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert(!c.salvage_resume); /* a preempted job's published checkpoint is merged unless asked */
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=2 "
+                                        "Salvage=resume\n" SITE, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert(c.salvage_resume);
+    ck_assert_msg(flas_coord_conf_parse("t.conf", "Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=2 "
+                                        "Salvage=merge\n" SITE, &c, err, sizeof err) == 0, "%s", err);
+    ck_assert(!c.salvage_resume);
+    refused("Federation=f WorkDir=/w InitialGlobal=/g.h5 KnownHosts=/k Rounds=1 Salvage=maybe\n" SITE,
+            "Salvage=maybe: expected merge or resume");
 }
 END_TEST
 
@@ -470,12 +511,15 @@ START_TEST(journal_round_trips_the_accounting)
     snprintf(j.staged_sha256, sizeof j.staged_sha256, "%064d", 2);
     snprintf(s->staged_via, sizeof s->staged_via, "delta");
     snprintf(j.site[1].staged_via, sizeof j.site[1].staged_via, "full");
+    snprintf(s->resume, sizeof s->resume, "/site/stage/flas/jobs/41/local.h5");
     ck_assert_msg(flas_journal_save(path, &j, err, sizeof err) == 0, "%s", err);
     ck_assert_msg(flas_journal_load(path, &back, err, sizeof err) == 0, "%s", err);
     ck_assert_str_eq(back.staged_sha256, j.staged_sha256);
     ck_assert_str_eq(back.global_sha256, j.global_sha256);
     ck_assert_str_eq(back.site[0].staged_via, "delta");
     ck_assert_str_eq(back.site[1].staged_via, "full");
+    ck_assert_str_eq(back.site[0].resume, "/site/stage/flas/jobs/41/local.h5");
+    ck_assert_str_eq(back.site[1].resume, "");
     ck_assert(back.round_started == 1790000000.125);
     ck_assert(back.dp_rounds == 2 && back.dp_rho == 1.0 / 3 && isinf(back.dp_epsilon));
     const flas_journal_site *b = &back.site[0];
@@ -604,6 +648,8 @@ int main(void)
     tcase_add_test(tc, job_times_reply_is_parsed_strictly);
     tcase_add_test(tc, journal_round_trips_the_accounting);
     tcase_add_test(tc, rounds_tsv_has_one_line_per_round);
+    tcase_add_test(tc, every_slurm_job_state_is_mapped);
+    tcase_add_test(tc, salvage_key_is_parsed);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

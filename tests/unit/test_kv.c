@@ -611,7 +611,7 @@ START_TEST(coordinator_custom_keys)
     ck_assert_str_eq(cc.site[0].args[2], "x:y+z");
     snprintf(text, sizeof text, head, "Begin", "a");
     ck_assert_int_eq(flas_coord_conf_parse("t.conf", text, &cc, err, sizeof err), -1);
-    ck_assert_str_eq(err, "t.conf:1: Sync=Begin: expected none, begin or reservation");
+    ck_assert_str_eq(err, "t.conf:1: Sync=Begin: expected none, begin, reservation or book");
     snprintf(text, sizeof text, head, "none", "a,,b");
     ck_assert_int_eq(flas_coord_conf_parse("t.conf", text, &cc, err, sizeof err), -1);
     ck_assert_str_eq(err, "t.conf:2: ScriptArgs=a,,b: expected up to 48 comma-separated arguments");
