@@ -289,7 +289,9 @@ int coord_parse_book_reply(int status, const char *out, char *why, size_t whylen
     for (char *c = line; *c; c++)
         if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e)
             *c = ' ';
-    if (strstr(out, "Access/permission denied"))
+    /* slurmctld answers a user without the role "Invalid user id" (ESLURM_USER_ID_MISSING: the reservation
+     * request is refused as if no operator had sent it), some paths "Access/permission denied" */
+    if (strstr(out, "Access/permission denied") || strstr(out, "Invalid user id"))
         flas_fail(why, whylen, "no operator role here (scontrol: %s)", line);
     else
         flas_fail(why, whylen, "scontrol create reservation exited %d: %s", status, line);

@@ -147,7 +147,16 @@ write_slurm_conf() { # DIR CLUSTER HOST ADDR SITE
     # one site and job 7 at the other (or the two nodes of one job) collide and a step fails to launch.
     # The single cluster has its own TmpFS; a site node's /tmp is its nodes/NODE/tmp bound over /tmp.
     install -d -m 1777 "$d/tmp"
-    local nodes node tmpfs=/tmp parts preempt=""
+    local nodes node tmpfs=/tmp parts preempt="" slurm_user=root
+    # The operator role (scontrol create reservation) belongs to root, SlurmUser and, with slurmdbd, the
+    # accounts given AdminLevel=Operator. The bed has no slurmdbd: `flas-bed operator on` makes the test
+    # user SlurmUser, which is what lets the coordinator book reservations at such a site.
+    if [ -f "$d/etc/operator" ]; then
+        slurm_user=$BED_USER
+        chown -R "$BED_USER" "$d/state"
+        touch "$d/log/slurmctld.log"
+        chown "$BED_USER" "$d/log/slurmctld.log"
+    fi
     parts="PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP"
     if [ "$site" = single ]; then
         tmpfs=$d/tmp
@@ -162,15 +171,16 @@ write_slurm_conf() { # DIR CLUSTER HOST ADDR SITE
         done
         nodes=${nodes%$'\n'}
         # A site preempts like a real one: jobs of the higher-tier partition "urgent" cancel those of
-        # "debug" (where FLaS runs), which first get SIGTERM and GraceTime seconds to write a checkpoint.
+        # "debug" (where FLaS runs), which first get SIGTERM and GraceTime seconds to write a checkpoint (10 s:
+        # ample for the bed's models, short enough for the tests).
         preempt="PreemptType=preempt/partition_prio"$'\n'"PreemptMode=CANCEL"
-        parts+=" PriorityTier=1 GraceTime=30"$'\n'"PartitionName=urgent Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF"
+        parts+=" PriorityTier=1 GraceTime=10"$'\n'"PartitionName=urgent Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF"
     fi
     cat >"$d/etc/slurm.conf.new" <<EOF
 # Written by flas-bed for cluster $cluster. Private: its own munge socket, state, logs and plugins.
 ClusterName=$cluster
 SlurmctldHost=$host($addr)
-SlurmUser=root
+SlurmUser=$slurm_user
 SlurmdUser=root
 AuthType=auth/munge
 AuthInfo=socket=$d/run/munge.socket
@@ -428,6 +438,25 @@ start_site() { # SITE
     done
     site_wrap "$site"
     launch "$d" sshd "$d/log/sshd.out" "${SITE_WRAP[@]}" /usr/sbin/sshd -D -f "$d/ssh/sshd_config" -E "$d/log/sshd.log"
+}
+site_operator() { # on|off [SITE...]: give the test user the operator role at the sites (restarts them)
+    local action=${1:-} site d
+    shift || true
+    [ "$action" = on ] || [ "$action" = off ] || die "usage: flas-bed operator on|off [SITE...]"
+    local sites=("$@")
+    [ ${#sites[@]} -gt 0 ] || sites=("${SITES[@]}")
+    for site in "${sites[@]}"; do
+        site_index "$site" >/dev/null
+        d=$(cluster_dir "$site")
+        install -d -m 755 "$d/etc"
+        if [ "$action" = on ]; then touch "$d/etc/operator"; else rm -f "$d/etc/operator"; fi
+    done
+    stop_sites
+    start_sites
+    for site in "${SITES[@]}"; do
+        d=$(cluster_dir "$site")
+        say "$site: SlurmUser=$(sed -n 's/^SlurmUser=//p' "$d/etc/slurm.conf")"
+    done
 }
 site_ctld() { # stop|start SITE: only the site's slurmctld (a controller outage; jobs keep running)
     local action=$1 site=$2 d st

@@ -49,6 +49,7 @@ setup() {
     "$BEDCTL" data --vocab-size 1024 --max-docs 4000
     install -d -m 755 "$BED/coord"
     install -m 755 "$HERE/overrun.sbatch" "$BED/coord/overrun.sbatch"
+    install -m 755 "$HERE/stubborn.sbatch" "$BED/coord/stubborn.sbatch"
     install -m 755 "$HERE/impersonate.sbatch" "$BED/coord/impersonate.sbatch"
     "$BIN/flas-train" --init --dim 64 --layers 2 --heads 4 --kv-heads 2 --vocab 1024 --seq-len 64 --seed 7 \
         --output "$BED/coord/global0.h5" >/dev/null
@@ -63,6 +64,7 @@ setup() {
 LONG=1000000
 
 # A coordinator description. Extra federation keys in $FED_EXTRA, per-site extras in $SITE_EXTRA_<site>.
+# Each site's job runs on both of its nodes, one rank each (data parallel), unless $GEOMETRY says else.
 # STEPS "none": the script gets no --steps (speed-aware rounds: the coordinator's FLAS_STEPS decides).
 write_conf() { # ROUNDS MINSITES STEPS
     local rounds=$1 min=$2 steps=$3 s extra
@@ -80,7 +82,7 @@ write_conf() { # ROUNDS MINSITES STEPS
         for s in "${SITES[@]}"; do
             extra="SITE_EXTRA_$s"
             echo "Site=$s Host=$(addr "$s") User=$P_user Identity=$P_user_key StagingRoot=$(sdir "$s")/stage"
-            echo "  Script=$EXAMPLES/flas-train.sbatch Nodes=2 Tasks=2 CpusPerTask=1 Time=5"
+            echo "  Script=$EXAMPLES/flas-train.sbatch ${GEOMETRY:-Nodes=2 Tasks=2} CpusPerTask=1 Time=5"
             local st="STEPS_$s" stepsarg
             stepsarg="--steps,${!st:-$steps},"
             [ "${!st:-$steps}" = none ] && stepsarg=
@@ -171,6 +173,10 @@ check_privacy() {
     # extracted from public Debian packages; the data tests of any FLaS build tree extract it too, into
     # BUILD/tests/data/work (under /tmp in a CI clone), which is therefore not a leak
     places=("$BED" "$home" /tmp /var/tmp)
+    # every node's own /tmp (bound over /tmp inside the node; they lie under $BED, named for the record)
+    local node_tmps=("$BED"/sites/*/nodes/*/tmp)
+    [ ${#node_tmps[@]} = 4 ] || fail "expected the /tmp of 4 nodes, found: ${node_tmps[*]}"
+    places+=("${node_tmps[@]}")
     local lines line
     for s in "${SITES[@]}"; do
         # three lines from different places of the site's training text
@@ -390,32 +396,178 @@ case_ctld_down() { # a site's controller is down for a while: its running job is
     pass "karolina's slurmctld down mid-job: the coordinator kept asking, then fetched the same job's update"
 }
 
-case_node_fail() { # the node fails under a job: the coordinator submits a new attempt, merges only that one
-    write_conf 1 2 $LONG
+case_node_fail() { # the node fails under a job that has checkpointed: attempt 2 continues that checkpoint
+    # (Salvage=resume) and only attempt 2's update is merged
+    SCRIPT_EXTRA_karolina="--checkpoint-every,3" write_conf 1 2 $LONG
+    sed -i "s/Sync=begin/Salvage=resume Sync=begin/" "$WORK/coordinator.conf"
     coord_bg
-    local pid=$COORD_PID k1 k2 ljob
+    local pid=$COORD_PID k1 k2 ljob ck i
     k1=$(wait_job karolina 1 R) || fail "karolina's job never ran"
     ljob=$(wait_job leonardo 1 all) || fail "no job at leonardo"
+    ck="$(sdir karolina)/stage/flas/jobs/$k1/local.h5"
+    for i in $(seq 600); do [ -f "$ck" ] && break; sleep 0.2; done
+    [ -f "$ck" ] || fail "attempt 1 wrote no periodic checkpoint"
     at_exit "SLURM_CONF=$(sconf karolina) scontrol update NodeName=karolina State=RESUME"
     SLURM_CONF=$(sconf karolina) scontrol update NodeName=karolina State=DOWN Reason=flas-node-fail-test
-    local i
     for i in $(seq 120); do grep -q "karolina: job $k1 NODE_FAIL" "$WORK/err" && break; sleep 0.5; done
     grep -q "karolina: job $k1 NODE_FAIL" "$WORK/err" || fail "NODE_FAIL not seen: $(tail -3 "$WORK/err")"
     # ReturnToService=2 may already have brought the node back when slurmd registered again
     SLURM_CONF=$(sconf karolina) scontrol update NodeName=karolina State=RESUME 2>/dev/null || true
     k2=$(wait_job karolina 2 R) || fail "no second attempt ran at karolina: $(tail -3 "$WORK/err")"
+    grep -q "job $k1 NODE_FAIL; attempt 2 continues its checkpoint $ck" "$WORK/err" ||
+        fail "attempt 2 does not continue attempt 1's checkpoint: $(grep karolina "$WORK/err" | tail -3)"
     [ "$(SLURM_CONF=$(sconf karolina) squeue -h -t all -j "$k1" -o %T)" = NODE_FAIL ] || fail "Slurm requeued attempt 1 as well"
-    sleep 3 # some steps of attempt 2 (a job stopped before its first step has no update to give)
+    sleep 3 # some steps of attempt 2
     stop_early "karolina:$k2" "leonardo:$ljob"
     wait $pid || fail "round failed after the node failure: $(tail -3 "$WORK/err")"
-    local g="$WORK/coord/global/round-000001.h5" m2
+    local g="$WORK/coord/global/round-000001.h5" m2 resumed step
     [ -f "$g" ] || fail "no new global"
     [ "$(jobs_at karolina 0)" = 2 ] || fail "karolina ran $(jobs_at karolina 0) jobs, expected 2 attempts"
+    read -r resumed step < <(job_start_event karolina "$k2")
+    [ "$resumed" = true ] && [ "$step" -ge 3 ] || fail "attempt 2 started at step $step (resumed: $resumed), not from attempt 1's checkpoint"
     m2="$(sdir karolina)/stage/flas/outbox/round-000000/karolina-job$k2.manifest.json"
-    grep -qx "$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sha256"])' "$m2")" <<<"$(input_shas "$g" | tr ' ' '\n')" ||
+    grep -qx "$(manifest_sha "$m2")" <<<"$(input_shas "$g" | tr ' ' '\n')" ||
         fail "the new global does not merge attempt 2's checkpoint"
     [ "$(input_shas "$g" | wc -w)" = 2 ] || fail "the new global merges $(input_shas "$g" | wc -w) inputs, expected 2"
-    pass "karolina's node failed under job $k1 (NODE_FAIL): attempt 2 (job $k2) was submitted and only its update merged"
+    pass "karolina's node failed under job $k1 (NODE_FAIL) after its checkpoint: attempt 2 (job $k2) continued it from step $step; only attempt 2's update merged"
+}
+
+# The first "start" event of a job's metrics.jsonl at SITE: "RESUME STEP" (true 5, false 0, ...).
+job_start_event() { # SITE JOB
+    /usr/bin/python3 - "$(sdir "$1")/stage/flas/jobs/$2/metrics.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if e.get("event") == "start":
+        print(str(e["resume"]).lower(), e["step"])
+        break
+PY
+}
+manifest_sha() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sha256"])' "$1"; }
+
+# Slurm's record of a job's preemption: PreemptTime (None when it was never preempted).
+preempt_time() { SLURM_CONF=$(sconf "$1") scontrol show job "$2" | sed -n 's/.*PreemptTime=\([^ ]*\).*/\1/p'; }
+
+case_preempt() { # urgent jobs preempt both sites' jobs (partition_prio, GraceTime=10): both checkpoints merged
+    # karolina's job checkpoints at the SIGTERM and ends within the grace time: COMPLETED, fetched as usual.
+    # leonardo's script (stubborn.sbatch) lingers after flas-train's checkpoint: killed at the end of the
+    # grace time, PREEMPTED, and salvaged (Salvage=merge): its published checkpoint is merged.
+    write_conf 1 2 $LONG
+    sed -i "0,/Script=[^ ]*/s||Script=$BED/coord/stubborn.sbatch|" "$WORK/coordinator.conf"
+    coord_bg
+    local pid=$COORD_PID s i job ujob conf m g jobs=()
+    for s in leonardo karolina; do
+        job=$(wait_job "$s" 1 R) || fail "$s's job never ran"
+        for i in $(seq 300); do step_runs "$s" "$job" && break; sleep 0.2; done
+        jobs+=("$s:$job")
+    done
+    sleep 3 # some steps trained
+    for s in leonardo karolina; do
+        conf=$(sconf "$s")
+        # root's job in the higher-tier partition needs both of the site's nodes whole: Slurm preempts the FLaS job
+        ujob=$(SLURM_CONF=$conf sbatch --parsable -p urgent -N2 --exclusive -o /dev/null --wrap 'sleep 2') || fail "cannot submit the urgent job at $s"
+        at_exit "SLURM_CONF=$conf scancel $ujob"
+    done
+    wait $pid || fail "the round failed after the preemptions: $(tail -3 "$WORK/err")"
+    g="$WORK/coord/global/round-000001.h5"
+    [ -f "$g" ] || fail "no new global"
+    local lstate kstate
+    for sj in "${jobs[@]}"; do
+        s=${sj%%:*} job=${sj#*:}
+        [ "$(preempt_time "$s" "$job")" != None ] && [ -n "$(preempt_time "$s" "$job")" ] || fail "$s: job $job was not preempted"
+        [ "$(jobs_at "$s" 0)" = 1 ] || fail "$s ran $(jobs_at "$s" 0) jobs: the preempted one was resubmitted"
+        m="$(sdir "$s")/stage/flas/outbox/round-000000/$s-job$job.manifest.json"
+        grep -q "\"checkpoint\": \"$s-job$job.h5\"" "$m" || fail "$s: the preempted job published no checkpoint: $(cat "$m")"
+        grep -qx "$(manifest_sha "$m")" <<<"$(input_shas "$g" | tr ' ' '\n')" || fail "$s: the new global does not merge the preempted job's checkpoint"
+        grep -q '"reason":"signal"' "$(sdir "$s")/stage/flas/jobs/$job/metrics.jsonl" || fail "$s: the preempted job did not checkpoint at the signal"
+    done
+    lstate=$(SLURM_CONF=$(sconf leonardo) squeue -h -t all -j "${jobs[0]#*:}" -o %T)
+    kstate=$(SLURM_CONF=$(sconf karolina) squeue -h -t all -j "${jobs[1]#*:}" -o %T)
+    [ "$lstate" = PREEMPTED ] || fail "leonardo's lingering job ended $lstate, not PREEMPTED"
+    [ "$kstate" = COMPLETED ] || fail "karolina's job ended $kstate, not COMPLETED within its grace time"
+    grep -q "leonardo: job ${jobs[0]#*:} PREEMPTED; merging the checkpoint it published" "$WORK/err" ||
+        fail "leonardo's PREEMPTED job was not salvaged: $(grep leonardo "$WORK/err" | tail -3)"
+    pass "both sites' jobs preempted: karolina's checkpointed at SIGTERM (COMPLETED), leonardo's outlived GraceTime (PREEMPTED) and was salvaged; both checkpoints merged, nothing resubmitted"
+}
+
+# Slurm's own record while the coordinator runs, in $WORK/reservations: every reservation ("SITE NAME
+# START") and the running jobs' reservations ("job JOBNAME RESERVATION": gone from squeue once the
+# reservation is deleted). Sets RECORDER.
+record_reservations() {
+    (while :; do
+        for s in "${SITES[@]}"; do
+            SLURM_CONF=$(sconf "$s") scontrol -o show reservation 2>/dev/null |
+                sed -n "s/^ReservationName=\([^ ]*\) StartTime=\([^ ]*\) .*/$s \1 \2/p"
+            SLURM_CONF=$(sconf "$s") squeue -h -t R -o "job %j %v" 2>/dev/null
+        done
+        sleep 0.5
+    done >>"$WORK/reservations") &
+    RECORDER=$!
+    at_exit "kill $RECORDER"
+}
+
+case_book() { # Sync=book: the coordinator books each round's reservation at both sites, one start time
+    at_exit "$BEDCTL operator off"
+    "$BEDCTL" operator on >/dev/null || fail "cannot give the test user the operator role"
+    write_conf 2 2 10
+    sed -i "s/Sync=begin BeginDelay=1/Sync=book BeginDelay=12/" "$WORK/coordinator.conf"
+    record_reservations
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || fail "coordinator failed: $(tail -3 "$WORK/err")"
+    kill $RECORDER
+    local run k s res rstart jstart jres first="" spread=0 WINDOW=10
+    run=$(run_id)
+    for k in 0 1; do
+        res="flas-flas-r$k-$run"
+        for s in "${SITES[@]}"; do
+            grep -q "round $k: $s: booked reservation $res" "$WORK/err" || fail "round $k: $s: no booking in the log"
+            grep -q "round $k: $s: reservation $res released" "$WORK/err" || fail "round $k: $s: not released"
+            rstart=$(awk -v s="$s" -v r="$res" '$1 == s && $2 == r {print $3; exit}' "$WORK/reservations")
+            [ -n "$rstart" ] || fail "round $k: Slurm at $s never listed reservation $res"
+            rstart=$(date -d "$rstart" +%s)
+            jres=$(awk -v n="flas-flas-r$k-$s-a1-$run" '$1 == "job" && $2 == n {print $3}' "$WORK/reservations" | sort -u)
+            [ "$jres" = "$res" ] || fail "round $k: $s's job ran in reservation '$jres', not $res"
+            jstart=$(SLURM_CONF=$(sconf "$s") squeue -h -t all -o '%j %S' | awk -v n="flas-flas-r$k-$s-a1-$run" '$1 == n {print $2}')
+            jstart=$(date -d "$jstart" +%s)
+            [ $((jstart - rstart)) -ge 0 ] && [ $((jstart - rstart)) -le $WINDOW ] ||
+                fail "round $k: $s's job started $((jstart - rstart)) s after its booked start, not within ${WINDOW} s"
+            [ -z "$first" ] && first=$rstart
+            [ $((rstart - first)) -le 2 ] && [ $((first - rstart)) -le 2 ] || spread=1
+            echo "round $k: $s: booked start $(date -u -d "@$rstart" +%T), job started $((jstart - rstart)) s later"
+        done
+        [ $spread = 0 ] || fail "round $k: the sites' booked starts differ by more than 2 s"
+        first=""
+    done
+    for s in "${SITES[@]}"; do
+        [ -z "$(SLURM_CONF=$(sconf "$s") scontrol -o show reservation 2>/dev/null | grep -v '^No reservations')" ] ||
+            fail "a reservation was left behind at $s: $(SLURM_CONF=$(sconf "$s") scontrol -o show reservation)"
+    done
+    [ -f "$WORK/coord/global/round-000002.h5" ] || fail "no round-2 global"
+    pass "Sync=book: each round's reservation booked at both sites for one start, both sites' jobs started within ${WINDOW} s of it (Slurm's start times), none left behind"
+}
+
+case_book_fallback() { # Sync=book where karolina refuses: the admins' reservation there, a booked one at leonardo
+    at_exit "$BEDCTL operator off"
+    "$BEDCTL" operator on leonardo >/dev/null || fail "cannot give the test user the operator role at leonardo"
+    local r="flas-flas-r0" kres lres conf
+    conf=$(sconf karolina)
+    SLURM_CONF=$conf scontrol create reservation ReservationName=$r StartTime=now Duration=30 Users="$P_user" \
+        Nodes=ALL >/dev/null || fail "cannot create the admins' reservation at karolina"
+    at_exit "SLURM_CONF=$conf scontrol delete ReservationName=$r"
+    write_conf 1 2 10
+    sed -i "s/Sync=begin BeginDelay=1/Sync=book BeginDelay=5 Reservation=flas-flas-r%d/" "$WORK/coordinator.conf"
+    record_reservations
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || fail "coordinator failed: $(tail -3 "$WORK/err")"
+    kill $RECORDER
+    grep -q "karolina: cannot book reservation flas-flas-r0-$(run_id): no operator role here" "$WORK/err" ||
+        fail "karolina's refusal was not reported: $(grep karolina "$WORK/err" | tail -3)"
+    kres=$(SLURM_CONF=$conf squeue -h -t all -o '%j %v' | awk -v n="flas-flas-r0-karolina-a1-$(run_id)" '$1 == n {print $2}')
+    [ "$kres" = "$r" ] || fail "karolina's job ran in '$kres', not the admins' reservation $r"
+    lres=$(awk -v n="flas-flas-r0-leonardo-a1-$(run_id)" '$1 == "job" && $2 == n {print $3}' "$WORK/reservations" | sort -u)
+    [ "$lres" = "flas-flas-r0-$(run_id)" ] || fail "leonardo's job ran in '$lres', not the booked reservation"
+    [ -z "$(SLURM_CONF=$(sconf leonardo) scontrol -o show reservation | grep -v '^No reservations')" ] ||
+        fail "the booked reservation was left behind at leonardo"
+    [ -f "$WORK/coord/global/round-000001.h5" ] || fail "no new global"
+    pass "Sync=book without the operator role at karolina: its job used the admins' reservation $r, leonardo's the booked one, released after"
 }
 
 # Kill the coordinator (SIGKILL) at EVENT, run it again: one job per site, the same model as REF.
@@ -692,8 +844,11 @@ SPEED_BUDGET=8
 spread() { # A B: |A - B| / max(A, B)
     awk -v a="$1" -v b="$2" 'BEGIN {m = a > b ? a : b; d = a - b; if (d < 0) d = -d; printf "%.3f", (m > 0 ? d / m : 1)}'
 }
+# The speed-aware rounds measure each site's training rate and plan on it: one rank per site, so that
+# on a 2-core machine each site's training has a core of its own (two 2-node jobs would put four ranks
+# on two cores, and each site's rate would depend on the other's).
 speed_rounds() { # LABEL STEPS: runs 3 rounds, karolina slower; WORK is kept
-    write_conf 3 2 "$2"
+    GEOMETRY="Nodes=1 Tasks=1" write_conf 3 2 "$2"
     sed -i "/^Site=karolina/,\$ s|--batch,4|--batch,16|" "$WORK/coordinator.conf"
     coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || fail "$1: coordinator failed: $(tail -3 "$WORK/err")"
     check_accounting "$1"
@@ -781,7 +936,7 @@ case_speed_aware() {
     # 3: DropSlowSites: karolina cannot reach MinSteps in the budget, leonardo can: after round 0 measures
     # them, karolina sits out round 1 without a job
     local kr lr
-    FED_EXTRA="RoundBudget=$SPEED_BUDGET FirstSteps=200 MinSteps=$min DropSlowSites=yes" write_conf 2 1 none
+    GEOMETRY="Nodes=1 Tasks=1" FED_EXTRA="RoundBudget=$SPEED_BUDGET FirstSteps=200 MinSteps=$min DropSlowSites=yes" write_conf 2 1 none
     sed -i "/^Site=karolina/,\$ s|--batch,4|--batch,16|" "$WORK/coordinator.conf"
     coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || fail "DropSlowSites: coordinator failed: $(tail -3 "$WORK/err")"
     lr=$(tsv "$WORK/coord/rounds.tsv" 0 leonardo.rate)

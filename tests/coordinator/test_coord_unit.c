@@ -250,6 +250,30 @@ START_TEST(every_slurm_job_state_is_mapped)
 }
 END_TEST
 
+/* scontrol create reservation's answers, as Slurm 22.05 gives them on the test bed */
+START_TEST(booking_reply_is_read)
+{
+    char why[256];
+    ck_assert_int_eq(coord_parse_book_reply(0, "Reservation created: flas-f-r3-0a1b2c3d\n", why, sizeof why), FLAS_BOOK_HELD);
+    /* a booking repeated after a crash finds its own (the name carries the run id) */
+    ck_assert_int_eq(coord_parse_book_reply(1, "Error creating the reservation: Duplicate reservation name\n", why,
+                                            sizeof why), FLAS_BOOK_HELD);
+    ck_assert_int_eq(coord_parse_book_reply(1, "Error creating the reservation: Invalid user id\n", why, sizeof why),
+                     FLAS_BOOK_NO_ROLE);
+    ck_assert_msg(strstr(why, "no operator role here"), "%s", why);
+    ck_assert_int_eq(coord_parse_book_reply(1, "Error creating the reservation: Access/permission denied\n", why,
+                                            sizeof why), FLAS_BOOK_NO_ROLE);
+    ck_assert_msg(strstr(why, "no operator role here"), "%s", why);
+    ck_assert_int_eq(coord_parse_book_reply(1, "Error creating the reservation: Requested nodes are busy\n", why,
+                                            sizeof why), FLAS_BOOK_NO_ROLE);
+    ck_assert_msg(strstr(why, "exited 1: Error creating the reservation: Requested nodes are busy"), "%s", why);
+    /* success needs exit 0 and the words; a hostile reply's control bytes do not reach the journal */
+    ck_assert_int_eq(coord_parse_book_reply(1, "Reservation created: x", why, sizeof why), FLAS_BOOK_NO_ROLE);
+    ck_assert_int_eq(coord_parse_book_reply(0, "reservation made\x1b[2J", why, sizeof why), FLAS_BOOK_NO_ROLE);
+    ck_assert_ptr_null(strchr(why, '\x1b'));
+}
+END_TEST
+
 START_TEST(salvage_key_is_parsed)
 {
     static flas_coord_conf c;
@@ -650,6 +674,7 @@ int main(void)
     tcase_add_test(tc, rounds_tsv_has_one_line_per_round);
     tcase_add_test(tc, every_slurm_job_state_is_mapped);
     tcase_add_test(tc, salvage_key_is_parsed);
+    tcase_add_test(tc, booking_reply_is_read);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
