@@ -375,6 +375,17 @@ site_wrap() { # SITE [NODE] -> sets SITE_WRAP (NODE: default the site's first no
          hostname "$4" && shift 4 && exec "$@"'
         sh "$d/etc/hosts" "$d/etc/resolv.conf" "$(node_tmp "$node")" "$node")
 }
+# The bed's certificate authorities (tests/bed/ca.sh): user_ca signs user certificates as a site's 2FA
+# portal would (every site's sshd trusts it, next to plain authorized keys), host_ca signs each site's
+# host key (for known_hosts' @cert-authority). Private keys stay root's.
+ensure_cas() {
+    local ca="$BED/sites/ca"
+    install -d -m 755 "$ca"
+    [ -f "$ca/user_ca" ] || flas_ca_new "$ca/user_ca"
+    [ -f "$ca/host_ca" ] || flas_ca_new "$ca/host_ca"
+    chmod 600 "$ca/user_ca" "$ca/host_ca"
+    chmod 644 "$ca/user_ca.pub" "$ca/host_ca.pub"
+}
 write_sshd_conf() { # SITE
     local site=$1 d sanitizer=""
     d=$(cluster_dir "$site")
@@ -384,11 +395,17 @@ write_sshd_conf() { # SITE
     [ -n "${ASAN_OPTIONS:-}" ] && sanitizer+=" ASAN_OPTIONS=$ASAN_OPTIONS"
     install -d -m 755 "$d/ssh"
     [ -f "$d/ssh/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C "$site-host" -f "$d/ssh/ssh_host_ed25519_key"
+    ensure_cas
+    # a host certificate for the site's address and name, renewed at every start (valid 30 days)
+    flas_ca_sign_host "$BED/sites/ca/host_ca" "$d/ssh/ssh_host_ed25519_key.pub" "$(site_addr "$site"),$site" -5m:+30d
     cat >"$d/ssh/sshd_config" <<EOF
 # Written by flas-bed: key-only sshd for site $site.
 ListenAddress $(site_addr "$site")
 Port 22
 HostKey $d/ssh/ssh_host_ed25519_key
+HostCertificate $d/ssh/ssh_host_ed25519_key-cert.pub
+# users log in with a plain key (authorized_keys) or a certificate of the bed's user CA
+TrustedUserCAKeys $BED/sites/ca/user_ca.pub
 PidFile $d/run/sshd.pid
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -409,6 +426,10 @@ write_known_hosts() {
     done
     chmod 644 "$tmp"
     mv "$tmp" "$BED/sites/known_hosts"
+    # the same sites vouched for by the host CA instead of their keys
+    flas_ca_known_hosts "$BED/sites/ca/host_ca" "$SUBNET.*" >"$tmp"
+    chmod 644 "$tmp"
+    mv "$tmp" "$BED/sites/known_hosts_ca"
 }
 start_site() { # SITE
     local site=$1 d addr node name up=1
@@ -554,6 +575,8 @@ bed_paths() {
     echo "user=$BED_USER"
     echo "user_key=$home/.ssh/id_ed25519"
     echo "known_hosts=$BED/sites/known_hosts"
+    echo "known_hosts_ca=$BED/sites/known_hosts_ca"
+    echo "user_ca=$BED/sites/ca/user_ca"
     echo "single_conf=$(cluster_dir single)/etc/slurm.conf"
     for site in "${SITES[@]}"; do
         echo "${site}_addr=$(site_addr "$site")"

@@ -570,6 +570,68 @@ case_book_fallback() { # Sync=book where karolina refuses: the admins' reservati
     pass "Sync=book without the operator role at karolina: its job used the admins' reservation $r, leonardo's the booked one, released after"
 }
 
+# The login with a key that only a certificate of the bed's user CA admits (no authorized_keys entry),
+# as a site's 2FA portal issues it; the sites' hosts verified through the host CA (@cert-authority).
+cert_conf() { # ROUNDS STEPS: write_conf, then the key, its certificate's place and known_hosts_ca
+    FED_EXTRA="CommandTimeout=5" write_conf 1 2 "$2"
+    install -d -m 700 "$WORK/keys"
+    ssh-keygen -q -t ed25519 -N '' -C "flas-cert-test" -f "$WORK/keys/id"
+    sed -i "s|Identity=$P_user_key|Identity=$WORK/keys/id|; s|KnownHosts=$P_known_hosts|KnownHosts=$P_known_hosts_ca|" \
+        "$WORK/coordinator.conf"
+}
+issue_cert() { # VALIDITY (ssh-keygen -V): the certificate next to the key, as the portal would renew it
+    rm -f "$WORK/keys/id-cert.pub"
+    ssh-keygen -q -s "$P_user_ca" -I "flas-2fa-$P_user" -n "$P_user" -V "$1" "$WORK/keys/id.pub"
+}
+
+case_cert_expiry() { # an expired certificate stops the round before anything is staged; one that
+    # expires mid-round stops it at a safe point; after renewal the run resumes: no job lost, none twice
+    cert_conf 1 $LONG
+    local rc=0 s
+    issue_cert 20200101:20200102
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || rc=$?
+    [ $rc = 3 ] || fail "an expired certificate gave exit $rc, not 3: $(tail -2 "$WORK/err")"
+    grep -q "certificate for site leonardo ($WORK/keys/id-cert.pub) expired at 2020-01-02" "$WORK/err" ||
+        fail "no clear message for the expired certificate: $(tail -2 "$WORK/err")"
+    for s in "${SITES[@]}"; do
+        [ -z "$(ls -A "$(sdir "$s")/stage/flas/global")" ] || fail "something was staged at $s with an expired certificate"
+        [ "$(jobs_at "$s" 0)" = 0 ] || fail "a job was submitted at $s with an expired certificate"
+    done
+    echo "expired certificate: exit 3 before anything was staged"
+    # valid for 40 s: staging and submission fit, the jobs (LONG) outlive it
+    issue_cert -1m:+40s
+    rc=0
+    coord run "$WORK/coordinator.conf" >"$WORK/out" 2>"$WORK/err" || rc=$?
+    [ $rc = 3 ] || fail "a certificate expiring mid-round gave exit $rc, not 3: $(tail -2 "$WORK/err")"
+    grep -q "certificate for site [a-z]* ($WORK/keys/id-cert.pub) expires at .*; renew it" "$WORK/err" ||
+        fail "no clear message when the certificate ran out: $(tail -2 "$WORK/err")"
+    local jobs=() job
+    for s in "${SITES[@]}"; do
+        [ "$(jobs_at "$s" 0)" = 1 ] || fail "$s has $(jobs_at "$s" 0) jobs after the stop, expected 1"
+        job=$(job_named "$s" 0 PD,R)
+        [ -n "$job" ] || fail "$s's job did not survive the coordinator's stop"
+        jobs+=("$s:$job")
+    done
+    grep -q "^phase=training" "$WORK/coord/journal" || fail "the journal is not at the training phase: $(grep phase "$WORK/coord/journal")"
+    echo "certificate ran out mid-round: exit 3, journal at training, jobs ${jobs[*]} still there"
+    # renewed: the run resumes with the same jobs
+    issue_cert -1m:+1h
+    coord_bg
+    local pid=$COORD_PID
+    stop_early "${jobs[@]}"
+    wait $pid || fail "the resumed run failed: $(tail -3 "$WORK/err")"
+    local g="$WORK/coord/global/round-000001.h5" m
+    [ -f "$g" ] || fail "no new global after the renewal"
+    for sj in "${jobs[@]}"; do
+        s=${sj%%:*} job=${sj#*:}
+        [ "$(jobs_at "$s" 0)" = 1 ] || fail "$s ran $(jobs_at "$s" 0) jobs: a job was submitted again"
+        m="$(sdir "$s")/stage/flas/outbox/round-000000/$s-job$job.manifest.json"
+        grep -qx "$(manifest_sha "$m")" <<<"$(input_shas "$g" | tr ' ' '\n')" || fail "$s: the new global does not merge job $job"
+    done
+    [ "$(input_shas "$g" | wc -w)" = 2 ] || fail "the new global merges $(input_shas "$g" | wc -w) inputs, expected 2"
+    pass "user certificate (CA-signed, no authorized key; hosts by @cert-authority): expired -> exit 3, nothing staged; ran out mid-round -> exit 3, jobs kept; renewed -> resumed with the same jobs, each merged once"
+}
+
 # Kill the coordinator (SIGKILL) at EVENT, run it again: one job per site, the same model as REF.
 crash_and_resume() { # EVENT REF
     local event=$1 ref=$2
