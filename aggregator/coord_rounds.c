@@ -303,6 +303,21 @@ static int salvage(coord *k, int i, const char *state)
     return 0;
 }
 
+/* Sync=book: a site whose job is over gives its reservation back (the others' jobs may still run in
+ * theirs). A deletion that fails is tried again on the next pass; at the end of the training phase
+ * once more, and then the reservation ends by itself at its Duration. */
+static void release_bookings(coord *k)
+{
+    for (int i = 0; i < k->j.n_sites && !coord_stopped(k); i++) {
+        flas_journal_site *s = &k->j.site[i];
+        if (s->booked == FLAS_BOOK_HELD && (s->state == FLAS_SITE_FINISHED || s->state == FLAS_SITE_FETCHED ||
+                                            s->state == FLAS_SITE_DROPPED) && coord_unbook(k, i) == 0) {
+            s->booked = FLAS_BOOK_RELEASED;
+            save(k, "released");
+        }
+    }
+}
+
 /* One polling pass of the training phase; returns 1 if anything changed. */
 static int step_training(coord *k)
 {
@@ -406,15 +421,7 @@ static int step_training(coord *k)
             save(k, "dropped");
         }
     }
-    /* A site whose job is over gives its reservation back (the others' jobs may still run in theirs). */
-    for (int i = 0; i < k->j.n_sites && !coord_stopped(k); i++) {
-        flas_journal_site *s = &k->j.site[i];
-        if (s->booked == FLAS_BOOK_HELD && (s->state == FLAS_SITE_FINISHED || s->state == FLAS_SITE_FETCHED ||
-                                            s->state == FLAS_SITE_DROPPED) && coord_unbook(k, i) == 0) {
-            s->booked = FLAS_BOOK_RELEASED;
-            save(k, "released");
-        }
-    }
+    release_bookings(k);
     /* Fetch what finished. */
     for (int i = 0; i < k->j.n_sites && !coord_stopped(k); i++) {
         flas_journal_site *s = &k->j.site[i];
@@ -684,6 +691,7 @@ int flas_coord_run(const flas_coord_conf *c, char *err, size_t errlen)
                 if (!training_done(&k))
                     sleep((unsigned)wait);
             }
+            release_bookings(&k); /* a site dropped in the last pass */
             if (coord_stopped(&k))
                 break;
             if (count(&k, FLAS_SITE_FETCHED) < c->min_sites) {
