@@ -62,11 +62,15 @@ daemon_state() { # DIR NAME -> "up PID" or "down"
 }
 # Launch a foreground daemon in the background, detached from our session, and record its PID.
 # The wrappers (setsid, nsenter, unshare, setpriv) all exec, so $! is the daemon itself.
+# Daemons start in / (a daemon's working directory is a path it returns to: slurmstepd does, and the
+# directory the bed was started from, under /tmp say, does not exist on a node whose /tmp is its own).
 launch() { # DIR NAME LOG CMD...
-    local dir=$1 name=$2 log=$3
+    local dir=$1 name=$2 log=$3 here=$PWD
     shift 3
+    cd /
     setsid "$@" </dev/null >>"$log" 2>&1 &
     record_pid "$dir" "$!" "$name"
+    cd "$here"
 }
 
 # ---------------------------------------------------------------- the test user
