@@ -6,6 +6,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BEDCTL="$HERE/../bed/flas-bed"
 eval "$("$BEDCTL" paths | sed 's/^/P_/')"
+# shellcheck source=tests/coordinator/coord-lib.sh
+source "$HERE/coord-lib.sh"
 BED=$P_bed
 BIN="$BED/install/usr/local/bin"
 EXAMPLES="$BED/install/usr/local/share/doc/FLaS/slurm-examples"
@@ -36,11 +38,6 @@ cancel_run_jobs() {
     done
 }
 pass() { echo "PASS: $*"; }
-addr() { local v="P_${1}_addr"; echo "${!v}"; }
-sdir() { local v="P_${1}_dir"; echo "${!v}"; }
-sconf() { local v="P_${1}_conf"; echo "${!v}"; }
-sha() { sha256sum <"$1" | cut -d' ' -f1; }
-h5attr() { /usr/bin/python3 -c 'import h5py,sys; v=h5py.File(sys.argv[1],"r").attrs[sys.argv[2]]; print(v.decode() if isinstance(v,bytes) else v)' "$1" "$2"; }
 coord() { "$BIN/flas-coordinator" "$@"; }
 
 # The fixture: site data (once per bed) and a tiny round-0 model that matches its vocabulary.
@@ -106,17 +103,6 @@ job_named() { # SITE ROUND STATE [ATTEMPT]: id of this run's job at SITE in STAT
     run=$(run_id)
     [ -n "$run" ] || return 0
     SLURM_CONF=$(sconf "$1") squeue -h -t "$3" -n "flas-flas-r$2-$1-a${4:-1}-$run" -o %i 2>/dev/null || true
-}
-# Same weights (the new global's params) as another file: provenance and timestamps differ per run.
-same_params() {
-    /usr/bin/python3 - "$1" "$2" <<'PY'
-import sys, h5py, numpy as np
-a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
-names = sorted(a["params"].keys())
-assert names == sorted(b["params"].keys()), "different tensors"
-bad = [n for n in names if not np.array_equal(a["params"][n][...], b["params"][n][...])]
-sys.exit(f"{len(bad)} tensors differ, e.g. {bad[:3]}" if bad else 0)
-PY
 }
 
 case_two_rounds() { # two full rounds: a new global each round, one job per site and round
@@ -339,9 +325,6 @@ stop_early() { # SITE:JOB...
         SLURM_CONF=$conf scancel --batch --signal=USR1 "$job" 2>/dev/null || true
     done
 }
-input_shas() { # GLOBAL: sha256 of every input merged into it
-    /usr/bin/python3 -c 'import h5py,sys; a=h5py.File(sys.argv[1],"r")["provenance"].attrs; print(" ".join(x.decode() if isinstance(x,bytes) else x for x,u in zip(a["input_sha256"], a["input_used"]) if u))' "$1"
-}
 
 case_reservation() { # Sync=reservation: the admins' reservation of round 0 at each site takes the jobs
     local s r="flas-flas-r0" k
@@ -443,7 +426,6 @@ for line in open(sys.argv[1]):
         break
 PY
 }
-manifest_sha() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sha256"])' "$1"; }
 
 # Slurm's record of a job's preemption: PreemptTime (None when it was never preempted).
 preempt_time() { SLURM_CONF=$(sconf "$1") scontrol show job "$2" | sed -n 's/.*PreemptTime=\([^ ]*\).*/\1/p'; }

@@ -10,7 +10,6 @@ CWL=$(cd "$HERE/../../slurm-examples/cwl" && pwd)
 CASE=${1:?usage: cwl-tests.sh validate|two-rounds}
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "PASS: $*"; }
-sha() { sha256sum <"$1" | cut -d' ' -f1; }
 command -v cwltool >/dev/null || fail "cwltool is not installed (tests/bed/install-deps.sh installs it)"
 
 case_validate() {
@@ -36,23 +35,8 @@ bed_setup() {
     SITES=(leonardo karolina)
     WORK="$BED/coord/cwl-$CASE"
 }
-addr() { local v="P_${1}_addr"; echo "${!v}"; }
-sdir() { local v="P_${1}_dir"; echo "${!v}"; }
-sconf() { local v="P_${1}_conf"; echo "${!v}"; }
-h5attr() { /usr/bin/python3 -c 'import h5py,sys; v=h5py.File(sys.argv[1],"r").attrs[sys.argv[2]]; print(v.decode() if isinstance(v,bytes) else v)' "$1" "$2"; }
-same_params() { # as coord-tests.sh: the weights, not provenance or timestamps
-    /usr/bin/python3 - "$1" "$2" <<'PY'
-import sys, h5py, numpy as np
-a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
-names = sorted(a["params"].keys())
-assert names == sorted(b["params"].keys()), "different tensors"
-bad = [n for n in names if not np.array_equal(a["params"][n][...], b["params"][n][...])]
-sys.exit(f"{len(bad)} tensors differ, e.g. {bad[:3]}" if bad else 0)
-PY
-}
-input_shas() { # GLOBAL: sha256 of every input merged into it, in order
-    /usr/bin/python3 -c 'import h5py,sys; a=h5py.File(sys.argv[1],"r")["provenance"].attrs; print(" ".join(x.decode() if isinstance(x,bytes) else x for x,u in zip(a["input_sha256"], a["input_used"]) if u))' "$1"
-}
+# shellcheck source=tests/coordinator/coord-lib.sh
+source "$HERE/../coordinator/coord-lib.sh"
 clear_staging() { # as coord-tests.sh write_conf: every run starts from empty staging areas
     local s
     for s in "${SITES[@]}"; do
@@ -139,7 +123,7 @@ case_two_rounds() {
             [ "$state" = COMPLETED ] || fail "$s's round-$k job $id is $state"
             m="$(sdir "$s")/stage/flas/outbox/round-00000$k/$s-job$id.manifest.json"
             [ -f "$m" ] || fail "no manifest of job $id at $s"
-            shas+="$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["sha256"])' "$m") "
+            shas+="$(manifest_sha "$m") "
             echo "round $k: $s job $id $state"
         done
         [ "$(input_shas "$([ $k = 0 ] && echo "$r1" || echo "$g")")" = "${shas% }" ] ||
