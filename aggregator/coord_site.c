@@ -310,12 +310,11 @@ int coord_book(coord *k, int i)
      * no job in a reservation that ends before the job's limit does. */
     long wait = (long)(k->j.begin_unix - time(NULL));
     long minutes = (s->time_min ? s->time_min : (k->c->deadline_s + 59) / 60) + 2;
-    int n = snprintf(cmd, sizeof cmd, "scontrol create reservation ReservationName=%s StartTime=now+%ld "
-                     "Duration=%ld Users=%s NodeCnt=%d", name, wait > 0 ? wait : 0, minutes, user,
-                     s->nodes ? s->nodes : 1);
+    snprintf(cmd, sizeof cmd, "scontrol create reservation ReservationName=%s StartTime=now+%ld Duration=%ld "
+             "Users=%s NodeCnt=%d", name, wait > 0 ? wait : 0, minutes, user, s->nodes ? s->nodes : 1);
     if (s->partition[0])
-        n += snprintf(cmd + n, sizeof cmd - (size_t)n, " PartitionName=%s", s->partition);
-    snprintf(cmd + n, sizeof cmd - (size_t)n, " 2>&1");
+        append(cmd, sizeof cmd, " PartitionName=%s", s->partition);
+    append(cmd, sizeof cmd, "%s", " 2>&1");
     int status = -1;
     if (site_exec(k, i, cmd, out, sizeof out, &status))
         return -1;
