@@ -60,6 +60,22 @@ flas_require_pkg(LIBCRYPTO libcrypto libssl-dev)
 flas_require_pkg(JANSSON jansson libjansson-dev)
 flas_require_pkg(ZLIB zlib zlib1g-dev)
 
+# oneDNN: the CPU's bf16 mixed-precision products (flas-train --precision bf16). Optional: without it
+# FLaS builds and trains in fp32, and --precision bf16 says what is missing.
+find_path(DNNL_INCLUDE_DIR oneapi/dnnl/dnnl.h)
+find_library(DNNL_LIBRARY dnnl)
+set(FLAS_HAVE_DNNL OFF)
+if(DNNL_INCLUDE_DIR AND DNNL_LIBRARY)
+  add_library(flas::dnnl INTERFACE IMPORTED)
+  target_include_directories(flas::dnnl INTERFACE ${DNNL_INCLUDE_DIR})
+  target_link_libraries(flas::dnnl INTERFACE ${DNNL_LIBRARY})
+  target_compile_definitions(flas::dnnl INTERFACE FLAS_HAVE_DNNL)
+  set(FLAS_HAVE_DNNL ON)
+  message(STATUS "oneDNN (${DNNL_LIBRARY}): bf16 mixed precision on the CPU")
+else()
+  message(STATUS "oneDNN not found (Debian: libdnnl-dev): the CPU trains in fp32 only")
+endif()
+
 find_package(OpenMP REQUIRED COMPONENTS C)
 find_package(Threads REQUIRED)
 
@@ -75,10 +91,18 @@ if(NOT FLAS_CUDA STREQUAL "OFF")
   find_library(NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} /usr/local/cuda/lib64)
   find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} /usr/local/cuda/include)
   if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND AND NCCL_LIBRARY AND NCCL_INCLUDE_DIR)
-    enable_language(CUDA)
-    if(NOT CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "52")
-      set(CMAKE_CUDA_ARCHITECTURES 80 90)
+    # A100 (sm_80) and H100/H200 (sm_90): bf16 tensor cores. Set before enable_language, so that the
+    # toolkit's own default (75 for CUDA 13) never applies; -DCMAKE_CUDA_ARCHITECTURES=... still wins.
+    if(NOT CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 80 90 CACHE STRING "GPU architectures of the CUDA path")
     endif()
+    enable_language(CUDA)
+    # Every CUDA target: nvcc's and the host compiler's warnings, errors unless FLAS_CUDA_WERROR=OFF (a
+    # newer toolkit's deprecation notices should not stop a build on a GPU machine that only wants to run).
+    option(FLAS_CUDA_WERROR "Treat warnings in the CUDA sources as errors" ON)
+    add_library(flas::cuda_warnings INTERFACE IMPORTED)
+    target_compile_options(flas::cuda_warnings INTERFACE
+      $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall,-Wextra $<$<BOOL:${FLAS_CUDA_WERROR}>:--Werror=all-warnings>>)
     add_library(flas::nccl INTERFACE IMPORTED)
     target_include_directories(flas::nccl INTERFACE ${NCCL_INCLUDE_DIR})
     target_link_libraries(flas::nccl INTERFACE ${NCCL_LIBRARY} CUDA::cudart)

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "flas/bf16.h"
 #include "flas/interop.h"
 #include "interop_internal.h"
 
@@ -21,18 +22,9 @@ static float float_of(uint32_t u)
     return x;
 }
 
-static inline uint16_t bf16_of(float x)
-{
-    uint32_t u = bits_of(x);
-    if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it NaN (rounding could carry it to infinity) */
-        return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);     /* round to nearest, ties to even */
-    return (uint16_t)(u >> 16);
-}
+uint16_t flas_f32_to_bf16(float x) { return flas_bf16_of(x); }
 
-uint16_t flas_f32_to_bf16(float x) { return bf16_of(x); }
-
-float flas_bf16_to_f32(uint16_t b) { return float_of((uint32_t)b << 16); }
+float flas_bf16_to_f32(uint16_t b) { return flas_float_of_bf16(b); }
 
 static inline uint16_t f16_of(float x)
 {
@@ -70,7 +62,7 @@ void ix_to_half(const float *x, size_t n, flas_dtype dt, unsigned char *out)
         }
     else
         for (size_t i = 0; i < n; i++) {
-            uint16_t h = bf16_of(x[i]);
+            uint16_t h = flas_bf16_of(x[i]);
             out[2 * i] = (unsigned char)(h & 0xff);
             out[2 * i + 1] = (unsigned char)(h >> 8);
         }

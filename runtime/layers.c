@@ -2,10 +2,12 @@
  * vectorises. Same contracts as the reference (layers.h); tests/core checks fast == reference. */
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "fastmath.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
 #include "layers.h"
 
 static void matmul_forward(float *out, const float *in, const float *W, int N, int Nin, int Nout)
@@ -308,4 +310,65 @@ const flas_kernels flas_kernels_fast = {
     .embedding_backward = embedding_backward,
     .xent_forward = xent_forward,
     .xent_backward = xent_backward,
+};
+
+/* ---- mixed precision (flas_model_set_precision): the fast layers with bf16 matrix products ---------
+ * Linear layers (q|k|v, wo, w1, w3, w2 and the classifier) take bf16-rounded operands and accumulate in
+ * fp32 through oneDNN; their fp32 outputs feed fp32 norms, RoPE, softmax and SwiGLU, and the weight
+ * gradients accumulate in fp32. Attention's per-head products stay fp32 here: they run inside one
+ * OpenMP region, where oneDNN's own team cannot, and at training contexts they are a small share of the
+ * FLOPs (12 L T D of 6 P + 12 L T D per token). A failed product (out of memory) is kept until
+ * bf16_status reports it after the pass. */
+static char bf16_err[256];
+static int bf16_failed;
+
+static void bf16_gemm(bool transA, bool transB, int M, int N, int K, float alpha, const float *A, int lda,
+                      const float *B, int ldb, float beta, float *C, int ldc)
+{
+    char e[sizeof bf16_err];
+    if (!bf16_failed && flas_gemm_bf16(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, e, sizeof e)) {
+        memcpy(bf16_err, e, sizeof e);
+        bf16_failed = 1;
+    }
+}
+
+static void matmul_forward_bf16(float *out, const float *in, const float *W, int N, int Nin, int Nout)
+{
+    bf16_gemm(false, true, N, Nout, Nin, 1.0f, in, Nin, W, Nin, 0.0f, out, Nout);
+}
+
+static void matmul_backward_bf16(float *din, float *dW, const float *dout, const float *in, const float *W,
+                                 int N, int Nin, int Nout, float alpha, bool din_accumulate)
+{
+    if (din)
+        bf16_gemm(false, false, N, Nin, Nout, alpha, dout, Nout, W, Nin, din_accumulate ? 1.0f : 0.0f, din, Nin);
+    bf16_gemm(true, false, Nout, Nin, N, alpha, dout, Nout, in, Nin, 1.0f, dW, Nin);
+}
+
+static int bf16_status(char *err, size_t errlen)
+{
+    if (!bf16_failed)
+        return 0;
+    snprintf(err, errlen, "bf16 product: %s", bf16_err);
+    bf16_failed = 0;
+    return -1;
+}
+
+const flas_kernels flas_kernels_bf16 = {
+    .name = "bf16",
+    .matmul_forward = matmul_forward_bf16,
+    .matmul_backward = matmul_backward_bf16,
+    .rmsnorm_forward = rmsnorm_forward,
+    .rmsnorm_backward = rmsnorm_backward,
+    .rope_forward = rope_forward,
+    .rope_backward = rope_backward,
+    .attention_forward = attention_forward,
+    .attention_backward = attention_backward,
+    .swiglu_forward = swiglu_forward,
+    .swiglu_backward = swiglu_backward,
+    .embedding_forward = embedding_forward,
+    .embedding_backward = embedding_backward,
+    .xent_forward = xent_forward,
+    .xent_backward = xent_backward,
+    .status = bf16_status,
 };

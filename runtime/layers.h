@@ -1,8 +1,8 @@
 /* The layers of a LLaMA-2 block as forward/backward pairs over flat row-major float arrays.
  *
- * Two implementations share these signatures: flas_kernels_fast (BLAS + OpenMP, layers.c) and
- * flas_kernels_reference (plain loops, layers_ref.c), the readable oracle that tests compare the fast
- * path against. The model driver (model.c) calls one of them through this table, so both run the very
+ * Implementations share these signatures: flas_kernels_fast (BLAS + OpenMP, layers.c),
+ * flas_kernels_bf16 (the same with bf16 matrix products, layers.c) and flas_kernels_reference (plain
+ * loops, layers_ref.c), the readable oracle that tests compare the others against. The model driver (model.c) calls one of them through this table, so both run the very
  * same sequence of layers. Shapes: N = B*T token rows, D = model width, Hq/Hkv = query/key-value heads
  * of this rank, hd = head_dim. Backward functions ACCUMULATE into parameter gradients (+=) and, where
  * stated, into input gradients; everything else is overwritten. */
@@ -56,9 +56,14 @@ typedef struct flas_kernels {
     void (*xent_forward)(float *logits, float *losses, const int *targets, int N, int V);
     /* probs become d(sum of losses)/d(logits) = probs - onehot(targets), in place. */
     void (*xent_backward)(float *probs, const int *targets, int N, int V);
+    /* Optional (NULL: the layers cannot fail): -1 with err when a layer failed since the last call
+     * (the bf16 products allocate and can run out of memory), and clears it. */
+    int (*status)(char *err, size_t errlen);
 } flas_kernels;
 
 extern const flas_kernels flas_kernels_fast;
 extern const flas_kernels flas_kernels_reference;
+/* The fast layers with bf16 matrix products (fp32 accumulation) through oneDNN; see layers.c. */
+extern const flas_kernels flas_kernels_bf16;
 
 #endif

@@ -12,6 +12,7 @@
 
 #include "flas/blas_info.h"
 #include "flas/optim.h"
+#include "gemm_bf16.h"
 #include "layers.h"
 #include "memory.h"
 
@@ -210,9 +211,50 @@ void flas_model_set_allreduce(flas_model *m, flas_allreduce_fn fn, void *ctx)
     m->allreduce_ctx = ctx;
 }
 
+static const flas_kernels *fast_kernels(flas_precision p)
+{
+    return p == FLAS_PRECISION_BF16 ? &flas_kernels_bf16 : &flas_kernels_fast;
+}
+
 void flas_model_use_reference(flas_model *m, int on)
 {
-    m->kernels = on ? &flas_kernels_reference : &flas_kernels_fast;
+    m->kernels = on ? &flas_kernels_reference : fast_kernels(m->precision);
+}
+
+static const char *const precision_names[] = {"fp32", "bf16"};
+
+int flas_precision_parse(const char *name, flas_precision *out)
+{
+    for (int i = 0; i < 2; i++)
+        if (!strcmp(name, precision_names[i])) {
+            *out = (flas_precision)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *flas_precision_name(flas_precision p)
+{
+    return (unsigned)p < 2 ? precision_names[p] : "?";
+}
+
+int flas_model_set_precision(flas_model *m, flas_precision p, char *err, size_t errlen)
+{
+    char why[200];
+    if (p == FLAS_PRECISION_BF16 && !flas_bf16_supported(why, sizeof why))
+        return flas_fail(err, errlen, "bf16 precision is not available: %s", why);
+    if (p != FLAS_PRECISION_FP32 && p != FLAS_PRECISION_BF16)
+        return flas_fail(err, errlen, "unknown precision %d", (int)p);
+    int reference = m->kernels == &flas_kernels_reference;
+    m->precision = p;
+    flas_model_use_reference(m, reference);
+    return 0;
+}
+
+/* A layer that can fail (the bf16 products) reports after the pass: -1 with m->err. */
+static int kernels_status(flas_model *m)
+{
+    return m->kernels->status ? m->kernels->status(m->err, sizeof m->err) : 0;
 }
 
 size_t flas_model_activation_bytes(const flas_model *m) { return m->acts ? m->acts->bytes : 0; }
@@ -347,6 +389,8 @@ int flas_model_forward(flas_model *m, const int *tokens, const int *targets, int
     K->rmsnorm_forward(a->xn_final, a->rstd_final, a->res_final, param(m, FLAS_T_NORM, -1), N, d.D,
                        m->cfg.norm_eps);
     K->matmul_forward(a->logits, a->xn_final, param(m, head_kind(m), -1), N, d.D, d.V);
+    if (kernels_status(m))
+        return -1;
     if (logits)
         memcpy(logits, a->logits, sizeof(float) * (size_t)N * d.V);
     if (!targets) {
@@ -410,7 +454,7 @@ int flas_model_backward(flas_model *m, float loss_scale)
                             param(m, FLAS_T_ATTENTION_NORM, l), b->rstd1, N, d.D);
     }
     K->embedding_backward(grad(m, FLAS_T_TOK_EMBEDDINGS, -1), a->dres, a->tokens, N, d.D);
-    return 0;
+    return kernels_status(m);
 }
 
 float flas_model_grad_norm(flas_model *m)

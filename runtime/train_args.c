@@ -4,6 +4,7 @@
 #include "flas/kv.h"
 #include "flas/staging.h"
 #include "flas/train.h"
+#include "gemm_bf16.h"
 #include "train_internal.h"
 
 #include <errno.h>
@@ -118,7 +119,7 @@ enum {
     O_SCHEDULE_OFFSET, O_WEIGHT_DECAY, O_CLIP, O_BETA1, O_BETA2, O_ADAM_EPS, O_TP, O_ZERO, O_THREADS,
     O_BUCKET_MB, O_TIME_BUDGET, O_MARGIN, O_CHECKPOINT_EVERY, O_LOG_EVERY, O_METRICS, O_PEAK, O_VALID_BATCHES,
     O_JSON, O_INIT_FROM, O_UPDATE, O_UPDATE_BLOCK, O_RESIDUAL_DIR, O_STATE_DIR, O_INNER_STATE, O_LR_SCHEDULE, O_ROUNDS,
-    O_ROUND_WARMUP, O_DATA_EPOCH, O_PROX
+    O_ROUND_WARMUP, O_DATA_EPOCH, O_PROX, O_DEVICE, O_PRECISION
 };
 
 static const struct option long_opts[] = {
@@ -155,7 +156,8 @@ static const struct option long_opts[] = {
     {"residual-dir", required_argument, 0, O_RESIDUAL_DIR}, {"state-dir", required_argument, 0, O_STATE_DIR},
     {"inner-state", required_argument, 0, O_INNER_STATE}, {"lr-schedule", required_argument, 0, O_LR_SCHEDULE},
     {"rounds", required_argument, 0, O_ROUNDS}, {"round-warmup", required_argument, 0, O_ROUND_WARMUP},
-    {"data-epoch", required_argument, 0, O_DATA_EPOCH}, {"prox", required_argument, 0, O_PROX}, {0, 0, 0, 0}};
+    {"data-epoch", required_argument, 0, O_DATA_EPOCH}, {"prox", required_argument, 0, O_PROX},
+    {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION}, {0, 0, 0, 0}};
 
 int flas_train_parse_update(const char *v, flas_update_enc *e, const char *source, char *err, size_t errlen)
 {
@@ -297,6 +299,16 @@ static int apply(flas_train_opts *o, int c, const char *v, const char *flag, cha
     case O_ROUND_WARMUP: return parse_long(v, 0, 1L << 40, &o->round_warmup, flag, err, errlen);
     case O_DATA_EPOCH: return parse_long(v, 0, 1L << 40, &o->data_epoch, flag, err, errlen);
     case O_PROX: o->given |= FLAS_GIVEN_PROX; return flas_train_parse_prox(v, &o->prox, flag, err, errlen);
+    case O_DEVICE:
+        if (!strcmp(v, "auto") || !strcmp(v, "cpu") || !strcmp(v, "cuda")) {
+            o->device = !strcmp(v, "cpu") ? FLAS_DEVICE_CPU : !strcmp(v, "cuda") ? FLAS_DEVICE_CUDA : FLAS_DEVICE_AUTO;
+            return 0;
+        }
+        return flas_fail(err, errlen, "%s: '%s' is not cpu, cuda or auto", flag, v);
+    case O_PRECISION:
+        if (flas_precision_parse(v, &o->precision))
+            return flas_fail(err, errlen, "%s: '%s' is not fp32 or bf16", flag, v);
+        return 0;
     default: return flas_fail(err, errlen, "internal: unhandled option %d", c);
     }
 }
@@ -364,6 +376,14 @@ int flas_train_opts_check(flas_train_opts *o, char *err, size_t errlen)
 {
     if (o->mode == FLAS_TRAIN_HELP || o->mode == FLAS_TRAIN_VERSION)
         return 0;
+    /* The CUDA kernels (runtime/cuda) exist, but no training step runs on them yet: auto means cpu. */
+    if (o->device == FLAS_DEVICE_CUDA)
+        return flas_fail(err, errlen, "--device cuda: this flas-train has no CUDA training step yet (only its "
+                         "kernels are built, checked by 'ctest -L gpu' on a GPU machine); use --device cpu");
+    o->device = FLAS_DEVICE_CPU;
+    char no_bf16[256];
+    if (o->precision == FLAS_PRECISION_BF16 && !flas_bf16_supported(no_bf16, sizeof no_bf16))
+        return flas_fail(err, errlen, "--precision bf16 on the CPU: %s; use --precision fp32", no_bf16);
     if (o->min_lr < 0)
         o->min_lr = o->lr * 0.1f;
     if (o->min_lr > o->lr)
@@ -503,6 +523,10 @@ void flas_train_usage(FILE *f)
           "  --zero                 ZeRO-1: AdamW moments sharded over the data-parallel ranks\n"
           "  --threads N            OpenMP threads per rank (processors / ranks on the node)\n"
           "  --bucket-mb X (25)     gradient allreduce bucket\n"
+          "Device and arithmetic (checkpoints are fp32 master weights and AdamW moments either way):\n"
+          "  --device auto|cpu|cuda (auto)  auto: cuda where a GPU and the CUDA step are available, else cpu\n"
+          "  --precision fp32|bf16 (fp32)   bf16: mixed precision, bf16 matrix products accumulated in fp32\n"
+          "                         (on the CPU through oneDNN: needs AVX512-BF16 or AMX)\n"
           "Walltime and checkpoints:\n"
           "  --time-budget S        stop after S seconds (also: Slurm's job end, SLURM_JOB_END_TIME)\n"
           "  --margin S             seconds kept free before the end (auto)\n"

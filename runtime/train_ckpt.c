@@ -85,6 +85,8 @@ static int build(trainer *t, const flas_config *cfg, char *err, size_t errlen)
     int threads = train_threads(o, c);
     if (flas_model_create(&t->model, cfg, c->tp_rank, c->tp_size, t->B, t->T, threads, err, errlen))
         return -1;
+    if (flas_model_set_precision(&t->model, o->precision, err, errlen))
+        return -1;
     flas_model_set_allreduce(&t->model, flas_train_tp_allreduce, c);
     size_t n = t->model.table.n_params;
     flas_train_slice(n, c->dp_rank, c->dp_size, &t->io_lo, &t->io_hi);

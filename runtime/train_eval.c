@@ -81,6 +81,10 @@ int train_eval_main(const flas_train_opts *o, flas_train_comm *c, char *err, siz
     flas_model m;
     int threads = train_threads(o, c);
     ok = flas_model_create(&m, &meta.cfg, c->tp_rank, c->tp_size, o->batch, T, threads, err, errlen) == 0;
+    if (ok && flas_model_set_precision(&m, o->precision, err, errlen)) {
+        flas_model_free(&m);
+        ok = 0;
+    }
     if (flas_train_agree(c->world, ok, err, errlen)) {
         if (ok)
             flas_model_free(&m);

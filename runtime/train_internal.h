@@ -143,8 +143,8 @@ int train_log_open(train_log *l, const flas_train_opts *o, int rank0, char *err,
 void train_log_close(train_log *l);
 void train_log_json(train_log *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void train_log_step(trainer *t, double loss, float norm, int force);
-/* Best sgemm GFLOP/s of this rank with its OpenMP threads (the MFU denominator). */
-double train_measure_peak(void);
+/* Best GEMM GFLOP/s of this rank with its OpenMP threads in precision p (the MFU denominator). */
+double train_measure_peak(flas_precision p);
 /* printf on rank 0 only, flushed (progress must show in a batch job's output file at once). */
 void train_say(const flas_train_comm *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

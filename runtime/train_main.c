@@ -245,19 +245,20 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
         train_remove_stale_temps(residual, c);
     size_round(t);
     init_clock(t, start, job_end);
-    double peak = o->peak_gflops > 0 ? o->peak_gflops : train_measure_peak();
+    double peak = o->peak_gflops > 0 ? o->peak_gflops : train_measure_peak(o->precision);
     MPI_Allreduce(&peak, &t->peak_gflops, 1, MPI_DOUBLE, MPI_MIN, c->world);
     if (c->rank == 0) {
         flas_print_runtime_info(stdout, t->model.n_threads);
         printf("flas-train %s: %s round %lld, site %s%s%s: %d ranks = tp %d x dp %d%s; model %zu parameters "
                "(dim %d, %d layers, %d/%d heads, vocab %d); step = %d x %d tokens x %d accum x %d dp = %lld tokens; "
-               "%s step %ld, target %ld steps; sgemm peak %.1f GFLOP/s per rank%s\n",
+               "%s step %ld, target %ld steps; %s on %s, %s GEMM peak %.1f GFLOP/s per rank%s\n",
                FLAS_VERSION, resume[0] ? "resuming" : "starting", (long long)t->meta.round, t->meta.site,
                o->federation[0] ? ", federation " : "", o->federation, c->size, c->tp_size, c->dp_size,
                o->zero ? ", ZeRO-1" : "", t->model.table.n_params_full, t->cfg.dim, t->cfg.n_layers, t->cfg.n_heads,
                t->cfg.n_kv_heads, t->cfg.vocab_size, t->B, t->T, t->accum, c->dp_size,
                (long long)t->B * t->T * t->accum * c->dp_size, resume[0] ? "from" : "at", t->step,
-               t->steps_target, t->peak_gflops, o->peak_gflops > 0 ? " (given)" : " (measured)");
+               t->steps_target, flas_precision_name(o->precision), "cpu", flas_precision_name(o->precision),
+               t->peak_gflops, o->peak_gflops > 0 ? " (given)" : " (measured)");
         char where[512];
         flas_train_comm_placement(c, where, sizeof where);
         printf("flas-train: %d rank%s on %d node%s: %s\n", c->size, c->size > 1 ? "s" : "", c->n_nodes,
@@ -276,11 +277,11 @@ static int run_round(const flas_train_opts *o, flas_train_comm *c, double start,
                    "{\"event\":\"start\",\"round\":%lld,\"site\":\"%s\",\"job_id\":\"%s\",\"resume\":%s,\"step\":%ld,"
                    "\"steps_target\":%ld,\"ranks\":%d,\"tp\":%d,\"dp\":%d,\"zero\":%d,\"threads\":%d,\"batch\":%d,"
                    "\"seq\":%d,\"accum\":%d,\"parameters\":%zu,\"peak_gflops\":%.2f,\"base_sha256\":\"%s\","
-                   "\"nodes\":%d,\"hosts\":%s}",
+                   "\"nodes\":%d,\"hosts\":%s,\"device\":\"cpu\",\"precision\":\"%s\"}",
                    (long long)t->meta.round, t->meta.site, o->job_id, resume[0] ? "true" : "false", t->step,
                    t->steps_target, c->size, c->tp_size, c->dp_size, o->zero, t->model.n_threads, t->B, t->T,
                    t->accum, t->model.table.n_params_full, t->peak_gflops, t->meta.base_sha256, c->n_nodes,
-                   hosts ? hosts : "[]");
+                   hosts ? hosts : "[]", flas_precision_name(o->precision));
     free(hosts);
     /* Rates on the first progress line count from here: from the step a resume starts at, and not
      * the set-up time (loading, the peak measurement) before it. */

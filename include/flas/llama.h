@@ -43,6 +43,16 @@ typedef void (*flas_allreduce_fn)(float *buf, size_t n, void *ctx);
 struct flas_kernels;
 struct flas_acts;
 
+/* Arithmetic of the matrix products. Master weights, gradients and optimizer state are fp32 in both;
+ * bf16 is mixed precision: the products take bf16-rounded operands and accumulate in fp32. */
+typedef enum flas_precision {
+    FLAS_PRECISION_FP32 = 0,
+    FLAS_PRECISION_BF16 = 1
+} flas_precision;
+/* "fp32" / "bf16" -> 0, else -1. And back. */
+int flas_precision_parse(const char *name, flas_precision *out);
+const char *flas_precision_name(flas_precision p);
+
 typedef struct flas_model {
     flas_config cfg;
     flas_param_table table;       /* this rank's tensors within params/grads */
@@ -53,7 +63,8 @@ typedef struct flas_model {
     float *grads;                 /* same layout; backward accumulates here */
     flas_allreduce_fn allreduce_sum; /* required when tp_size > 1, unused otherwise */
     void *allreduce_ctx;
-    const struct flas_kernels *kernels; /* fast path, or the plain-loop reference */
+    const struct flas_kernels *kernels; /* fast path (fp32 or bf16 products), or the plain-loop reference */
+    flas_precision precision;
     struct flas_acts *acts;       /* saved activations and scratch (private) */
     char err[256];                /* why the last call failed */
 } flas_model;
@@ -67,8 +78,12 @@ int flas_model_create(flas_model *m, const flas_config *cfg, int tp_rank, int tp
                       int max_seq, int n_threads, char *err, size_t errlen);
 void flas_model_free(flas_model *m);
 void flas_model_set_allreduce(flas_model *m, flas_allreduce_fn fn, void *ctx);
-/* 1: run the plain-loop reference layers (slow; the oracle for the fast path), 0: fast layers. */
+/* 1: run the plain-loop reference layers (slow; the oracle for the fast path), 0: fast layers of the
+ * model's precision. */
 void flas_model_use_reference(flas_model *m, int on);
+/* Selects the fast layers of precision p (fp32 at creation). bf16 runs its products through oneDNN and
+ * needs a processor with AVX512-BF16 or AMX: else -1 with the reason in err and nothing changed. */
+int flas_model_set_precision(flas_model *m, flas_precision p, char *err, size_t errlen);
 
 /* Deterministic init (see FLAS_INIT_STD): every element is a function of (seed, tensor, index in the
  * FULL tensor), so any thread count and any tp layout get the same model. Zeroes the grads. */

@@ -21,6 +21,7 @@
 #include <stdio.h>
 
 #include "flas/checkpoint.h"
+#include "flas/llama.h"
 #include "flas/model.h"
 
 #ifdef __cplusplus
@@ -46,6 +47,9 @@ enum {
 
 /* Everything flas-train is told: defaults (flas_train_opts_init), then the FLAS_* environment
  * (flas_train_opts_from_env), then flags (flas_train_parse_args), which win. */
+/* --device: where the training step runs. */
+typedef enum flas_train_device { FLAS_DEVICE_AUTO = 0, FLAS_DEVICE_CPU, FLAS_DEVICE_CUDA } flas_train_device;
+
 typedef struct flas_train_opts {
     flas_train_mode mode;
     /* The federated round (FLAS_* variables of the SPANK plugin, or flags). */
@@ -109,6 +113,9 @@ typedef struct flas_train_opts {
     int zero;                             /* 1: ZeRO-1, AdamW moments sharded over dp ranks */
     int threads;                          /* OpenMP threads per rank; 0: processors / ranks on the node */
     double bucket_mb;                     /* gradient allreduce bucket */
+    /* Where and in which arithmetic the step runs. Checkpoints are fp32 master weights whatever these say. */
+    flas_train_device device;             /* --device; AUTO: cuda where a GPU and the CUDA step exist, else cpu */
+    flas_precision precision;             /* --precision (fp32) */
     /* Walltime and checkpoints. */
     double time_budget;                   /* seconds from start (tests, no Slurm); 0: none */
     double margin;                        /* seconds kept free before the job's end; < 0: automatic */

@@ -12,6 +12,8 @@ PACKAGES=(
     openmpi-bin libopenmpi-dev libpmix-dev libhdf5-dev libhdf5-openmpi-dev hdf5-tools
     # libraries FLaS links
     libssh-dev libssl-dev check libopenblas-dev sentencepiece libsentencepiece-dev libjansson-dev zlib1g-dev
+    # oneDNN: bf16 mixed precision on the CPU (flas-train --precision bf16)
+    libdnnl-dev
     # the test bed: sshd, namespaces, process tools
     openssh-server openssh-client iproute2 util-linux procps time bc
     # the CWL workflow of the federated loop (slurm-examples/cwl) and its test

@@ -21,6 +21,7 @@ def main():
               "tied_embeddings", "batch", "steps", "torch_threads"):
         ap.add_argument("--" + k, type=int, required=True)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--autocast_bf16", type=int, default=0, help="forward under torch.autocast('cpu', bfloat16)")
     a = ap.parse_args()
     torch.set_num_threads(a.torch_threads)
     torch.manual_seed(0)
@@ -37,7 +38,8 @@ def main():
         batch = torch.randint(0, a.vocab_size, (a.batch, a.seq_len + 1))
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        _, loss = model(batch[:, :-1], batch[:, 1:])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(a.autocast_bf16)):
+            _, loss = model(batch[:, :-1], batch[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()

@@ -24,6 +24,7 @@
 #include "flas/llama.h"
 #include "flas/optim.h"
 #include "gemm.h"
+#include "gemm_bf16.h"
 #include "layers.h"
 
 #ifndef FLAS_BENCH_TORCH_SCRIPT
@@ -69,6 +70,29 @@ static double sgemm_gflops(int n, int threads, int tiled)
         best = g > best ? g : best;
     }
     openblas_set_num_threads(1);
+    free(A);
+    free(B);
+    free(C);
+    return best;
+}
+
+/* GFLOP/s of the same product in bf16 through oneDNN (gemm_bf16.h): the ceiling of --precision bf16. */
+static double bf16_gflops(int n)
+{
+    float *A = malloc(sizeof(float) * n * n), *B = malloc(sizeof(float) * n * n), *C = malloc(sizeof(float) * n * n);
+    for (long i = 0; i < (long)n * n; i++) {
+        A[i] = (float)(i % 13) * 0.01f;
+        B[i] = (float)(i % 7) * 0.01f;
+    }
+    double best = 0;
+    char err[256];
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = now();
+        if (flas_gemm_bf16(false, false, n, n, n, 1.0f, A, n, B, n, 0.0f, C, n, err, sizeof err))
+            break;
+        double g = 2.0 * n * n * n / (now() - t0) * 1e-9;
+        best = g > best ? g : best;
+    }
     free(A);
     free(B);
     free(C);
@@ -142,11 +166,12 @@ static void w_xent_f(float *l, float *loss, const int *t, int N, int V)
     TIMED(P_XENT_F, base_k->xent_forward(l, loss, t, N, V));
 }
 static void w_xent_b(float *p, const int *t, int N, int V) { TIMED(P_XENT_B, base_k->xent_backward(p, t, N, V)); }
+static int w_status(char *err, size_t errlen) { return base_k->status ? base_k->status(err, errlen) : 0; }
 static const flas_kernels profiled = {"profiled", w_mm_f, w_mm_b, w_rms_f, w_rms_b, w_rope_f, w_rope_b, w_att_f,
-                                      w_att_b, w_swi_f, w_swi_b, w_emb_f, w_emb_b, w_xent_f, w_xent_b};
+                                      w_att_b, w_swi_f, w_swi_b, w_emb_f, w_emb_b, w_xent_f, w_xent_b, w_status};
 
 /* The worker: S steps of training, prints "tok_per_s X peak_rss_kib Y loss Z act_mib W". */
-static int worker(const char *preset, int batch, int steps, int warmup, int threads, int profile)
+static int worker(const char *preset, int batch, int steps, int warmup, int threads, int profile, flas_precision prec)
 {
     flas_config cfg;
     if (flas_config_preset(preset, &cfg)) {
@@ -161,6 +186,11 @@ static int worker(const char *preset, int batch, int steps, int warmup, int thre
         return 1;
     }
     flas_model_init_weights(&m, 1);
+    if (flas_model_set_precision(&m, prec, err, sizeof err)) {
+        fprintf(stderr, "flas-bench-train: %s\n", err);
+        return 1;
+    }
+    base_k = m.kernels;
     if (profile)
         m.kernels = &profiled;
     flas_adamw opt;
@@ -246,6 +276,7 @@ static int run_probe(const char *cmd, double *tok_s, long *rss_kib)
 typedef struct bench {
     const char *self, *python, *torch_script; /* torch_script NULL: no PyTorch */
     int batch, steps, rounds, threads;
+    flas_precision prec; /* bf16: FLaS in bf16 and fp32, PyTorch under CPU autocast, the bf16 ceiling */
 } bench;
 
 /* PyTorch thread settings tried: {torch.set_num_threads, OPENBLAS_NUM_THREADS}. */
@@ -257,10 +288,10 @@ static int run_torch(const bench *o, const flas_config *c, int setting, double *
     snprintf(cmd, sizeof cmd,
              "OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d '%s' '%s' --dim %d --n_layers %d --n_heads %d "
              "--n_kv_heads %d --hidden_dim %d --vocab_size %d --seq_len %d --tied_embeddings %d --batch %d "
-             "--steps %d --torch_threads %d",
+             "--steps %d --torch_threads %d%s",
              torch_settings[setting][1], torch_settings[setting][0], o->python, o->torch_script, c->dim, c->n_layers,
              c->n_heads, c->n_kv_heads, c->hidden_dim, c->vocab_size, c->seq_len, c->tied_embeddings, o->batch,
-             o->steps, torch_settings[setting][0]);
+             o->steps, torch_settings[setting][0], o->prec == FLAS_PRECISION_BF16 ? " --autocast_bf16 1" : "");
     if (run_probe(cmd, tok, rss)) {
         fprintf(stderr, "\nflas-bench-train: PyTorch failed: %s\n", cmd);
         return -1;
@@ -301,37 +332,61 @@ static int bench_model(const bench *o, const char *name)
     double *c_tok = calloc((size_t)R, sizeof(double)), *t_tok = calloc((size_t)R, sizeof(double));
     double *ratio = calloc((size_t)R, sizeof(double)), *mfu = calloc((size_t)R, sizeof(double));
     double *ceil = calloc((size_t)R, sizeof(double));
+    double *f32_tok = calloc((size_t)R, sizeof(double)), *speedup = calloc((size_t)R, sizeof(double));
+    int bf16 = o->prec == FLAS_PRECISION_BF16;
+    const char *ceil_name = bf16 ? "bf16 GEMM" : "sgemm";
     long c_rss = 0, t_rss = 0;
     int rc = 0;
     for (int r = 0; r < R && !rc; r++) {
         /* the ceiling next to this round's measurement: both see the same background load */
-        double cb = sgemm_gflops(2048, o->threads, 0), ct = sgemm_gflops(2048, o->threads, 1);
-        ceil[r] = cb > ct ? cb : ct;
+        if (bf16) {
+            ceil[r] = bf16_gflops(2048);
+        } else {
+            double cb = sgemm_gflops(2048, o->threads, 0), ct = sgemm_gflops(2048, o->threads, 1);
+            ceil[r] = cb > ct ? cb : ct;
+        }
         char cmd[PATH_MAX + 512];
-        snprintf(cmd, sizeof cmd, "'%s' --worker %s --batch %d --steps %d --threads %d", o->self, name, o->batch,
-                 o->steps, o->threads);
+        long f32_rss;
+        if (bf16) { /* the fp32 step in the same round: the speed-up of bf16 on this processor */
+            snprintf(cmd, sizeof cmd, "'%s' --worker %s --batch %d --steps %d --threads %d", o->self, name, o->batch,
+                     o->steps, o->threads);
+            if (run_probe(cmd, &f32_tok[r], &f32_rss)) {
+                fprintf(stderr, "flas-bench-train: the C worker failed: %s\n", cmd);
+                rc = -1;
+                break;
+            }
+        }
+        snprintf(cmd, sizeof cmd, "'%s' --worker %s --batch %d --steps %d --threads %d --precision %s", o->self, name,
+                 o->batch, o->steps, o->threads, flas_precision_name(o->prec));
         if (run_probe(cmd, &c_tok[r], &c_rss)) {
             fprintf(stderr, "flas-bench-train: the C worker failed: %s\n", cmd);
             rc = -1;
             break;
         }
         mfu[r] = c_tok[r] * fpt * 1e-9 / ceil[r];
-        printf("  round %d: sgemm %.0f GFLOP/s | FLaS %.0f tok/s, %.1f GFLOP/s, MFU %.0f%%", r + 1, ceil[r], c_tok[r],
-               c_tok[r] * fpt * 1e-9, 100.0 * mfu[r]);
+        printf("  round %d: %s %.0f GFLOP/s | FLaS %s%.0f tok/s, %.1f GFLOP/s, MFU %.0f%%", r + 1, ceil_name, ceil[r],
+               bf16 ? "bf16 " : "", c_tok[r], c_tok[r] * fpt * 1e-9, 100.0 * mfu[r]);
+        if (bf16) {
+            speedup[r] = c_tok[r] / f32_tok[r];
+            printf(" (fp32 %.0f tok/s, bf16/fp32 %.2fx)", f32_tok[r], speedup[r]);
+        }
         if (o->torch_script) {
             if (run_torch(o, &cfg, best, &t_tok[r], &t_rss)) {
                 rc = -1;
                 break;
             }
             ratio[r] = c_tok[r] / t_tok[r];
-            printf(" | PyTorch %.0f tok/s | ratio %.2fx", t_tok[r], ratio[r]);
+            printf(" | PyTorch%s %.0f tok/s | ratio %.2fx", bf16 ? " autocast bf16" : "", t_tok[r], ratio[r]);
         }
         printf("\n");
         fflush(stdout);
     }
     if (!rc) {
         double c_med = median(c_tok, R), ceil_med = median(ceil, R);
-        printf("  sgemm ceiling median %.1f GFLOP/s\n", ceil_med);
+        printf("  %s ceiling median %.1f GFLOP/s\n", ceil_name, ceil_med);
+        if (bf16)
+            printf("  FLaS fp32 median %.0f tok/s; bf16/fp32: median of per-round ratios %.2fx\n", median(f32_tok, R),
+                   median(speedup, R));
         printf("  FLaS    median %.0f tok/s, %.1f GFLOP/s, MFU %.1f%% (median of per-round MFU), peak RSS %.1f MiB = "
                "%.1f KiB/token (activations + scratch %.1f MiB = %.1f KiB/token)\n",
                c_med, c_med * fpt * 1e-9, 100.0 * median(mfu, R), c_rss / 1024.0, (double)c_rss / (o->batch * T),
@@ -351,6 +406,8 @@ static int bench_model(const bench *o, const char *name)
     free(ratio);
     free(mfu);
     free(ceil);
+    free(f32_tok);
+    free(speedup);
     return rc;
 }
 
@@ -367,7 +424,9 @@ static void usage(FILE *f)
             "  --no-torch        skip PyTorch\n"
             "  --python PATH     interpreter for PyTorch (default /usr/bin/python3)\n"
             "  --torch-script P  PyTorch peer script (default %s)\n"
-            "  --profile         only time each layer of FLaS's training step (needs --model)\n",
+            "  --profile         only time each layer of FLaS's training step (needs --model)\n"
+            "  --precision bf16  bf16 mixed precision (oneDNN): FLaS bf16 and fp32 in each round, PyTorch\n"
+            "                    under CPU autocast(bf16), MFU against a bf16 GEMM ceiling\n",
             FLAS_BENCH_TORCH_SCRIPT);
 }
 
@@ -375,6 +434,7 @@ int main(int argc, char **argv)
 {
     const char *models[8];
     int n_models = 0, batch = 8, steps = 6, rounds = 5, threads = 0, torch = 1, warmup = 1, profile = 0;
+    flas_precision prec = FLAS_PRECISION_FP32;
     const char *python = "/usr/bin/python3", *script = FLAS_BENCH_TORCH_SCRIPT, *worker_model = NULL;
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"batch", required_argument, 0, 'b'},
@@ -382,9 +442,9 @@ int main(int argc, char **argv)
         {"threads", required_argument, 0, 't'}, {"no-torch", no_argument, 0, 'n'},
         {"python", required_argument, 0, 'p'}, {"torch-script", required_argument, 0, 'S'},
         {"worker", required_argument, 0, 'w'}, {"profile", no_argument, 0, 'P'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"precision", required_argument, 0, 'x'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "m:b:s:r:t:np:S:w:Ph", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:b:s:r:t:np:S:w:Px:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm':
             if (n_models < 8)
@@ -399,6 +459,12 @@ int main(int argc, char **argv)
         case 'S': script = optarg; break;
         case 'w': worker_model = optarg; break;
         case 'P': profile = 1; break;
+        case 'x':
+            if (flas_precision_parse(optarg, &prec)) {
+                fprintf(stderr, "flas-bench-train: --precision: '%s' is not fp32 or bf16\n", optarg);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -408,10 +474,10 @@ int main(int argc, char **argv)
         return 2;
     }
     if (worker_model)
-        return worker(worker_model, batch, steps, warmup, threads, profile);
+        return worker(worker_model, batch, steps, warmup, threads, profile, prec);
     if (profile) { /* time per layer, in this process, no peers */
         for (int i = 0; i < n_models; i++)
-            if (worker(models[i], batch, steps, warmup, flas_threads_setup(threads), 1))
+            if (worker(models[i], batch, steps, warmup, flas_threads_setup(threads), 1, prec))
                 return 1;
         return 0;
     }
@@ -443,7 +509,12 @@ int main(int argc, char **argv)
     double ceil_blas = sgemm_gflops(2048, threads, 0), ceil_tiled = sgemm_gflops(2048, threads, 1);
     printf("sgemm ceiling at start (2048^3): OpenBLAS %d threads %.1f GFLOP/s, FLaS tiles %.1f GFLOP/s\n", threads,
            ceil_blas, ceil_tiled);
-    bench opt = {self, python, torch ? script : NULL, batch, steps, rounds, threads};
+    char no_bf16[256];
+    if (prec == FLAS_PRECISION_BF16 && !flas_bf16_supported(no_bf16, sizeof no_bf16)) {
+        fprintf(stderr, "flas-bench-train: --precision bf16: %s\n", no_bf16);
+        return 1;
+    }
+    bench opt = {self, python, torch ? script : NULL, batch, steps, rounds, threads, prec};
     for (int i = 0; i < n_models; i++)
         if (bench_model(&opt, models[i]))
             return 1;
