@@ -1,7 +1,7 @@
 /* bf16 matrix products with fp32 accumulation through oneDNN's matmul primitive (gemm_bf16.h).
  *
- * The fp32 operands are rounded into packed bf16 copies (the caller's layout kept, so a transposed
- * operand is described to oneDNN by its strides, not copied twice), and oneDNN multiplies them with
+ * The fp32 operands are rounded into packed bf16 copies, plain row-major (a transposed operand is
+ * transposed in the same pass), and oneDNN multiplies them with
  * its AVX512-BF16/AMX kernels into the fp32 output; alpha is its output scale and beta a sum post-op,
  * so C += alpha A B needs no extra pass. Primitives are cached by their full description: a model
  * asks for a handful of shapes, and making a primitive costs far more than running a small one. */
@@ -128,9 +128,10 @@ static int grow(uint16_t **buf, size_t *cap, size_t n, char *err, size_t errlen)
 
 static int make_primitive(const gemm_key *k, dnnl_primitive_t *out, char *err, size_t errlen)
 {
-    /* op(A) [M,K]: packed as stored, [M,K] (strides K,1) or [K,M] (strides 1,M); op(B) [K,N] likewise. */
+    /* op(A) [M,K] and op(B) [K,N] packed plain row-major (flas_gemm_bf16 transposes while rounding);
+     * C in place with its own row stride. */
     dnnl_dims_t ad = {k->M, k->K}, bd = {k->K, k->N}, cd = {k->M, k->N};
-    dnnl_dims_t as = {k->K, 1}, bs = {k->N, 1}; /* both packed plain row-major (see flas_gemm_bf16) */
+    dnnl_dims_t as = {k->K, 1}, bs = {k->N, 1};
     dnnl_dims_t cs = {k->ldc, 1};
     dnnl_memory_desc_t amd, bmd, cmd;
     dnnl_status_t st = dnnl_memory_desc_init_by_strides(&amd, 2, ad, dnnl_bf16, as);
