@@ -135,6 +135,11 @@ int flas_cuda_scale(flas_cuda *c, float *x, size_t n, float s);
  * coef = max_norm / (sqrtf((float)*sumsq) + 1e-6f); x *= coef when max_norm > 0 and coef < 1. */
 int flas_cuda_clip(flas_cuda *c, float *x, size_t n, const double *sumsq, float max_norm);
 
+/* ---- residual connection (residual.cu); fp32 ---- */
+/* out[i] = a[i] + b[i] over n elements (out may alias a or b): one fp32 addition, the bits of model.c's
+ * residual_add. */
+int flas_cuda_residual_add(flas_cuda *c, float *out, const float *a, const float *b, size_t n);
+
 /* ---- AdamW (adamw.cu); fp32 ---- */
 /* flas_adamw_step's update of one tensor of n elements: step counts from 1 (the step after increment),
  * weight_decay is the decay of this tensor (0 for 1-D tensors, as optimizer.c does):
