@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "flas/error.h"
+#include "flas/train.h" /* flas_train_agree: one verdict per collective */
 
 /* MPI counts are int: larger buffers move in pieces (as runtime/train_comm.c does on the CPU). */
 #define MPI_MAX_FLOATS ((size_t)1 << 30)
@@ -22,27 +23,6 @@ static int nccl_fail(char *err, size_t errlen, const char *what, ncclResult_t r,
     const char *last = ncclGetLastError(comm);
     return flas_fail(err, errlen, "%s: %s%s%s", what, ncclGetErrorString(r), last && *last ? ": " : "",
                      last ? last : "");
-}
-
-/* 0 on every rank of comm when ok on all; else -1 everywhere with the lowest failing rank's message:
- * one verdict, so no rank goes on into a collective its peers have left. (runtime/train_comm.c has
- * the same rule as flas_train_agree; not linked here, so that the CUDA path needs no train.h.) */
-static int agree(MPI_Comm comm, int ok, char *err, size_t errlen)
-{
-    int rank, size, bad, lowest;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
-    bad = ok ? size : rank;
-    MPI_Allreduce(&bad, &lowest, 1, MPI_INT, MPI_MIN, comm);
-    if (lowest == size)
-        return 0;
-    char msg[512] = "";
-    if (rank == lowest && err)
-        snprintf(msg, sizeof msg, "%s", err);
-    MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, lowest, comm);
-    if (rank != lowest)
-        flas_fail(err, errlen, "rank %d: %s", lowest, msg);
-    return -1;
 }
 
 /* ---- device ------------------------------------------------------------------------------------------ */
@@ -66,7 +46,7 @@ int flas_gpu_pick_device(MPI_Comm world, flas_gpu_choice *choice, char *err, siz
     all = (int *)malloc(sizeof(int) * (size_t)node_size);
     if (ok && !all)
         ok = flas_fail(err, errlen, "out of memory") == 0;
-    if (agree(node, ok, err, errlen))
+    if (flas_train_agree(node, ok, err, errlen))
         goto out;
     /* Local ranks must differ within a node; a repeat means an inherited variable (mpirun inside an
      * sbatch script): then every rank of the node, having seen the same array, chooses again from MPI's
@@ -78,7 +58,7 @@ int flas_gpu_pick_device(MPI_Comm world, flas_gpu_choice *choice, char *err, siz
     }
     if (ok && (e = cudaSetDevice(choice->device)) != cudaSuccess)
         ok = cuda_fail(err, errlen, "cudaSetDevice", e) == 0;
-    rc = agree(node, ok, err, errlen);
+    rc = flas_train_agree(node, ok, err, errlen);
 out:
     free(all);
     MPI_Comm_free(&node);
@@ -91,8 +71,8 @@ out:
  * round, reaches every rank from any failing one. All ranks must call it together. */
 static int agree_grid(flas_gpu_comm *c, int ok, char *err, size_t errlen)
 {
-    ok = agree(c->dp.mpi, ok, err, errlen) == 0;
-    return agree(c->tp.mpi, ok, err, errlen);
+    ok = flas_train_agree(c->dp.mpi, ok, err, errlen) == 0;
+    return flas_train_agree(c->tp.mpi, ok, err, errlen);
 }
 
 /* The largest v over the grid (same two rounds). */
@@ -135,7 +115,7 @@ static int group_nccl_init(flas_gpu_group *g, char *err, size_t errlen)
     int ok = r == ncclSuccess || nccl_fail(err, errlen, "ncclCommInitRank", r, NULL) == 0;
     if (!ok)
         g->nccl = NULL;
-    if (agree(g->mpi, ok, err, errlen)) {
+    if (flas_train_agree(g->mpi, ok, err, errlen)) {
         if (g->nccl)
             ncclCommAbort(g->nccl); /* peers failed: nothing to finalise with them */
         g->nccl = NULL;
@@ -233,7 +213,7 @@ static int mpi_allreduce(flas_gpu_comm *c, flas_gpu_group *g, float *dbuf, size_
         bucket = MPI_MAX_FLOATS;
     size_t want = n < bucket ? n : bucket;
     int ok = stage_reserve(c, want, err, errlen) == 0;
-    if (agree(g->mpi, ok, err, errlen))
+    if (flas_train_agree(g->mpi, ok, err, errlen))
         return -1;
     for (size_t off = 0; off < n; off += bucket) {
         size_t k = n - off < bucket ? n - off : bucket;
@@ -255,7 +235,7 @@ static int mpi_allreduce(flas_gpu_comm *c, flas_gpu_group *g, float *dbuf, size_
                 ok = cuda_fail(err, errlen, "copy from the MPI staging buffer", e) == 0;
         }
     }
-    return agree(g->mpi, ok, err, errlen);
+    return flas_train_agree(g->mpi, ok, err, errlen);
 }
 
 static int nccl_allreduce(flas_gpu_group *g, float *dbuf, size_t n, size_t bucket, cudaStream_t stream,
